@@ -1,0 +1,95 @@
+"""``sample`` and ``info``: fill a store and look at it."""
+from __future__ import annotations
+
+import click
+
+from engine.cli.options import echo_json, echo_table, json_option
+
+SPACE_CHOICE = click.Choice(["z", "w", "wp"])
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine sample run.zarr --generator planted --predictor planted -n 100000 --seed 0
+  latent-engine sample run.zarr --generator digits --predictor digits --predictor imagestats -n 50000 --space z --space w
+  latent-engine sample run.zarr --generator planted --predictor planted -n 100000 --resume
+  latent-engine sample big.zarr --generator mypkg.models:make_gan --predictor imagestats -n 500000 --workers 2
+""")
+@click.argument("store", type=str)
+@click.option("--generator", "-g", required=True, help="Generator SPEC: planted, digits, convstack, or pkg.module:factory.")
+@click.option("--predictor", "-p", "predictors", multiple=True, help="Predictor SPEC (repeatable): planted, digits, imagestats, pkg.module:factory.")
+@click.option("-n", "n", type=int, required=True, help="Number of latent codes to sample.")
+@click.option("--seed", type=int, default=0, help="Seed of the latent draw; recorded in the store.")
+@click.option("--chunk", type=int, default=4096, help="Rows per chunk: the unit of work, resumption and storage.")
+@click.option("--batch", type=int, default=256, help="Rows per generator call on the device.")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:<index>.")
+@click.option("--space", "spaces", type=SPACE_CHOICE, multiple=True, help="Latent spaces to store (repeatable; default z and w when the generator maps).")
+@click.option("--workers", type=int, default=None, help="Spread chunks over a local Dask cluster of this many processes.")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
+@click.option("--gpus", default=None, help="Comma-separated GPU indices: one Dask worker per GPU (needs the [gpu] extra).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: redo exactly the uncommitted chunks.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed: int, chunk: int, batch: int,
+           device: str, spaces: tuple[str, ...], workers: int | None, scheduler: str | None, gpus: str | None,
+           resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
+    """Sample N latent codes through a generator and predictors into a Zarr store.
+
+    The codes of each chunk depend only on (seed, chunk index, chunk size, z_dim), so the store is identical
+    however the run is split, interrupted or distributed.
+    """
+    from engine.sampler import sample as run_sample
+    from engine.summary import summarize
+
+    result = run_sample(store, generator, list(predictors), n=n, seed=seed, chunk=chunk, batch=batch,
+                        device=device, spaces=list(spaces) or None, resume=resume, overwrite=overwrite,
+                        progress=not quiet and not as_json, workers=workers, scheduler=scheduler, gpus=gpus)
+    summary = summarize(result)
+    if as_json:
+        echo_json(summary)
+    else:
+        _print_summary(summary)
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine info run.zarr
+  latent-engine info run.zarr --json | jq .attributes
+""")
+@click.argument("store", type=str)
+@json_option
+def info(store: str, as_json: bool) -> None:
+    """Summarise a store: run metadata, progress, attribute statistics (NaN counts), directions and tables."""
+    from engine.store import Store
+    from engine.summary import summarize
+
+    summary = summarize(Store.open(store))
+    if as_json:
+        echo_json(summary)
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(s: dict) -> None:
+    state = "complete" if s["complete"] else f"INCOMPLETE ({s['chunks_done']}/{s['n_chunks']} chunks; use --resume)"
+    click.echo(f"{s['path']}  schema {s['schema']}  latent-engine {s['engine_version']}")
+    click.echo(f"  n {s['n']}  chunk {s['chunk']}  {state}  seed {s['seed']}")
+    click.echo(f"  generator {s['generator']}  predictors {', '.join(s['predictors']) or '-'}")
+    if s.get("samples_per_s"):
+        click.echo(f"  sampled on {s['device']} at {s['samples_per_s']} samples/s")
+    for name, shape in s["arrays"].items():
+        click.echo(f"  {name:<12} {tuple(shape)}")
+    if s["attributes"]:
+        click.echo("")
+        echo_table([[name, st["mean"], st["std"], st["nan"]] for name, st in s["attributes"].items()],
+                   ["attribute", "mean", "std", "NaN"])
+    if s["directions"]:
+        click.echo("")
+        echo_table([[key, tuple(d["shape"]), d["space"], d.get("val_accuracy", "")] for key, d in s["directions"].items()],
+                   ["direction", "shape", "space", "val acc"])
+    if s["tables"]:
+        click.echo(f"\n  tables: {', '.join(s['tables'])}")
+
+
+COMMANDS = [sample, info]

@@ -1,0 +1,26 @@
+"""Turn a user's ``--device`` choice into a torch device, failing loudly when it cannot be honoured."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+
+def resolve_device(choice: str | torch.device = "auto") -> torch.device:
+    """'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:i'; ValueError if the GPU is not there."""
+    if isinstance(choice, torch.device):
+        choice = str(choice)
+    choice = (choice or "auto").strip().lower()
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", choice)
+    if not match:
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:<index>; got {choice!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {choice} requested but no CUDA GPU is available on this machine")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"--device {choice}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)

@@ -1,0 +1,87 @@
+"""The two model protocols every part of latent-engine speaks.
+
+The vocabulary is StyleGAN's (``z_dim``, ``w_dim``, ``num_ws``, ``mapping``, ``synthesis``) because that is
+what researchers in this field already know. Any ``torch.nn.Module`` with these members works: built-ins,
+loaded checkpoints and the user's own ``package.module:factory`` models alike.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A pretrained generator: latent code in, images in [-1, 1] out.
+
+    Attributes:
+        z_dim: size of the input code z ~ N(0, I).
+        w_dim: size of the mapped code w (equal to ``z_dim`` when there is no mapping network).
+        num_ws: how many layer-wise copies of w the synthesis network takes (W+ has shape (num_ws, w_dim)).
+        has_mapping: whether ``mapping`` is a real network; if not, w is z and only the z space exists.
+    """
+
+    z_dim: int
+    w_dim: int
+    num_ws: int
+    has_mapping: bool
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, z_dim) -> ws (B, num_ws, w_dim), every layer's copy of w (StyleGAN's convention)."""
+        ...
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws (B, num_ws, w_dim) -> images (B, C, H, W) with values in [-1, 1]."""
+        ...
+
+
+@runtime_checkable
+class Factorizable(Protocol):
+    """A generator that exposes the weights SeFa factorizes (optional beside ``Generator``).
+
+    ``latent_weights()`` returns, in layer order, ``(layer_name, weight)`` pairs where ``weight`` has shape
+    (out_features, w_dim) and acts directly on the latent code: the code is z for generators without a
+    mapping network (PGGAN's first layer) and w otherwise (StyleGAN's per-layer style affines).
+    """
+
+    def latent_weights(self) -> list[tuple[str, torch.Tensor]]:
+        ...
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Scores images: one column per attribute, larger means more of the attribute.
+
+    Scores should be unbounded (logits, log-odds, raw measurements), not saturating probabilities:
+    InterFaceGAN ranks rows by score, and ties at 0 or 1 break that ranking.
+    """
+
+    attributes: list[str]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) in [-1, 1] -> scores (B, len(attributes))."""
+        ...
+
+
+class IdentityMapping:
+    """Mixin for generators without a mapping network: w is z, broadcast to ``num_ws`` layers."""
+
+    has_mapping = False
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, None, :].expand(-1, self.num_ws, -1)
+
+
+def check_generator(G: object, spec: str) -> None:
+    """Raise ValueError naming ``spec`` if ``G`` lacks a member of the Generator protocol."""
+    missing = [name for name in ("z_dim", "w_dim", "num_ws", "has_mapping", "mapping", "synthesis")
+               if not hasattr(G, name)]
+    if missing:
+        raise ValueError(f"generator {spec!r} is missing {', '.join(missing)} (see engine.models.Generator)")
+
+
+def check_predictor(P: object, spec: str) -> None:
+    """Raise ValueError naming ``spec`` if ``P`` is not a Predictor."""
+    if not callable(P) or not isinstance(getattr(P, "attributes", None), (list, tuple)) or not P.attributes:
+        raise ValueError(f"predictor {spec!r} must be callable and have a non-empty list `attributes`")

@@ -1,0 +1,312 @@
+"""The Store: a Zarr v3 group with latent-engine's fixed layout (schema 1).
+
+All zarr access of the project goes through this module, so the layout lives in one place:
+
+    (group attrs) latent_engine   run metadata: schema, engine version, seed, n, chunk, models, spaces, ...
+    latents/z    (n, z_dim)             float32, chunks (chunk, z_dim)
+    latents/w    (n, w_dim)             float32, when the generator has a mapping network
+    latents/wp   (n, num_ws, w_dim)     float32, optional layer-wise codes
+    scores       (n, m)                 float32, attrs `attributes`
+    progress     (n_chunks,)            uint8, 1 once every array of that chunk is written
+    directions/<method>/<name>  (k, d)  float32 unit rows, attrs: space, parameters, metrics
+    tables/<name>               (r, c)  float32, attrs `rows`, `cols`
+
+Every array names its dimensions, so plain ``zarr``, ``dask.array.from_zarr`` and ``xarray.open_zarr`` read
+it without this package. ``progress`` has one zarr chunk per sampler chunk: zarr loses writes when two
+processes write parts of one chunk, and it skips chunks equal to the fill value, so completion is recorded
+explicitly and never inferred from chunk files.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+SCHEMA = 1
+META_KEY = "latent_engine"
+SPACES = ("z", "w", "wp")
+LATENT_DIMS = {"z": ("sample", "z_dim"), "w": ("sample", "w_dim"), "wp": ("sample", "layer", "w_dim")}
+
+
+class StoreError(ValueError):
+    """A store that is missing, of another schema, incomplete or inconsistent with the request."""
+
+
+def engine_version() -> str:
+    from engine import __version__
+    return __version__
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _exists(path: str) -> bool:
+    if _is_remote(path):
+        import fsspec
+        fs, root = fsspec.core.url_to_fs(path)
+        return fs.exists(root)
+    return Path(path.removeprefix("file://")).exists()
+
+
+def _float_fill() -> float:
+    return float("nan")
+
+
+class Store:
+    """A latent-engine store; create with ``Store.create``, open with ``Store.open`` (read-only by default)."""
+
+    def __init__(self, group: zarr.Group, path: str, mode: str):
+        self.group = group
+        self.path = path
+        self.mode = mode
+        self.meta: dict[str, Any] = dict(group.attrs[META_KEY])
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> "Store":
+        """Open an existing store; raises StoreError if ``path`` is not a latent-engine store of schema 1."""
+        path = str(path)
+        if mode not in ("r", "r+"):
+            raise ValueError(f"Store.open mode must be 'r' or 'r+'; got {mode!r}")
+        if not _exists(path):
+            raise StoreError(f"no store at {path}")
+        try:
+            group = zarr.open_group(path, mode=mode)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
+            raise StoreError(f"{path} is not a zarr v3 store ({type(exc).__name__})") from exc
+        meta = group.attrs.get(META_KEY)
+        if not isinstance(meta, dict):
+            raise StoreError(f"{path} is a zarr group but not a latent-engine store (no '{META_KEY}' attrs)")
+        if meta.get("schema") != SCHEMA:
+            raise StoreError(f"{path} has store schema {meta.get('schema')!r}; this latent-engine reads "
+                             f"schema {SCHEMA}")
+        return cls(group, path, mode)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, n: int, chunk: int, z_dim: int, w_dim: int | None = None,
+               num_ws: int | None = None, spaces: Sequence[str] = ("z",), attributes: Sequence[str] = (),
+               meta: dict[str, Any] | None = None, overwrite: bool = False) -> "Store":
+        """Create an empty store for ``n`` rows in chunks of ``chunk`` rows.
+
+        Refuses an existing path unless ``overwrite``; the caller holds the store's lock.
+        """
+        path = str(path)
+        _check_positive("n", n)
+        _check_positive("chunk", chunk)
+        unknown = [s for s in spaces if s not in SPACES]
+        if unknown or "z" not in spaces:
+            raise ValueError(f"spaces must include 'z' and be among {SPACES}; got {list(spaces)}")
+        if ("w" in spaces or "wp" in spaces) and not w_dim:
+            raise ValueError("spaces 'w'/'wp' need a generator with a mapping network (w_dim)")
+        if _exists(path) and not overwrite:
+            raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
+        group = zarr.open_group(path, mode="w")
+        n_chunks = -(-n // chunk)
+        record = {
+            "schema": SCHEMA, "engine_version": engine_version(), "n": int(n), "chunk": int(chunk),
+            "n_chunks": int(n_chunks), "z_dim": int(z_dim), "w_dim": int(w_dim) if w_dim else None,
+            "num_ws": int(num_ws) if num_ws else None, "spaces": list(spaces), "attributes": list(attributes),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **(meta or {}),
+        }
+        latents = group.create_group("latents")
+        shapes = {"z": (n, z_dim), "w": (n, w_dim), "wp": (n, num_ws, w_dim)}
+        for space in spaces:
+            shape = shapes[space]
+            latents.create_array(space, shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
+                                 fill_value=_float_fill(), dimension_names=LATENT_DIMS[space])
+        if attributes:
+            group.create_array("scores", shape=(n, len(attributes)), chunks=(chunk, len(attributes)),
+                               dtype="float32", fill_value=_float_fill(), dimension_names=("sample", "attribute"),
+                               attributes={"attributes": list(attributes)})
+        group.create_array("progress", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
+                           dimension_names=("chunk",))
+        group.create_group("directions")
+        group.create_group("tables")
+        group.attrs[META_KEY] = record
+        return cls(group, path, "r+")
+
+    # ------------------------------------------------------------------ layout facts
+    @property
+    def n(self) -> int:
+        return int(self.meta["n"])
+
+    @property
+    def chunk(self) -> int:
+        return int(self.meta["chunk"])
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.meta["n_chunks"])
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.meta.get("attributes", []))
+
+    @property
+    def spaces(self) -> list[str]:
+        return list(self.meta["spaces"])
+
+    def chunk_rows(self, index: int) -> slice:
+        """The rows of sampler chunk ``index`` (the last chunk may be short)."""
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(f"chunk {index} out of range [0, {self.n_chunks})")
+        start = index * self.chunk
+        return slice(start, min(start + self.chunk, self.n))
+
+    def array(self, name: str) -> zarr.Array:
+        """A stored array by path ('latents/z', 'scores', 'directions/sefa/all', ...)."""
+        try:
+            node = self.group[name]
+        except KeyError:
+            raise StoreError(f"{self.path} has no array {name!r}") from None
+        if not isinstance(node, zarr.Array):
+            raise StoreError(f"{self.path}: {name!r} is a group, not an array")
+        return node
+
+    def latent_array(self, space: str) -> zarr.Array:
+        if space not in self.spaces:
+            raise StoreError(f"{self.path} has no {space!r} codes; it stores {self.spaces}")
+        return self.array(f"latents/{space}")
+
+    def attribute_index(self, name: str) -> int:
+        if name not in self.attributes:
+            raise StoreError(f"unknown attribute {name!r}; {self.path} has {self.attributes}")
+        return self.attributes.index(name)
+
+    # ------------------------------------------------------------------ progress
+    def progress(self) -> np.ndarray:
+        """(n_chunks,) bool: which chunks are committed."""
+        return self.group["progress"][:].astype(bool)
+
+    def pending_chunks(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(~self.progress())]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.progress().all())
+
+    def require_complete(self) -> None:
+        pending = self.pending_chunks()
+        if pending:
+            raise StoreError(f"{self.path} is incomplete: {len(pending)} of {self.n_chunks} chunks are not "
+                             f"written; finish it with `latent-engine sample {self.path} ... --resume`")
+
+    def write_chunk(self, index: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write every array of chunk ``index``, then commit it; a crash before the commit leaves it pending."""
+        rows = self.chunk_rows(index)
+        expected = rows.stop - rows.start
+        for name, values in arrays.items():
+            if values.shape[0] != expected:
+                raise ValueError(f"chunk {index}: {name} has {values.shape[0]} rows, expected {expected}")
+            self.array(name)[rows] = values
+        self.commit_chunk(index)
+
+    def commit_chunk(self, index: int) -> None:
+        self.group["progress"][index] = 1
+
+    def iter_rows(self, name: str, block_chunks: int = 1) -> Iterator[tuple[slice, np.ndarray]]:
+        """Stream ``name`` in blocks of whole store chunks: (rows, values). Memory stays O(block)."""
+        array = self.array(name)
+        step = array.chunks[0] * block_chunks
+        for start in range(0, array.shape[0], step):
+            rows = slice(start, min(start + step, array.shape[0]))
+            yield rows, array[rows]
+
+    # ------------------------------------------------------------------ results
+    def write_direction(self, method: str, name: str, values: np.ndarray, attrs: dict[str, Any]) -> zarr.Array:
+        """Write ``directions/<method>/<name>`` (k, d) with attrs; replaces an earlier result of that name."""
+        self._require_writable()
+        values = np.asarray(values, dtype=np.float32)
+        if values.ndim != 2:
+            raise ValueError(f"a direction array must be (k, d); got shape {values.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"directions/{method}/{name} has non-finite values")
+        if "space" not in attrs:
+            raise ValueError("direction attrs must name the 'space' the directions live in")
+        parent = self.group.require_group("directions").require_group(method)
+        array = parent.create_array(name, shape=values.shape, dtype="float32", chunks=values.shape,
+                                    dimension_names=("component", f"{attrs['space']}_dim"),
+                                    attributes=_jsonable(attrs), overwrite=True)
+        array[...] = values
+        return array
+
+    def directions(self) -> list[str]:
+        """All stored directions as 'method/name'."""
+        found = []
+        root = self.group.require_group("directions") if self.mode != "r" else self.group.get("directions")
+        if root is None:
+            return found
+        for method, group in sorted(root.groups()):
+            found += [f"{method}/{name}" for name, _ in sorted(group.arrays())]
+        return found
+
+    def read_direction(self, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """'method/name' -> ((k, d) float32, attrs)."""
+        if key not in self.directions():
+            raise StoreError(f"unknown direction {key!r}; {self.path} has {self.directions() or 'none'}")
+        array = self.array(f"directions/{key}")
+        return array[...], dict(array.attrs)
+
+    def write_table(self, name: str, values: np.ndarray, rows: Sequence[str], cols: Sequence[str],
+                    attrs: dict[str, Any] | None = None) -> zarr.Array:
+        """Write ``tables/<name>`` (r, c) with row and column labels; replaces an earlier table."""
+        self._require_writable()
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != (len(rows), len(cols)):
+            raise ValueError(f"table {name}: values {values.shape} do not match {len(rows)} rows × {len(cols)} cols")
+        tables = self.group.require_group("tables")
+        array = tables.create_array(name, shape=values.shape, dtype="float32", chunks=values.shape,
+                                    dimension_names=(f"{name}_row", f"{name}_col"), overwrite=True,
+                                    attributes=_jsonable({"rows": list(rows), "cols": list(cols), **(attrs or {})}))
+        array[...] = values
+        return array
+
+    def tables(self) -> list[str]:
+        root = self.group.get("tables")
+        return [] if root is None else sorted(name for name, _ in root.arrays())
+
+    def read_table(self, name: str) -> tuple[np.ndarray, dict[str, Any]]:
+        if name not in self.tables():
+            raise StoreError(f"unknown table {name!r}; {self.path} has {self.tables() or 'none'}")
+        array = self.array(f"tables/{name}")
+        return array[...], dict(array.attrs)
+
+    def update_meta(self, **fields: Any) -> None:
+        """Merge ``fields`` into the run metadata (e.g. timings)."""
+        self._require_writable()
+        self.meta.update(_jsonable(fields))
+        self.group.attrs[META_KEY] = self.meta
+
+    def _require_writable(self) -> None:
+        if self.mode == "r":
+            raise StoreError(f"{self.path} is open read-only; open it with mode='r+' to write results")
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r}, n={self.n}, chunk={self.chunk}, spaces={self.spaces})"
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays in ``value`` to plain JSON types for zarr attrs."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

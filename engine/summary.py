@@ -1,0 +1,55 @@
+"""A store's summary for ``latent-engine info``: layout, progress, per-attribute statistics, results."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.store import Store
+
+
+def summarize(store: Store) -> dict[str, Any]:
+    """Everything ``info`` prints; the score statistics stream over committed chunks (memory O(chunk·m))."""
+    meta = store.meta
+    progress = store.progress()
+    summary: dict[str, Any] = {
+        "path": store.path, "schema": meta["schema"], "engine_version": meta.get("engine_version"),
+        "n": store.n, "chunk": store.chunk, "chunks_done": int(progress.sum()), "n_chunks": store.n_chunks,
+        "complete": bool(progress.all()), "seed": meta.get("seed"), "generator": meta.get("generator"),
+        "predictors": meta.get("predictors", []), "device": meta.get("device"),
+        "samples_per_s": meta.get("samples_per_s"), "created": meta.get("created"),
+        "arrays": {f"latents/{s}": list(store.latent_array(s).shape) for s in store.spaces},
+        "attributes": _attribute_stats(store, progress),
+        "directions": {key: _direction_summary(store, key) for key in store.directions()},
+        "tables": store.tables(),
+    }
+    return summary
+
+
+def _attribute_stats(store: Store, progress: np.ndarray) -> dict[str, dict[str, float | int]]:
+    if not store.attributes:
+        return {}
+    m = len(store.attributes)
+    count = np.zeros(m, np.int64)
+    nans = np.zeros(m, np.int64)
+    total = np.zeros(m)
+    total_sq = np.zeros(m)
+    for index in np.flatnonzero(progress):
+        values = store.array("scores")[store.chunk_rows(int(index))].astype(np.float64)
+        finite = np.isfinite(values)
+        nans += np.isnan(values).sum(axis=0)
+        count += finite.sum(axis=0)
+        clean = np.where(finite, values, 0.0)
+        total += clean.sum(axis=0)
+        total_sq += (clean ** 2).sum(axis=0)
+    mean = np.divide(total, count, out=np.full(m, np.nan), where=count > 0)
+    var = np.divide(total_sq, count, out=np.full(m, np.nan), where=count > 0) - mean ** 2
+    return {name: {"mean": float(mean[i]), "std": float(np.sqrt(max(var[i], 0.0))), "nan": int(nans[i])}
+            for i, name in enumerate(store.attributes)}
+
+
+def _direction_summary(store: Store, key: str) -> dict[str, Any]:
+    array = store.array(f"directions/{key}")
+    attrs = dict(array.attrs)
+    return {"shape": list(array.shape), "space": attrs.get("space"),
+            **{k: attrs[k] for k in ("val_accuracy", "train_accuracy") if k in attrs}}
