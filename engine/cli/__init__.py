@@ -15,7 +15,7 @@ import click
 from engine import __version__
 from engine.lock import LockError
 
-COMMAND_MODULES = ["engine.cli.sampling"]
+COMMAND_MODULES = ["engine.cli.sampling", "engine.cli.methods", "engine.cli.cluster", "engine.cli.showcase"]
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, LockError)
 
 

@@ -1,0 +1,2 @@
+"""Commands of this area (filled in by its issue)."""
+COMMANDS: list = []
