@@ -1,0 +1,442 @@
+"""Dask, in one module: clusters from the command-line flags, chunk tasks, retries, tree reductions.
+
+Dask only orchestrates (the dask-ml way): every task is a pure module-level function of plain arguments.
+
+* ``sample_chunk(store_path, index, generator_spec, predictor_specs, ...)`` draws the codes of one chunk
+  (``engine.sampler.draw_codes``: the chunk-seed contract), runs them through a ``ChunkComputer`` and writes
+  and commits them with ``Store.write_chunk``. The worker builds the models once per (generator spec,
+  predictor specs, device, batch, spaces) and keeps them in a small module-level cache for the next chunks.
+  Writes are idempotent (a redone chunk overwrites the same rows with the same values), so a chunk whose
+  worker died half-way through is simply computed again elsewhere: Dask reschedules the tasks of a dead worker
+  (up to ``distributed.scheduler.allowed-failures`` deaths per task; ``ALLOWED_FAILURES`` on the clusters this
+  module starts) and retries tasks that raised (``RETRIES``, for transient I/O errors on shared stores).
+* ``run_distributed(...)`` is what ``engine.sampler.sample`` calls for ``--workers/--scheduler/--gpus``
+  (holding the store lock): it submits the pending chunks and reports each commit to ``on_chunk`` as it
+  lands, so one progress bar covers all workers.
+* ``map_reduce_chunks(store_path, array, partial, merge)`` reads one store chunk per task on the workers,
+  applies ``partial`` and merges the partial states pairwise as they arrive (a tree reduction that keeps a
+  few states in memory, whatever the number of chunks): PCA and Pearson over stores larger than a node.
+
+Clusters (``cluster_client``): ``workers=K`` starts a ``LocalCluster`` of K single-threaded processes (with
+nannies, so a killed worker is restarted); ``scheduler=ADDRESS`` connects to any running Dask deployment
+(``dask scheduler`` + ``dask worker``, dask-jobqueue, Kubernetes) within ``CONNECT_TIMEOUT_S`` seconds;
+``gpus="0,1"`` starts ``dask_cuda.LocalCUDACluster`` with one worker per GPU (the ``[gpu]`` extra).
+
+Torch threads: Dask's nannies start workers with OMP/MKL_NUM_THREADS=1, so each task sets torch's thread
+count itself: with W Dask worker threads on a host of C cores, each gets max(1, C // W) torch threads (two
+single-threaded workers on two cores: one thread each; one worker: both cores).
+
+The store path must be reachable by every worker under the same name: a local path for ``--workers``, a
+shared file system path or an fsspec URL (``s3://...``) for a remote cluster. Relative local paths are made
+absolute before they are shipped.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+S = TypeVar("S")
+
+#: Seconds to reach an existing scheduler before giving up with the address in the message.
+CONNECT_TIMEOUT_S = 5.0
+#: Re-runs of a chunk task that raised (transient I/O on a shared store); deterministic errors surface after.
+RETRIES = 1
+#: Deaths of workers running one task before Dask gives up on it (on clusters this module starts).
+ALLOWED_FAILURES = 3
+#: Model sets a worker keeps built (one run normally needs one).
+MODEL_CACHE_SIZE = 2
+
+
+class ClusterError(ValueError):
+    """A cluster that cannot be had or a distributed run that cannot finish; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- flags
+@dataclass(frozen=True)
+class ClusterRequest:
+    """The validated cluster flags: kind is 'local', 'address' or 'cuda'."""
+
+    kind: str
+    workers: int | None = None
+    address: str | None = None
+    gpus: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "local":
+            return f"a local cluster of {self.workers} worker process(es)"
+        if self.kind == "cuda":
+            return f"a local CUDA cluster on GPU(s) {','.join(map(str, self.gpus))}"
+        return f"the Dask scheduler at {self.address}"
+
+
+def validate_cluster_flags(workers: int | None = None, scheduler: str | None = None,
+                           gpus: str | Sequence[int] | None = None) -> ClusterRequest | None:
+    """Check ``--workers/--scheduler/--gpus`` before anything starts; None when none was given.
+
+    Raises ClusterError (a ValueError: one line on the command line) for ``--workers 0``, two flags at once,
+    a malformed ``--gpus`` list, or ``--gpus`` on a machine without GPUs or without dask-cuda.
+    """
+    given = [name for name, value in (("--workers", workers), ("--scheduler", scheduler), ("--gpus", gpus))
+             if value is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ClusterError(f"{' and '.join(given)} exclude each other: pick one way to get a cluster")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
+            raise ClusterError(f"--workers must be a positive integer; got {workers!r}")
+        return ClusterRequest("local", workers=int(workers))
+    if scheduler is not None:
+        address = str(scheduler).strip()
+        if not address:
+            raise ClusterError("--scheduler needs an address such as tcp://host:8786; got an empty string")
+        return ClusterRequest("address", address=address)
+    return ClusterRequest("cuda", gpus=_check_gpus(gpus))
+
+
+def _check_gpus(gpus: str | Sequence[int]) -> tuple[int, ...]:
+    text = gpus if isinstance(gpus, str) else ",".join(str(g) for g in gpus)
+    try:
+        indices = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ClusterError(f"--gpus must be comma-separated GPU indices such as 0,1; got {text!r}") from None
+    if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        raise ClusterError(f"--gpus must list distinct non-negative GPU indices; got {text!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ClusterError(f"--gpus {text}: this machine has no CUDA GPU that torch can use "
+                           "(use --workers K for CPU processes)")
+    count = torch.cuda.device_count()
+    if max(indices) >= count:
+        raise ClusterError(f"--gpus {text}: this machine has {count} CUDA device(s) (indices 0..{count - 1})")
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        raise ClusterError("--gpus needs dask-cuda, which is not installed: pip install 'latent-engine[gpu]'") \
+            from None
+    return indices
+
+
+# ---------------------------------------------------------------------------------------------- clusters
+@dataclass
+class ClusterHandle:
+    """A connected client and the torch threads each of its workers should use."""
+
+    client: Any
+    request: ClusterRequest
+    startup_s: float
+    threads: dict[str, int]
+    default_threads: int
+
+
+@contextmanager
+def cluster_client(workers: int | None = None, scheduler: str | None = None,
+                   gpus: str | Sequence[int] | None = None) -> Iterator[ClusterHandle]:
+    """A Dask client for the flags (exactly one given); clusters started here are closed on exit."""
+    request = validate_cluster_flags(workers, scheduler, gpus)
+    if request is None:
+        raise ClusterError("a cluster needs one of --workers K, --scheduler ADDRESS or --gpus LIST")
+    import dask
+    from distributed import Client
+
+    start = time.perf_counter()
+    cluster = None
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        if request.kind == "address":
+            client = _connect(request.address)
+        else:
+            try:
+                cluster = _start_cluster(request)
+            except Exception as exc:  # noqa: BLE001 - the cause goes in the one-line message
+                raise ClusterError(f"could not start {request.describe()}: {exc} (scripts that start "
+                                   "clusters need an `if __name__ == '__main__':` guard)") from exc
+            client = Client(cluster)
+    try:
+        threads, default = _torch_threads(client)
+        yield ClusterHandle(client, request, time.perf_counter() - start, threads, default)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _connect(address: str) -> Any:
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is the same user-facing error
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT_S:g} s "
+                           f"({reason}); is it running, and is the address right?") from None
+
+
+def _start_cluster(request: ClusterRequest) -> Any:
+    import logging
+
+    common = dict(threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR)
+    if request.kind == "cuda":
+        from dask_cuda import LocalCUDACluster
+
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(map(str, request.gpus)), **common)
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=request.workers, processes=True, **common)
+
+
+def _worker_facts(dask_worker: Any) -> tuple[str, int, int]:
+    """(host, usable cores, Dask threads) of one worker; runs on the worker."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return socket.gethostname(), cores, int(dask_worker.state.nthreads)
+
+
+def _torch_threads(client: Any) -> tuple[dict[str, int], int]:
+    """Torch threads per worker: the host's cores shared among the host's Dask worker threads."""
+    try:
+        facts = client.run(_worker_facts)
+    except Exception:  # noqa: BLE001 - a worker that cannot answer gets the default
+        facts = {}
+    per_host: dict[str, int] = {}
+    for host, _, nthreads in facts.values():
+        per_host[host] = per_host.get(host, 0) + nthreads
+    threads = {addr: max(1, cores // per_host[host]) for addr, (host, cores, _) in facts.items()}
+    return threads, min(threads.values(), default=1)
+
+
+# ---------------------------------------------------------------------------------------------- chunk tasks
+_MODELS: "OrderedDict[tuple, Any]" = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+
+
+def _computer(generator_spec: str, predictor_specs: tuple[str, ...], device: str, batch: int,
+              spaces: tuple[str, ...]) -> Any:
+    """The worker's ChunkComputer for these models, built on first use and kept for the next chunks."""
+    from engine.devices import resolve_device
+    from engine.models.registry import load_generator, load_predictor
+    from engine.sampler import ChunkComputer
+
+    key = (generator_spec, predictor_specs, device, batch, spaces)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+        dev = resolve_device(device)
+        G = load_generator(generator_spec, dev)
+        Ps = [load_predictor(p, G, dev) for p in predictor_specs]
+        computer = ChunkComputer(G, Ps, list(spaces), batch, dev)
+        _MODELS[key] = computer
+        while len(_MODELS) > MODEL_CACHE_SIZE:
+            _MODELS.popitem(last=False)
+        return computer
+
+
+def _set_threads(threads: dict[str, int] | None, default: int | None) -> None:
+    if not threads and not default:
+        return
+    import torch
+
+    wanted = default
+    try:
+        from distributed import get_worker
+
+        wanted = (threads or {}).get(get_worker().address, default)
+    except ValueError:  # not on a worker (called in-process)
+        pass
+    if wanted and torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
+def sample_chunk(store_path: str, index: int, generator_spec: str, predictor_specs: tuple[str, ...], *,
+                 batch: int, device: str = "auto", threads: dict[str, int] | None = None,
+                 default_threads: int | None = None) -> tuple[int, int, int]:
+    """Compute, write and commit chunk ``index`` of the store; returns (index, rows, NaN scores).
+
+    A pure function of its arguments and the store's metadata: running it twice writes the same values.
+    """
+    from engine.sampler import draw_codes
+    from engine.store import Store
+
+    _set_threads(threads, default_threads)
+    store = Store.open(store_path, mode="r+")
+    meta = store.meta
+    computer = _computer(generator_spec, tuple(predictor_specs), device, int(batch), tuple(store.spaces))
+    rows = store.chunk_rows(index)
+    z = draw_codes(int(meta["seed"]), index, store.chunk, int(meta["z_dim"]), rows.stop - rows.start)
+    arrays = computer(z)
+    nans = int(np.isnan(arrays["scores"]).sum()) if "scores" in arrays else 0
+    store.write_chunk(index, arrays)
+    return index, rows.stop - rows.start, nans
+
+
+def _shipped_path(path: str) -> str:
+    """Local paths become absolute (workers may run elsewhere); URLs go as they are."""
+    if "://" in path and not path.startswith("file://"):
+        return path
+    return os.path.abspath(path.removeprefix("file://"))
+
+
+def _worker_device(request: ClusterRequest, device: str | Any) -> str:
+    device = str(device or "auto")
+    if request.kind == "cuda":
+        if device == "cpu":
+            raise ClusterError("--gpus runs one worker per GPU: it cannot be combined with --device cpu")
+        return "cuda"  # each worker sees only its own GPU, as cuda:0
+    return device
+
+
+def run_distributed(store: Any, generator_spec: str, predictor_specs: Sequence[str], chunks: Sequence[int], *,
+                    batch: int, device: str | Any = "auto", workers: int | None = None,
+                    scheduler: str | None = None, gpus: str | Sequence[int] | None = None,
+                    on_chunk: Callable[[int, int], None] | None = None) -> Any:
+    """Compute and commit ``chunks`` of ``store`` on a Dask cluster; returns ``engine.sampler.RunStats``.
+
+    The caller holds the store lock. The first chunk that fails for good (after ``RETRIES``, or after
+    ``ALLOWED_FAILURES`` worker deaths) cancels the rest and raises; committed chunks stay committed, so
+    ``sample --resume`` continues from them.
+    """
+    from engine.sampler import RunStats
+
+    request = validate_cluster_flags(workers, scheduler, gpus)
+    if request is None:
+        raise ClusterError("run_distributed needs one of workers, scheduler or gpus")
+    worker_device = _worker_device(request, device)
+    stats = RunStats()
+    chunks = [int(i) for i in chunks]
+    if not chunks:
+        return stats
+    path = _shipped_path(store.path)
+    with cluster_client(workers, scheduler, gpus) as handle:
+        stats = _run_on(handle, path, generator_spec, tuple(predictor_specs), chunks, batch, worker_device,
+                        on_chunk)
+    return stats
+
+
+def _run_on(handle: ClusterHandle, path: str, generator_spec: str, predictor_specs: tuple[str, ...],
+            chunks: list[int], batch: int, device: str, on_chunk: Callable[[int, int], None] | None) -> Any:
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    from engine.sampler import RunStats
+
+    client = handle.client
+    stats = RunStats()
+    run = uuid.uuid4().hex[:8]
+    start = time.perf_counter()
+    futures = [client.submit(sample_chunk, path, index, generator_spec, predictor_specs, batch=batch,
+                             device=device, threads=handle.threads, default_threads=handle.default_threads,
+                             key=f"latent-engine-chunk-{run}-{index}", retries=RETRIES, pure=False,
+                             priority=-index)
+               for index in chunks]
+    try:
+        for future in as_completed(futures):
+            try:
+                index, rows, nans = future.result()
+            except KilledWorker as exc:
+                raise ClusterError(f"a chunk's workers died {ALLOWED_FAILURES + 1} times ({exc}); out of "
+                                   "memory? Committed chunks are kept: rerun with --resume") from None
+            stats.rows += rows
+            stats.nan_scores += nans
+            stats.chunks.append(index)
+            if on_chunk is not None:
+                on_chunk(index, rows)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        stats.seconds = time.perf_counter() - start
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------- reductions
+def read_block(store_path: str, array: str, block: int) -> np.ndarray:
+    """Rows of store chunk ``block`` of ``array`` (read-only open, zarr directly)."""
+    from engine.store import Store
+
+    values = Store.open(store_path).array(array)
+    step = values.chunks[0]
+    return values[block * step:min((block + 1) * step, values.shape[0])]
+
+
+def partial_of_block(store_path: str, array: str, block: int, partial: Callable[[np.ndarray], S]) -> S:
+    """One map task: ``partial`` of one store chunk."""
+    return partial(read_block(store_path, array, block))
+
+
+def merge_states(merge: Callable[[S, S], S], left: S, right: S) -> S:
+    """One reduce task."""
+    return merge(left, right)
+
+
+def _blocks_of(store_path: str, array: str) -> int:
+    from engine.store import Store
+
+    store = Store.open(store_path)
+    values = store.array(array)  # StoreError naming the path when the array is missing
+    if array.startswith("latents/") or array == "scores":
+        store.require_complete()
+    if values.ndim == 0 or values.shape[0] == 0:
+        raise ValueError(f"{store_path}: {array} has no rows to reduce")
+    return -(-values.shape[0] // values.chunks[0])
+
+
+def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray], S],
+                      merge: Callable[[S, S], S], *, workers: int | None = None,
+                      scheduler: str | None = None) -> S:
+    """Apply ``partial`` to every store chunk of ``array`` and merge the states into one.
+
+    With ``workers`` or ``scheduler`` each chunk is read and reduced on a Dask worker and the partial states
+    are merged pairwise as they arrive (a tree reduction: memory holds a few states, not one per chunk);
+    with neither, the same map and merges run in this process. ``partial`` and ``merge`` must be picklable
+    (module-level functions, ``functools.partial`` or lambdas, which Dask ships with cloudpickle) and
+    ``merge`` may modify and return its first argument. Sampled arrays (``latents/*``, ``scores``) must be
+    complete. The merge order varies between runs, so results agree to float rounding, not bit for bit.
+    """
+    store_path = str(store_path)
+    request = validate_cluster_flags(workers, scheduler, None)
+    n_blocks = _blocks_of(store_path, array)
+    if request is None:
+        # A binary-counter tree in this process: O(log n_blocks) states held, merged in row order.
+        stack: list[tuple[int, S]] = []
+        for block in range(n_blocks):
+            state, level = partial_of_block(store_path, array, block, partial), 0
+            while stack and stack[-1][0] == level:
+                state, level = merge_states(merge, stack.pop()[1], state), level + 1
+            stack.append((level, state))
+        state = stack.pop()[1]
+        while stack:
+            state = merge_states(merge, stack.pop()[1], state)
+        return state
+    from distributed import as_completed
+
+    path = _shipped_path(store_path)
+    with cluster_client(workers, scheduler) as handle:
+        client = handle.client
+        # No list of the futures is kept: a partial state is released as soon as it has been merged.
+        pending = as_completed([client.submit(partial_of_block, path, array, b, partial, pure=False,
+                                              retries=RETRIES, priority=-b) for b in range(n_blocks)])
+        waiting = None
+        for future in pending:
+            if future.status == "error":
+                future.result()  # fail fast with the task's own exception
+            if waiting is None:
+                waiting = future
+                continue
+            pending.add(client.submit(merge_states, merge, waiting, future, pure=False, retries=RETRIES,
+                                      priority=1))
+            waiting = None
+        result = waiting.result()  # raises the first error of any task; closing the client cancels the rest
+    return result
