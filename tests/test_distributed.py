@@ -1,0 +1,272 @@
+"""Sharded sampling on Dask: same store as one process, worker and client deaths, the single writer, reductions.
+
+One 2-process LocalCluster is shared by the module (start-up costs seconds on 2 cores); one test starts its
+own through ``sample --workers 2`` to cover that path end to end.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import engine
+from engine.distributed import (ClusterError, map_reduce_chunks, run_distributed, sample_chunk,
+                                validate_cluster_flags)
+from engine.lock import LockError
+from engine.models.registry import load_generator, load_predictor
+from engine.sampler import draw_codes, prepare_store
+from engine.store import Store
+from kernels.correlation import PearsonState, pearson
+from kernels.pca import PCA
+from tests.conftest import PLANTED_SMALL, ROOT
+
+# Heavy enough per chunk (~0.2 s on one thread) that a kill lands mid-run; small enough to keep tests quick.
+SLOW = "convstack:z_dim=64,channels=64,resolution=16"
+SLOW_RUN = dict(n=256 * 16, chunk=256, seed=3)
+
+
+def _arrays(path) -> dict[str, np.ndarray]:
+    group = zarr.open_group(str(path), mode="r")
+    return {name: group[name][...] for name in ("latents/z", "scores") if name in group}
+
+
+def _assert_same_store(path, reference) -> None:
+    got = _arrays(path)
+    np.testing.assert_array_equal(got["latents/z"], reference["latents/z"])   # codes: bit-identical
+    np.testing.assert_allclose(got["scores"], reference["scores"], rtol=1e-4, atol=1e-5)
+    assert Store.open(path).complete
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 3}):
+        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                             silence_logs=40)
+        client = Client(local)
+        yield local.scheduler_address, client
+        client.close()
+        local.close()
+
+
+@pytest.fixture(scope="module")
+def slow_reference(tmp_path_factory):
+    """The single-process store of the SLOW run: what every distributed run must reproduce."""
+    path = tmp_path_factory.mktemp("ref") / "slow.zarr"
+    engine.sample(str(path), SLOW, ["imagestats"], batch=128, progress=False, **SLOW_RUN)
+    return _arrays(path)
+
+
+def _prepare(path, generator=SLOW, predictors=("imagestats",), **run):
+    G = load_generator(generator)
+    Ps = [load_predictor(p, G) for p in predictors]
+    run = {**SLOW_RUN, **run}
+    return prepare_store(str(path), G, Ps, n=run["n"], seed=run["seed"], chunk=run["chunk"], spaces=["z"],
+                         resume=False, overwrite=False)
+
+
+def test_two_workers_write_the_single_process_store_and_redo_a_partly_written_chunk(tmp_path, cluster,
+                                                                                     slow_reference):
+    address, _ = cluster
+    store = _prepare(tmp_path / "d.zarr")
+    # A client that died mid-chunk leaves garbage rows without a commit: the chunk is simply redone.
+    store.array("latents/z")[256:300] = 7.0
+    seen: list[int] = []
+    stats = run_distributed(store, SLOW, ["imagestats"], store.pending_chunks(), batch=128, device="cpu",
+                            scheduler=address, on_chunk=lambda index, rows: seen.append(rows))
+    assert stats.rows == SLOW_RUN["n"] == sum(seen) and sorted(stats.chunks) == list(range(16))
+    _assert_same_store(tmp_path / "d.zarr", slow_reference)
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path, cluster, slow_reference):
+    address, client = cluster
+    pids = client.run(os.getpid)
+    store = _prepare(tmp_path / "k.zarr")
+    killed: list[tuple[str, list]] = []
+
+    def kill_a_busy_worker(index: int, rows: int) -> None:
+        if killed:
+            return
+        processing = client.processing()
+        busy = [addr for addr, keys in processing.items() if keys and addr in pids] or list(pids)
+        os.kill(pids[busy[0]], signal.SIGKILL)
+        killed.append((busy[0], list(processing.get(busy[0], []))))
+
+    stats = run_distributed(store, SLOW, ["imagestats"], store.pending_chunks(), batch=128, device="cpu",
+                            scheduler=address, on_chunk=kill_a_busy_worker)
+    assert killed and killed[0][1], "the killed worker had no chunk in hand; the test proved nothing"
+    assert stats.rows == SLOW_RUN["n"] and sorted(stats.chunks) == list(range(16))   # nothing duplicated
+    _assert_same_store(tmp_path / "k.zarr", slow_reference)
+    client.wait_for_workers(2, timeout=60)   # the nanny restarts the dead worker for the next tests
+
+
+def test_a_killed_client_resumes_from_the_committed_chunks(tmp_path, cluster, slow_reference):
+    address, client = cluster
+    path = tmp_path / "c.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "sample", str(path), "--generator", SLOW,
+                             "--predictor", "imagestats", "-n", str(SLOW_RUN["n"]), "--chunk", "256", "--seed", "3",
+                             "--batch", "128", "--device", "cpu", "--space", "z", "--scheduler", address, "-q"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = _wait_for_commits(path, proc, at_least=2)
+    assert proc.poll() is None, f"the run ended before it could be killed ({done} chunks)"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < len(Store.open(path).pending_chunks()) < 16
+    with pytest.warns(UserWarning, match="stale lock"):
+        engine.sample(str(path), SLOW, ["imagestats"], batch=128, device="cpu", spaces=["z"], resume=True,
+                      progress=False, scheduler=address, **SLOW_RUN)
+    _assert_same_store(path, slow_reference)
+
+
+def _wait_for_commits(path, proc, at_least: int, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = int(zarr.open_group(str(path), mode="r")["progress"][:].sum())
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            done = 0
+        if done >= at_least:
+            break
+        time.sleep(0.05)
+    return done
+
+
+def test_second_writer_is_refused_while_a_two_worker_run_finishes_unharmed(tmp_path):
+    path = tmp_path / "live.zarr"
+    n, chunk = 256 * 40, 256
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "sample", str(path), "--generator", SLOW,
+                             "--predictor", "imagestats", "-n", str(n), "--chunk", str(chunk), "--seed", "3",
+                             "--batch", "128", "--device", "cpu", "--space", "z", "--workers", "2", "-q"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_commits(path, proc, at_least=1, timeout=180)
+    assert proc.poll() is None, "the first run ended before the second writer came"
+    with pytest.raises(LockError, match="being written by another process"):
+        engine.sample(str(path), SLOW, ["imagestats"], n=n, chunk=chunk, seed=3, spaces=["z"], resume=True,
+                      progress=False)
+    assert proc.poll() is None
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    store = Store.open(path)
+    assert store.complete
+    z = store.array("latents/z")[...]
+    for index in (0, 17, 39):
+        np.testing.assert_array_equal(z[index * chunk:(index + 1) * chunk], draw_codes(3, index, chunk, 64))
+
+
+def test_a_failing_chunk_surfaces_its_own_error(tmp_path, cluster):
+    address, _ = cluster
+    G = load_generator(PLANTED_SMALL)
+    store = prepare_store(str(tmp_path / "e.zarr"), G, [], n=1000, seed=0, chunk=500, spaces=["z"],
+                          resume=False, overwrite=False)
+    with pytest.raises(ValueError, match="returned shape"):
+        run_distributed(store, PLANTED_SMALL, ["tests.models_for_tests:wrong_shape"], [0, 1], batch=100,
+                        device="cpu", scheduler=address)
+    assert store.pending_chunks() == [0, 1]
+
+
+def test_sample_chunk_is_a_pure_function_of_its_arguments(tmp_path, slow_reference):
+    store = _prepare(tmp_path / "p.zarr")
+    for _ in range(2):   # a redone chunk writes the same values
+        assert sample_chunk(store.path, 5, SLOW, ("imagestats",), batch=128, device="cpu") == (5, 256, 0)
+    got = _arrays(tmp_path / "p.zarr")
+    rows = slice(5 * 256, 6 * 256)
+    np.testing.assert_array_equal(got["latents/z"][rows], slow_reference["latents/z"][rows])
+    np.testing.assert_allclose(got["scores"][rows], slow_reference["scores"][rows], rtol=1e-4, atol=1e-5)
+    assert Store.open(store.path).pending_chunks() == [i for i in range(16) if i != 5]
+
+
+# ------------------------------------------------------------------------------------------- reductions
+def _pca_partial(k, X):
+    return PCA(k).partial_fit(X)
+
+
+def _merge(a, b):
+    return a.merge(b)
+
+
+def _pearson_partial(X):
+    return PearsonState().update(X)
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_map_reduce_chunks_matches_the_one_pass_pca_and_pearson(planted_store, cluster, where):
+    options = {"scheduler": cluster[0]} if where == "cluster" else {}
+    path = planted_store.path
+    w = planted_store.array("latents/w")[...]
+    pca = map_reduce_chunks(path, "latents/w", partial(_pca_partial, 8), _merge, **options)
+    exact = PCA(8).fit(w)
+    assert pca.n_samples_seen_ == w.shape[0] == 40_000
+    np.testing.assert_allclose(pca.explained_variance_, exact.explained_variance_, rtol=1e-5)
+    np.testing.assert_allclose(np.abs(np.sum(pca.components_ * exact.components_, axis=1)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(pca.mean_, exact.mean_, atol=1e-6)
+    scores = planted_store.array("scores")[...]
+    corr = map_reduce_chunks(path, "scores", _pearson_partial, _merge, **options).result()
+    np.testing.assert_allclose(corr, pearson(scores), atol=1e-6)
+    np.testing.assert_allclose(corr, np.corrcoef(scores, rowvar=False), atol=1e-5)
+
+
+def test_map_reduce_chunks_names_a_missing_array(planted_store):
+    with pytest.raises(ValueError, match="no array 'latents/wp'"):
+        map_reduce_chunks(planted_store.path, "latents/wp", _pearson_partial, _merge)
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(workers=0), "--workers must be a positive integer; got 0"),
+    (dict(workers=2, scheduler="tcp://x:1"), "--workers and --scheduler exclude each other"),
+    (dict(gpus="a,b"), "--gpus must be comma-separated GPU indices"),
+    (dict(scheduler=" "), "--scheduler needs an address"),
+])
+def test_bad_cluster_flags_are_one_line_errors(flags, message):
+    with pytest.raises(ClusterError, match=message):
+        validate_cluster_flags(**flags)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPUs")
+def test_gpus_without_a_gpu_says_so():
+    with pytest.raises(ClusterError, match="no CUDA GPU"):
+        validate_cluster_flags(gpus="0,1")
+
+
+def test_unreachable_scheduler_fails_within_seconds_naming_the_address(tmp_path):
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    start = time.perf_counter()
+    result = CliRunner().invoke(cli, ["sample", str(tmp_path / "u.zarr"), "--generator", PLANTED_SMALL,
+                                      "-n", "100", "--scheduler", address, "-q"])
+    assert time.perf_counter() - start < 30
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach the Dask scheduler at " + address)
+
+
+def test_workers_zero_is_a_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    result = CliRunner().invoke(cli, ["sample", str(tmp_path / "w.zarr"), "--generator", PLANTED_SMALL,
+                                      "-n", "100", "--workers", "0", "-q"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: --workers must be a positive integer; got 0"
