@@ -1,2 +1,257 @@
-"""Commands of this area (filled in by its issue)."""
-COMMANDS: list = []
+"""Method commands: boundaries, condition, edit, sefa, pca, correlate, export, import-interfacegan.
+
+Each command parses, calls its Python twin in ``engine.methods`` / ``engine.interop`` and prints; the library
+validates and raises ValueError/StoreError, which the group turns into a one-line ``Error: ...``.
+"""
+from __future__ import annotations
+
+import click
+
+from engine.cli.options import echo_json, echo_table, json_option
+
+SPACE_CHOICE = click.Choice(["z", "w", "wp"])
+workers_option = click.option("--workers", type=int, default=None,
+                              help="Reduce the chunks on a local Dask cluster of this many processes.")
+scheduler_option = click.option("--scheduler", default=None, help="Address of an existing Dask scheduler.")
+
+
+def _fmt(value: object) -> object:
+    return "-" if value is None else value
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine boundaries run.zarr
+  latent-engine boundaries run.zarr --space w --attribute smile --attribute age --ratio 0.05
+  latent-engine boundaries run.zarr --num 10000 --split 0.7 --loss squared_hinge -C 0.1 --seed 3
+  latent-engine boundaries run.zarr --space wp --layer 4 --invalid-value -1
+""")
+@click.argument("store")
+@click.option("--space", type=SPACE_CHOICE, default="z", help="Latent space the boundaries live in (wp: flattened layers, or one with --layer).")
+@click.option("--layer", type=int, default=None, help="With --space wp: fit in this layer's w only.")
+@click.option("--attribute", "attributes", multiple=True, help="Attribute to fit (repeatable; default all).")
+@click.option("--ratio", type=float, default=0.02, help="Top and bottom fraction of valid rows used (InterFaceGAN: 10K of 500K).")
+@click.option("--num", type=int, default=None, help="Use exactly this many rows per side instead of --ratio.")
+@click.option("--split", type=float, default=0.7, help="Training fraction of each side; the rest validates (1.0: no validation).")
+@click.option("--loss", type=click.Choice(["hinge", "squared_hinge"]), default="hinge", help="SVM loss (hinge = InterFaceGAN's SVC).")
+@click.option("-C", "C", type=float, default=1.0, help="SVM inverse regularisation strength.")
+@click.option("--seed", type=int, default=0, help="Seed of the train/validation shuffle (recorded).")
+@click.option("--invalid-value", type=float, default=None, help="Score value to drop like NaN (e.g. a predictor's failure code).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+def boundaries(store: str, space: str, layer: int | None, attributes: tuple[str, ...], ratio: float,
+               num: int | None, split: float, loss: str, C: float, seed: int, invalid_value: float | None,
+               quiet: bool, as_json: bool) -> None:
+    """InterFaceGAN: fit one linear SVM boundary per attribute and store its unit normal.
+
+    Writes directions/interfacegan/<attr> (1, d) with the accuracies on the training, validation and
+    remaining rows. All attributes are fitted in one batched kernel call.
+    """
+    from engine.methods.interfacegan import boundaries as run
+
+    result = run(store, space=space, attributes=list(attributes) or None, ratio=ratio, num=num, split=split,
+                 loss=loss, C=C, seed=seed, invalid_value=invalid_value, layer=layer,
+                 progress=not quiet and not as_json)
+    if as_json:
+        echo_json(result)
+        return
+    echo_table([[name, r["space"], r["num"], r["train_accuracy"], _fmt(r["val_accuracy"]),
+                 _fmt(r["remaining_accuracy"])] for name, r in result.items()],
+               ["attribute", "space", "num/side", "train acc", "val acc", "remaining acc"])
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine condition run.zarr --primary smile --condition gender
+  latent-engine condition run.zarr --primary age --condition eyeglasses --condition gender --name age_pure
+  latent-engine condition run.zarr --primary interfacegan/age --condition sefa/layers_all:0
+""")
+@click.argument("store")
+@click.option("--primary", required=True, help="Direction to keep: NAME (InterFaceGAN) or METHOD/NAME.")
+@click.option("--condition", "conditions", multiple=True, required=True, help="Direction to stay orthogonal to (repeatable).")
+@click.option("--name", default=None, help="Name of the new direction (default <primary>__cond_<conditions>).")
+@json_option
+def condition(store: str, primary: str, conditions: tuple[str, ...], name: str | None, as_json: bool) -> None:
+    """Conditional manipulation: project the primary direction off the span of the conditions.
+
+    The result is renormalised and written beside the primary, with attrs naming its parents; a warning says
+    when the primary is nearly inside the span.
+    """
+    from engine.methods.interfacegan import condition as run
+
+    result = run(store, primary, list(conditions), name=name)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"wrote directions/{result['key']}  (cosine to primary {result['cosine_to_primary']:.4f}, "
+                   f"kept {result['residual_norm']:.4f} of it)")
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine edit run.zarr --direction interfacegan/smile --out smile.png
+  latent-engine edit run.zarr --direction interfacegan/age --alphas -5,5,11 --samples 8 --rescore --out age.png
+  latent-engine edit run.zarr --direction sefa/layers_all:2 --stored --distance --out sefa2.png
+""")
+@click.argument("store")
+@click.option("--direction", required=True, help="METHOD/NAME, or METHOD/NAME:ROW for a multi-row direction.")
+@click.option("--alphas", default="-3,3,7", help="START,STOP,STEPS of the edit strengths.")
+@click.option("--samples", type=int, default=4, help="Codes to edit (grid rows).")
+@click.option("--seed", type=int, default=0, help="Seed of the drawn codes.")
+@click.option("--stored", is_flag=True, help="Edit the store's first codes instead of drawing new ones.")
+@click.option("--distance", is_flag=True, help="InterFaceGAN's form: move each code to signed distance α from the boundary.")
+@click.option("--rescore", is_flag=True, help="Re-score edited images: writes tables/rescore_<method>_<name> and a line plot.")
+@click.option("--out", default=None, help="PNG of the image grid (rows samples, columns α).")
+@click.option("--device", default="cpu", help="cpu, cuda or cuda:<index>.")
+@json_option
+def edit(store: str, direction: str, alphas: str, samples: int, seed: int, stored: bool, distance: bool,
+         rescore: bool, out: str | None, device: str, as_json: bool) -> None:
+    """Edit codes along a stored direction (z + αn) and synthesize the image grid; optionally re-score."""
+    from engine.devices import resolve_device
+    from engine.methods.editing import edit as run
+
+    result = run(store, direction, alphas=alphas, samples=samples, seed=seed, stored=stored, distance=distance,
+                 rescore=rescore, out=out, device=str(resolve_device(device)))
+    summary = {k: result[k] for k in ("direction", "row", "space", "png", "plot", "table") if k in result}
+    summary["alphas"] = [float(a) for a in result["alphas"]]
+    if rescore:
+        summary["rescore"] = {a: [float(v) for v in result["rescore"][:, j]]
+                              for j, a in enumerate(result["attributes"])}
+    if as_json:
+        echo_json(summary)
+        return
+    for key in ("png", "plot", "table"):
+        if key in summary:
+            click.echo(f"wrote {summary[key] if key != 'table' else 'tables/' + summary[key]}")
+    if rescore:
+        echo_table([[a, *v] for a, v in summary["rescore"].items()],
+                   ["attribute", *[f"α={a:g}" for a in summary["alphas"]]])
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine sefa --generator planted --store run.zarr
+  latent-engine sefa --checkpoint stylegan2-ffhq.pt --family stylegan2 --layers 0-3 -k 10 --store ffhq.zarr
+  latent-engine sefa --checkpoint g.pt --family stylegan2 --layers all --layers 0-1 --layers 2-5 --layers 6-17
+  latent-engine sefa --checkpoint pggan.pth --family pggan --store pggan.zarr
+""")
+@click.option("--generator", "-g", default=None, help="Generator SPEC exposing latent_weights() (e.g. planted).")
+@click.option("--checkpoint", default=None, help="Checkpoint file (.pt/.pth state dict); needs --family.")
+@click.option("--family", type=click.Choice(["stylegan2", "stylegan", "pggan", "biggan"]), default=None, help="Weight layout of --checkpoint.")
+@click.option("--layers", "layers", multiple=True, default=["all"], help="all | 0-3 | 0,2,5 (repeatable: all selections in one batched eigh).")
+@click.option("-k", "k", type=int, default=10, help="Directions kept per selection.")
+@click.option("--store", default=None, help="Store to write directions/sefa/<name> into (created if missing).")
+@click.option("--name", default=None, help="Name of the result (one --layers only; default layers_<spec>).")
+@click.option("--include-torgb", is_flag=True, help="StyleGAN2: also factorize the ToRGB modulations.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary unpickling of --checkpoint (runs code from the file!).")
+@json_option
+def sefa(generator: str | None, checkpoint: str | None, family: str | None, layers: tuple[str, ...], k: int,
+         store: str | None, name: str | None, include_torgb: bool, trust_checkpoint: bool, as_json: bool) -> None:
+    """SeFa: closed-form directions, the eigenvectors of AᵀA of the layers that take the code in."""
+    from engine.methods.sefa import sefa as run
+
+    result = run(generator=generator, checkpoint=checkpoint, family=family, layers=list(layers), k=k, store=store,
+                 include_torgb=include_torgb, trust_checkpoint=trust_checkpoint, name=name)
+    if as_json:
+        echo_json({n: {key: v for key, v in r.items() if key != "directions"} for n, r in result.items()})
+        return
+    for n, r in result.items():
+        where = f"directions/sefa/{n} in {store}" if store else n
+        share = [v / r["eigenvalue_sum"] for v in r["eigenvalues"][:5]]
+        click.echo(f"{where}: {len(r['layers'])} layer(s) {r['layers_spec']}, space {r['space']}, "
+                   f"{r['directions'].shape[0]}×{r['directions'].shape[1]}")
+        echo_table([[i, float(v), float(s)] for i, (v, s) in enumerate(zip(r["eigenvalues"][:5], share))],
+                   ["index", "eigenvalue", "share"])
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine pca run.zarr
+  latent-engine pca run.zarr --array latents/z -k 20
+  latent-engine pca big.zarr --array latents/wp --workers 4
+""")
+@click.argument("store")
+@click.option("--array", default=None, help="latents/z, latents/w or latents/wp (default w if stored, else z).")
+@click.option("-k", "k", type=int, default=None, help="Components kept (default all).")
+@workers_option
+@scheduler_option
+@json_option
+def pca(store: str, array: str | None, k: int | None, workers: int | None, scheduler: str | None,
+        as_json: bool) -> None:
+    """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>."""
+    from engine.methods.ganspace import pca as run
+
+    result = run(store, array=array, k=k, workers=workers, scheduler=scheduler)
+    if as_json:
+        echo_json({key: result[key] for key in ("space", "array", "n_rows", "explained_variance_ratio")})
+        return
+    ratio = result["explained_variance_ratio"]
+    click.echo(f"wrote directions/ganspace/{result['space']} ({len(ratio)} components of {result['array']}, "
+               f"{result['n_rows']} rows)")
+    echo_table([[i, float(r), float(sum(ratio[: i + 1]))] for i, r in enumerate(ratio[:10])],
+               ["component", "variance ratio", "cumulative"])
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine correlate run.zarr
+  latent-engine correlate run.zarr --heatmaps
+  latent-engine correlate big.zarr --workers 4 --json
+""")
+@click.argument("store")
+@click.option("--heatmaps", is_flag=True, help="Also save each square table as <store>_<table>.png beside the store.")
+@workers_option
+@scheduler_option
+@json_option
+def correlate(store: str, heatmaps: bool, workers: int | None, scheduler: str | None, as_json: bool) -> None:
+    """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables."""
+    from engine.methods.correlate import correlate as run
+
+    tables = run(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler)
+    if as_json:
+        echo_json({name: {"rows": t["rows"], "cols": t["cols"], "values": t["values"].tolist()}
+                   for name, t in tables.items()})
+        return
+    for name, t in tables.items():
+        click.echo(f"\ntables/{name}" + (f"  ({t['png']})" if "png" in t else ""))
+        echo_table([[r, *[float(v) for v in row]] for r, row in zip(t["rows"], t["values"])], ["", *t["cols"]])
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine export run.zarr --format interfacegan boundaries/
+  latent-engine export run.zarr --format ganspace ganspace/
+""")
+@click.argument("store")
+@click.argument("outdir")
+@click.option("--format", "fmt", type=click.Choice(["interfacegan", "ganspace"]), required=True, help="Target tool's file layout.")
+def export(store: str, outdir: str, fmt: str) -> None:
+    """Write the store's codes, scores and directions in InterFaceGAN's .npy or GANSpace's .npz layout."""
+    from engine.interop import export as run
+
+    for path in run(store, outdir, format=fmt):
+        click.echo(path)
+
+
+@click.command("import-interfacegan", epilog="""\b
+Examples:
+  latent-engine import-interfacegan z.npy smile_scores.npy run.zarr
+  latent-engine import-interfacegan w.npy attributes.npy run.zarr --attribute age --attribute smile
+""")
+@click.argument("codes")
+@click.argument("scores")
+@click.argument("store")
+@click.option("--attribute", "attributes", multiple=True, help="Name of each score column (default from the file name).")
+@click.option("--chunk", type=int, default=4096, help="Rows per store chunk.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+def import_interfacegan(codes: str, scores: str, store: str, attributes: tuple[str, ...], chunk: int,
+                        overwrite: bool) -> None:
+    """Build a store from InterFaceGAN's CODES.npy (N, d) and SCORES.npy (N, 1), read memory-mapped."""
+    from engine.interop import import_interfacegan as run
+
+    result = run(codes, scores, store, attributes=list(attributes) or None, chunk=chunk, overwrite=overwrite)
+    click.echo(f"wrote {result.path}: {result.n} codes of size {result.meta['z_dim']}, "
+               f"attributes {', '.join(result.attributes)}")
+
+
+COMMANDS = [boundaries, condition, edit, sefa, pca, correlate, export, import_interfacegan]

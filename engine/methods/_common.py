@@ -1,0 +1,115 @@
+"""What every method shares: opening the store it reads or writes, streaming codes of one space, argument checks.
+
+Methods take a store path or an open ``Store``; readers open it read-only, writers take its lock and reopen it
+with ``mode="r+"`` only after every input has been validated, so a rejected request writes nothing.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from engine.lock import StoreLock
+from engine.store import Store, StoreError
+
+
+def store_path(store: str | os.PathLike | Store) -> str:
+    return store.path if isinstance(store, Store) else str(store)
+
+
+def open_for_reading(store: str | os.PathLike | Store, *, complete: bool = True) -> Store:
+    """A read-only view of ``store``; with ``complete`` an unfinished sampling run is refused."""
+    opened = Store.open(store_path(store))
+    if complete:
+        opened.require_complete()
+    return opened
+
+
+@contextmanager
+def writing(store: str | os.PathLike | Store, purpose: str) -> Iterator[Store]:
+    """Hold the store's lock and yield it opened for writing results."""
+    path = store_path(store)
+    with StoreLock(path, purpose=purpose):
+        yield Store.open(path, mode="r+")
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+class LatentView:
+    """Rows of one latent space as (n, dim) matrices: z, w, wp flattened to (n, L·d), or one wp layer."""
+
+    def __init__(self, store: Store, space: str, layer: int | None = None):
+        if space not in ("z", "w", "wp"):
+            raise ValueError(f"--space must be z, w or wp; got {space!r}")
+        self.array = store.latent_array(space)
+        self.space = space
+        self.layer = None
+        if layer is not None:
+            if space != "wp":
+                raise ValueError(f"--layer selects one layer of the wp space; it does not apply to {space!r}")
+            num_ws = self.array.shape[1]
+            if isinstance(layer, bool) or not 0 <= int(layer) < num_ws:
+                raise ValueError(f"--layer must be in [0, {num_ws}) for this store's wp codes; got {layer!r}")
+            self.layer = int(layer)
+        shape = self.array.shape
+        self.dim = int(shape[-1]) if space != "wp" or self.layer is not None else int(shape[1] * shape[2])
+        self.rows_per_chunk = int(self.array.chunks[0])
+        self.n = int(shape[0])
+
+    def _shape(self, values: np.ndarray) -> np.ndarray:
+        if self.space != "wp":
+            return values
+        if self.layer is not None:
+            return np.ascontiguousarray(values[:, self.layer])
+        return values.reshape(values.shape[0], -1)
+
+    def read(self, rows: slice) -> np.ndarray:
+        if self.space == "wp" and self.layer is not None:
+            return np.asarray(self.array[rows, self.layer])
+        return self._shape(np.asarray(self.array[rows]))
+
+    def blocks(self, block_chunks: int = 1) -> Iterator[tuple[slice, np.ndarray]]:
+        """Stream the rows in blocks of whole storage chunks: (rows, (b, dim) float32)."""
+        step = self.rows_per_chunk * block_chunks
+        for start in range(0, self.n, step):
+            rows = slice(start, min(start + step, self.n))
+            yield rows, self.read(rows)
+
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (any order, no duplicates needed) as (len(index), dim), reading each chunk once."""
+        index = np.asarray(index, dtype=np.int64)
+        out = np.empty((index.size, self.dim), np.float32)
+        order = np.argsort(index, kind="stable")
+        sorted_index = index[order]
+        chunk_of = sorted_index // self.rows_per_chunk
+        bounds = np.flatnonzero(np.diff(chunk_of)) + 1
+        for part in np.split(np.arange(sorted_index.size), bounds):
+            if part.size == 0:
+                continue
+            c = int(chunk_of[part[0]])
+            rows = slice(c * self.rows_per_chunk, min((c + 1) * self.rows_per_chunk, self.n))
+            block = self.read(rows)
+            out[order[part]] = block[sorted_index[part] - rows.start]
+        return out
+
+    @property
+    def label(self) -> str:
+        return self.space if self.layer is None else f"{self.space}[{self.layer}]"
+
+
+def default_space(store: Store) -> str:
+    """w when the store has it (the better-behaved space for most generators), else z."""
+    return "w" if "w" in store.spaces else "z"
+
+
+def require_attribute(store: Store, name: str) -> int:
+    try:
+        return store.attribute_index(name)
+    except StoreError:
+        raise StoreError(f"unknown attribute {name!r}; {store.path} has {store.attributes or 'no scores'}") from None

@@ -1,0 +1,79 @@
+"""GANSpace (paper 002): principal directions of sampled codes, by exact streaming PCA (``kernels.PCA``).
+
+One pass over the stored codes (wp flattened to L·d), never the whole array in memory: the per-chunk
+``partial`` and the ``merge`` below are module-level so ``engine.distributed.map_reduce_chunks`` can ship them
+to Dask workers; without ``workers``/``scheduler`` the same two functions run in-process over
+``Store.iter_rows``. On z ~ N(0, I) the spectrum is flat (the SeFa paper's Table 1: PCA on z finds nothing);
+on W it recovers the mapping's principal axes.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import numpy as np
+
+from engine.methods._common import check_positive_int, default_space, open_for_reading, writing
+from engine.store import Store, StoreError
+
+METHOD = "ganspace"
+
+
+def pca_partial(block: np.ndarray, n_components: int | None = None):
+    """The PCA state of one chunk of codes (rows first; wp rows are flattened)."""
+    from kernels import PCA
+    return PCA(n_components).partial_fit(np.asarray(block, np.float32).reshape(block.shape[0], -1))
+
+
+def pca_merge(a, b):
+    """Fold one chunk state into another (in place)."""
+    return a.merge(b)
+
+
+def resolve_array(store: Store, array: str | None) -> tuple[str, str]:
+    """(array path, space) for ``--array``: 'latents/w', 'w', ...; default w when stored, else z."""
+    if array is None:
+        space = default_space(store)
+        return f"latents/{space}", space
+    path = array if array.startswith("latents/") else f"latents/{array}"
+    space = path.split("/", 1)[1]
+    if space not in store.spaces:
+        raise StoreError(f"{store.path} has no array {path!r}; it stores "
+                         f"{', '.join('latents/' + s for s in store.spaces)}")
+    return path, space
+
+
+def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | None = None,
+        workers: int | None = None, scheduler: str | None = None) -> dict[str, Any]:
+    """Streaming PCA of ``array`` (default latents/w if stored, else latents/z) -> ``directions/ganspace/<space>``.
+
+    ``k`` components are kept (default all). Attrs: ``explained_variance_ratio``, ``explained_variance``,
+    ``mean``, ``stdev`` (√variance, GANSpace's ``lat_stdev``), ``n_rows``. Returns the attrs written.
+    """
+    reader = open_for_reading(store)
+    path, space = resolve_array(reader, array)
+    shape = reader.array(path).shape
+    dim = int(np.prod(shape[1:]))
+    if k is not None:
+        k = check_positive_int("-k", k)
+        if k > dim:
+            raise ValueError(f"-k must be at most the code size {dim} of {path}; got {k}")
+    partial = functools.partial(pca_partial, n_components=k)
+    if workers is not None or scheduler is not None:
+        from engine.distributed import map_reduce_chunks
+        state = map_reduce_chunks(reader.path, path, partial, pca_merge, workers=workers, scheduler=scheduler)
+    else:
+        state = None
+        for _, block in reader.iter_rows(path):
+            part = partial(block)
+            state = part if state is None else pca_merge(state, part)
+    components = np.asarray(state.components_, np.float32)
+    variance = np.asarray(state.explained_variance_, np.float64)
+    attrs = {"space": space, "method": METHOD, "array": path, "n_rows": int(state.n_samples_seen_),
+             "explained_variance_ratio": np.asarray(state.explained_variance_ratio_, np.float64),
+             "explained_variance": variance, "stdev": np.sqrt(variance),
+             "mean": np.asarray(state.mean_, np.float64)}
+    with writing(store, purpose="pca") as target:
+        target.write_direction(METHOD, space, components, attrs)
+    return attrs

@@ -1,0 +1,315 @@
+"""InterFaceGAN (paper 001): one linear SVM boundary per attribute, and conditional directions.
+
+``boundaries`` follows InterFaceGAN's train_boundary.py step by step, streamed:
+
+1. one pass over ``scores`` keeps, per attribute, the top and bottom K valid rows (K = ratio × valid rows,
+   or ``num``), the count of valid rows and the score range; NaN scores and ``invalid_value`` are dropped;
+2. each side is shuffled with a recorded seed and split ``split`` / rest into train / validation;
+3. one gather reads the ≤ 2K·m selected rows of the chosen space, chunk by chunk;
+4. every attribute is fitted in one batched ``kernels.LinearSVM`` call (hinge loss and C = 1 as
+   InterFaceGAN's ``SVC(kernel='linear')``); attributes whose NaNs leave them a different K go in their own
+   batch, since a batch shares its row count;
+5. one more pass labels the remaining valid rows by the midpoint of the score range (InterFaceGAN's
+   ``decision_value = (max + min) / 2``) and measures the boundary's accuracy on them.
+
+The unit normal (pointing to higher scores) is written to ``directions/interfacegan/<attr>`` as (1, d), with
+the intercept as ``offset`` so that the signed distance of a code x to the boundary is n·x + offset.
+
+``condition`` removes from a primary direction its projection onto the span of any number of condition
+directions (paper 001's conditional manipulation: n₁ − (n₁ᵀn₂)n₂ for one condition), via a QR basis.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.methods._common import LatentView, open_for_reading, require_attribute, writing
+from engine.store import Store, StoreError
+
+METHOD = "interfacegan"
+LOSSES = ("hinge", "squared_hinge")
+#: A conditioned direction whose residual norm falls below this is "nearly inside" the conditions' span.
+NEARLY_INSIDE = 0.1
+
+
+def _linear_svm():
+    """kernels.LinearSVM (imported lazily: the kernel module is heavy and the CLI should start fast)."""
+    import kernels
+    svm = getattr(kernels, "LinearSVM", None)
+    if svm is None:
+        from kernels.svm import LinearSVM as svm
+    return svm
+
+
+# ---------------------------------------------------------------------------------------------- selection
+@dataclass
+class Extremes:
+    """Streaming top-K / bottom-K of one score column; ties broken by row index, so the result is deterministic."""
+
+    capacity: int
+    top_values: np.ndarray
+    top_index: np.ndarray
+    bottom_values: np.ndarray
+    bottom_index: np.ndarray
+    valid: int = 0
+    low: float = math.inf
+    high: float = -math.inf
+
+    @classmethod
+    def empty(cls, capacity: int) -> "Extremes":
+        f, i = np.empty(0, np.float64), np.empty(0, np.int64)
+        return cls(capacity, f, i, f, i)
+
+    def update(self, values: np.ndarray, index: np.ndarray) -> None:
+        """Add the valid ``values`` at rows ``index``."""
+        if values.size == 0:
+            return
+        self.valid += values.size
+        self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
+        self.top_values, self.top_index = _keep(np.r_[self.top_values, values], np.r_[self.top_index, index],
+                                                self.capacity, descending=True)
+        self.bottom_values, self.bottom_index = _keep(np.r_[self.bottom_values, values],
+                                                      np.r_[self.bottom_index, index], self.capacity,
+                                                      descending=False)
+
+
+def _keep(values: np.ndarray, index: np.ndarray, k: int, descending: bool) -> tuple[np.ndarray, np.ndarray]:
+    # One total order (score, then row) read from either end, so top and bottom never share a row.
+    order = np.lexsort((index, -values) if descending else (-index, values))[:k]
+    return values[order], index[order]
+
+
+def select_extremes(store: Store, columns: Sequence[int], capacity: int,
+                    invalid_value: float | None) -> list[Extremes]:
+    """One streamed pass over ``scores``: the extremes of each column in ``columns``."""
+    found = [Extremes.empty(capacity) for _ in columns]
+    for rows, block in store.iter_rows("scores", block_chunks=4):
+        block = block[:, list(columns)].astype(np.float64)
+        index = np.arange(rows.start, rows.stop, dtype=np.int64)
+        for j, extremes in enumerate(found):
+            values = block[:, j]
+            ok = np.isfinite(values)
+            if invalid_value is not None:
+                ok &= values != invalid_value
+            extremes.update(values[ok], index[ok])
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- boundaries
+def _check_arguments(ratio: float | None, num: int | None, split: float, loss: str, C: float) -> None:
+    if num is not None:
+        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
+            raise ValueError(f"--num must be a positive integer; got {num!r}")
+    elif ratio is None or isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 0.5:
+        raise ValueError(f"--ratio must be in (0, 0.5]; got {ratio!r}")
+    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split <= 1:
+        raise ValueError(f"--split must be in (0, 1]; got {split!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0 or not math.isfinite(C):
+        raise ValueError(f"-C must be a positive number; got {C!r}")
+
+
+@dataclass
+class _Plan:
+    """One attribute's selection: K per side, shuffled train / validation rows, score range."""
+
+    name: str
+    column: int
+    num: int
+    train_pos: np.ndarray
+    train_neg: np.ndarray
+    val_pos: np.ndarray
+    val_neg: np.ndarray
+    midpoint: float
+    valid: int
+
+
+def _plan(name: str, column: int, extremes: Extremes, ratio: float | None, num: int | None, split: float,
+          rng: np.random.Generator) -> _Plan:
+    if num is not None:
+        if 2 * num > extremes.valid:
+            raise ValueError(f"--num {num} is larger than half the valid rows of {name!r} "
+                             f"({extremes.valid} valid scores)")
+        k = num
+    else:
+        k = int(extremes.valid * ratio)
+    train = int(k * split)
+    if train < 1 or (split < 1 and k - train < 1):
+        raise ValueError(f"attribute {name!r}: {k} rows per side (of {extremes.valid} valid scores) leave no "
+                         f"{'training' if train < 1 else 'validation'} rows; raise --ratio/--num or sample more")
+    pos, neg = extremes.top_index[:k].copy(), extremes.bottom_index[:k].copy()
+    rng.shuffle(pos)
+    rng.shuffle(neg)
+    return _Plan(name, column, k, pos[:train], neg[:train], pos[train:], neg[train:],
+                 (extremes.high + extremes.low) / 2.0, extremes.valid)
+
+
+def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes: Sequence[str] | None = None,
+               ratio: float | None = 0.02, num: int | None = None, split: float = 0.7, loss: str = "hinge",
+               C: float = 1.0, seed: int = 0, invalid_value: float | None = None, layer: int | None = None,
+               progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Fit InterFaceGAN boundaries for ``attributes`` (default all) and write ``directions/interfacegan/<attr>``.
+
+    Returns {attribute: the attrs written beside its direction (accuracies, num, split, ...)}.
+    ``num`` (rows per side) overrides ``ratio`` (fraction of valid rows per side).
+    """
+    from engine.progress import progress_bar
+
+    if num is not None:
+        ratio = None
+    _check_arguments(ratio, num, split, loss, C)
+    reader = open_for_reading(store)
+    if not reader.attributes:
+        raise StoreError(f"{reader.path} has no scores: sample it with --predictor to fit boundaries")
+    names = list(dict.fromkeys(attributes)) if attributes else reader.attributes
+    columns = [require_attribute(reader, a) for a in names]
+    view = LatentView(reader, space, layer)
+
+    capacity = num if num is not None else max(1, int(reader.n * ratio))
+    extremes = select_extremes(reader, columns, capacity, invalid_value)
+    rng = np.random.default_rng(seed)
+    plans = [_plan(a, c, e, ratio, num, split, rng) for a, c, e in zip(names, columns, extremes)]
+
+    selected = np.unique(np.concatenate([np.r_[p.train_pos, p.train_neg, p.val_pos, p.val_neg] for p in plans]))
+    codes = view.gather(selected)
+
+    def rows_of(index: np.ndarray) -> np.ndarray:
+        return codes[np.searchsorted(selected, index)]
+
+    # One batched fit per distinct K (one call for all attributes unless NaNs differ between them).
+    results: dict[str, dict[str, Any]] = {}
+    models: list[tuple[Any, list[_Plan]]] = []
+    LinearSVM = _linear_svm()
+    for k in sorted({p.num for p in plans}):
+        group = [p for p in plans if p.num == k]
+        X = np.stack([np.r_[rows_of(p.train_pos), rows_of(p.train_neg)] for p in group])
+        y = np.stack([np.r_[np.ones(p.train_pos.size), np.zeros(p.train_neg.size)] for p in group])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            svm = LinearSVM(C=float(C), loss=loss).fit(X, y)
+        train_acc = np.atleast_1d(np.asarray(svm.score(X, y), dtype=np.float64))
+        if split < 1:
+            Xv = np.stack([np.r_[rows_of(p.val_pos), rows_of(p.val_neg)] for p in group])
+            yv = np.stack([np.r_[np.ones(p.val_pos.size), np.zeros(p.val_neg.size)] for p in group])
+            val_acc = np.atleast_1d(np.asarray(svm.score(Xv, yv), dtype=np.float64))
+        else:
+            val_acc = [None] * len(group)
+        coef = np.atleast_2d(np.asarray(svm.coef_, dtype=np.float64))
+        intercept = np.atleast_1d(np.asarray(svm.intercept_, dtype=np.float64))
+        norms = np.linalg.norm(coef, axis=1)
+        for j, p in enumerate(group):
+            if not norms[j] > 0:
+                raise ValueError(f"attribute {p.name!r}: the SVM found no boundary (zero normal); its scores may "
+                                 "not depend on the codes")
+            results[p.name] = {
+                "direction": coef[j] / norms[j], "space": space, "layer": view.layer, "method": METHOD,
+                "attribute": p.name, "num": p.num, "ratio": ratio, "split": float(split), "C": float(C),
+                "loss": loss, "seed": int(seed), "invalid_value": invalid_value, "valid_rows": p.valid,
+                "n_train": 2 * p.train_pos.size, "n_val": 2 * p.val_pos.size, "decision_value": p.midpoint,
+                "offset": float(intercept[j] / norms[j]), "train_accuracy": float(train_acc[j]),
+                "val_accuracy": None if val_acc[j] is None else float(val_acc[j]),
+            }
+        models.append((svm, group))
+    del codes
+
+    # Remaining rows: valid, not selected, labelled by the midpoint of the score range.
+    correct = dict.fromkeys(names, 0)
+    total = dict.fromkeys(names, 0)
+    chosen = {p.name: np.sort(np.r_[p.train_pos, p.train_neg, p.val_pos, p.val_neg]) for p in plans}
+    scores = reader.array("scores")
+    with progress_bar(total=view.n, desc="remaining accuracy", unit="rows", enabled=progress) as bar:
+        for rows, x in view.blocks(block_chunks=4):
+            block = np.asarray(scores[rows], dtype=np.float64)
+            index = np.arange(rows.start, rows.stop)
+            for svm, group in models:
+                decision = np.atleast_2d(np.asarray(svm.decision_function(x)))
+                for j, p in enumerate(group):
+                    values = block[:, p.column]
+                    keep = np.isfinite(values) & ~np.isin(index, chosen[p.name], assume_unique=True)
+                    if invalid_value is not None:
+                        keep &= values != invalid_value
+                    label = values[keep] >= p.midpoint
+                    correct[p.name] += int(np.sum((decision[j, keep] > 0) == label))
+                    total[p.name] += int(keep.sum())
+            bar.update(rows.stop - rows.start)
+    for name in names:
+        results[name]["n_remaining"] = total[name]
+        results[name]["remaining_accuracy"] = correct[name] / total[name] if total[name] else None
+
+    with writing(store, purpose="boundaries") as target:
+        for name in names:
+            attrs = {k: v for k, v in results[name].items() if k != "direction"}
+            target.write_direction(METHOD, name, results[name]["direction"][None, :], attrs)
+    return {name: {k: v for k, v in results[name].items() if k != "direction"} for name in names}
+
+
+# ---------------------------------------------------------------------------------------------- condition
+def resolve_direction(store: Store, key: str, default_method: str = METHOD) -> str:
+    """'NAME' -> 'interfacegan/NAME'; 'METHOD/NAME' as is; StoreError naming the stored ones if unknown."""
+    full = key if "/" in key else f"{default_method}/{key}"
+    if full not in store.directions():
+        raise StoreError(f"unknown direction {key!r}; {store.path} has {store.directions() or 'none'}")
+    return full
+
+
+def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequence[str], *,
+              name: str | None = None) -> dict[str, Any]:
+    """Write ``primary`` minus its projection onto the span of ``conditions``, renormalised, beside ``primary``.
+
+    Names are 'NAME' (an InterFaceGAN direction) or 'METHOD/NAME'; every row of a condition joins the span.
+    Warns when the primary is nearly inside the span (residual norm < 0.1); refuses when it is inside.
+    Returns the attrs written (``key`` is where).
+    """
+    if isinstance(conditions, str):
+        conditions = [conditions]
+    if not conditions:
+        raise ValueError("condition needs at least one --condition direction")
+    reader = open_for_reading(store, complete=False)
+    key = resolve_direction(reader, primary)
+    vector, attrs = reader.read_direction(key)
+    if vector.shape[0] != 1:
+        raise ValueError(f"--primary {primary!r} holds {vector.shape[0]} directions; condition needs one (k = 1)")
+    cond_keys, rows = [], []
+    for c in conditions:
+        ckey = resolve_direction(reader, c)
+        values, cattrs = reader.read_direction(ckey)
+        if values.shape[1] != vector.shape[1] or cattrs.get("space") != attrs.get("space") \
+                or cattrs.get("layer") != attrs.get("layer"):
+            raise ValueError(f"--condition {c!r} lives in space {cattrs.get('space')!r} ({values.shape[1]} dims); "
+                             f"--primary {primary!r} in {attrs.get('space')!r} ({vector.shape[1]} dims)")
+        if ckey == key:
+            raise ValueError(f"--primary {primary!r} cannot be conditioned on itself")
+        cond_keys.append(ckey)
+        rows.append(values.astype(np.float64))
+    method, primary_name = key.split("/", 1)
+    new_name = name or f"{primary_name}__cond_" + "_".join(k.split("/", 1)[1] for k in cond_keys)
+    if "/" in new_name or not new_name:
+        raise ValueError(f"--name must be a plain name without '/'; got {new_name!r}")
+
+    n = vector[0].astype(np.float64)
+    span = np.concatenate(rows)
+    q, r = np.linalg.qr(span.T)                                # columns of q: orthonormal basis of the span
+    q = q[:, np.abs(np.diag(r)) > 1e-10 * max(1.0, float(np.abs(np.diag(r)).max()))]
+    residual = n - q @ (q.T @ n)
+    norm = float(np.linalg.norm(residual))
+    if norm < 1e-6:
+        raise ValueError(f"--primary {primary!r} lies inside the span of the conditions: nothing is left to keep")
+    if norm < NEARLY_INSIDE:
+        warnings.warn(f"{primary!r} is nearly inside the span of {', '.join(conditions)} (only {norm:.3f} of it "
+                      "remains): the conditioned direction is dominated by noise", stacklevel=2)
+    out_attrs = {"space": attrs.get("space"), "layer": attrs.get("layer"), "method": "condition",
+                 "primary": key, "conditions": cond_keys, "residual_norm": norm,
+                 "cosine_to_primary": float(residual @ n / norm)}
+    with writing(store, purpose="condition") as target:
+        target.write_direction(method, new_name, (residual / norm)[None, :], out_attrs)
+    return {"key": f"{method}/{new_name}", **out_attrs}
+
+
+__all__ = ["boundaries", "condition", "select_extremes", "resolve_direction"]
