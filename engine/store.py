@@ -239,8 +239,8 @@ class Store:
 
     def directions(self) -> list[str]:
         """All stored directions as 'method/name'."""
-        found = []
-        root = self.group.require_group("directions") if self.mode != "r" else self.group.get("directions")
+        found: list[str] = []
+        root = self.group.get("directions")
         if root is None:
             return found
         for method, group in sorted(root.groups()):
