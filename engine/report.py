@@ -24,7 +24,7 @@ h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margi
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em}
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top} figcaption{font-size:.85em;color:#555}
-img{image-rendering:pixelated;max-width:100%} .note{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em}
+img{image-rendering:pixelated;max-width:100%} img.plot{max-width:460px;image-rendering:auto} .note{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em}
 .muted{color:#777;font-size:.9em}
 """
 
@@ -58,10 +58,12 @@ class _Page:
     def add(self, markup: str) -> None:
         self.parts.append(markup)
 
-    def figure(self, image: Any, name: str, caption: str) -> str:
+    def figure(self, image: Any, name: str, caption: str, plot: bool = False) -> str:
+        """Save ``image`` under images/ and return its <figure>; plots are shown smaller than edit grids."""
         filename = f"images/{name}.png"
         image.save(self.out / filename)
-        return (f'<figure><img src="{html.escape(filename)}" alt="{html.escape(caption)}">'
+        css = ' class="plot"' if plot else ""
+        return (f'<figure><img{css} src="{html.escape(filename)}" alt="{html.escape(caption)}">'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def write(self, title: str) -> Path:
@@ -110,7 +112,7 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
                 ["complete", f"{summary['chunks_done']}/{summary['n_chunks']} chunks"],
                 ["spaces", ", ".join(reader.spaces)], ["created", summary["created"]],
                 ["sampling speed", f"{summary['samples_per_s']} samples/s on {summary['device']}"]]
-    page.add("<h2>Run</h2>" + _table(run_rows, ["", ""]))
+    page.add("<h2>Run</h2>" + _table(run_rows, ["run", "value"]))
     timings = meta.get("timings") or {}
     if timings:
         page.add("<h3>Timings</h3>" + _table([[k, float(v)] for k, v in timings.items()], ["stage", "seconds"]))
@@ -146,13 +148,13 @@ def _directions_section(page: _Page, store: Store, line_plot: Any) -> None:
             metric = f"top-{ratio.size} explain {ratio.sum():.1%} of the variance"
             figures.append(page.figure(line_plot(np.arange(ratio.size), {key: ratio}, xlabel="component",
                                                  ylabel="explained variance ratio", title=f"GANSpace {key}"),
-                                       _slug(key) + "_variance", f"{key}: explained variance per component"))
+                                       _slug(key) + "_variance", f"{key}: explained variance per component", plot=True))
         elif "eigenvalues" in attrs:
             values = np.asarray(attrs["eigenvalues"], float)
             metric = f"eigenvalues {', '.join(f'{v:.3g}' for v in values[:4])}…"
             figures.append(page.figure(line_plot(np.arange(values.size), {key: values}, xlabel="eigenvector",
                                                  ylabel="eigenvalue of AᵀA", title=f"SeFa {key}"),
-                                       _slug(key) + "_spectrum", f"{key}: eigenvalue spectrum (descending)"))
+                                       _slug(key) + "_spectrum", f"{key}: eigenvalue spectrum (descending)", plot=True))
         elif "parents" in attrs:
             metric = f"conditioned on {attrs['parents']}"
         rows.append([key, "×".join(map(str, array.shape)), attrs.get("space", ""), metric])
@@ -199,7 +201,7 @@ def _tables_section(page: _Page, store: Store, heatmap: Any, line_plot: Any) -> 
             strongest = np.argsort(-np.nanmax(np.abs(values), axis=0))[:6]
             plot = line_plot(alphas, {cols[j]: values[:, j] for j in strongest}, xlabel="α",
                              ylabel="mean score change", title=f"re-scoring: {attrs.get('direction', name)}")
-            page.add(f"<h3>{html.escape(name)}</h3>" + page.figure(plot, name, "the six attributes that change most")
+            page.add(f"<h3>{html.escape(name)}</h3>" + page.figure(plot, name, "the six attributes that change most", plot=True)
                      + _table([[r, *map(float, v)] for r, v in zip(rows, values)], ["α", *cols]))
         elif name.startswith("match_"):
             page.add(f"<h3>{html.escape(name)}</h3><p class='muted'>For each reference direction: index of the "
@@ -208,7 +210,7 @@ def _tables_section(page: _Page, store: Store, heatmap: Any, line_plot: Any) -> 
                               ["reference", "best index", "cosine distance"]))
         else:
             page.add(f"<h3>{html.escape(name)}</h3>" + page.figure(
-                heatmap(values, rows, cols, title=name.replace("_", " ")), name, name.replace("_", " ")))
+                heatmap(values, rows, cols, title=name.replace("_", " ")), name, name.replace("_", " "), plot=True))
 
 
 def _slug(key: str) -> str:
