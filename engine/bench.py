@@ -221,11 +221,16 @@ def cluster_startup(workers: int, repeats: int = 1) -> dict[str, Any]:
             "close_s": round(min(closes), 2)}
 
 
+def kernel_benchmarks_path() -> Path:
+    """Where the source checkout keeps the kernel benchmarks (beside the ``engine`` package)."""
+    return Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernels.py"
+
+
 def kernel_benchmarks(quick: bool) -> list[dict[str, Any]]:
     """``benchmarks/bench_kernels.py``'s ``run(quick)`` from the source checkout beside this package."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernels.py"
+    path = kernel_benchmarks_path()
     if not path.is_file():
         raise FileNotFoundError(f"the kernel benchmarks live in the source checkout, not in the installed package: "
                                 f"{path} not found (clone the repository and run from it)")
