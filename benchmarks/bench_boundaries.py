@@ -1,0 +1,139 @@
+"""Benchmark: `latent-engine boundaries` (whole command, start-up included) vs InterFaceGAN's SVC fit.
+
+The setting is the papers' accuracy regime: a planted store of 200K rows at z_dim 512 (noise 1.5: validation
+accuracy ≈ 0.87, as InterFaceGAN's 0.85-0.95), the top/bottom 2% of each attribute, 70/30 split. The engine
+fits all 5 attributes in one command; the baseline is one ``sklearn.svm.SVC(kernel='linear', C=1)`` fit, as in
+InterFaceGAN's train_boundary.py, on exactly the same training rows of one attribute (reproduced with the
+engine's own selection code and seed). Reported: wall times, the ratios 5×SVC / command and 1×SVC / command,
+the cosine between the two directions, and the held-out (validation) accuracy of each.
+
+    python benchmarks/bench_boundaries.py --store /tmp/bench.zarr --json bench.json
+
+SVC takes minutes: run it in the background (nohup ... &) and poll.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def ensure_store(path: str, n: int, seed: int, generator: str) -> None:
+    from engine.store import Store, StoreError
+    try:
+        store = Store.open(path)
+        if store.complete and store.n == n:
+            return
+    except StoreError:
+        pass
+    print(f"sampling {n} rows of {generator} into {path} ...", flush=True)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "engine", "sample", path, "--generator", generator, "--predictor",
+                    "planted", "-n", str(n), "--seed", str(seed), "--space", "z", "-q", "--overwrite"],
+                   check=True, cwd=ROOT)
+    print(f"  sampled in {time.perf_counter() - t:.1f} s", flush=True)
+
+
+def training_rows(path: str, attribute: str, ratio: float, split: float, seed: int):
+    """The exact training and validation rows `boundaries` uses for ``attribute`` (same code, same seed)."""
+    from engine.methods._common import LatentView
+    from engine.methods.interfacegan import _plan, select_extremes
+    from engine.store import Store
+
+    store = Store.open(path)
+    columns = list(range(len(store.attributes)))
+    extremes = select_extremes(store, columns, max(1, int(store.n * ratio)), None)
+    rng = np.random.default_rng(seed)
+    plans = [_plan(a, c, e, ratio, None, split, rng) for a, c, e in zip(store.attributes, columns, extremes)]
+    plan = plans[store.attributes.index(attribute)]
+    view = LatentView(store, "z")
+    X = np.r_[view.gather(plan.train_pos), view.gather(plan.train_neg)]
+    y = np.r_[np.ones(plan.train_pos.size), np.zeros(plan.train_neg.size)]
+    Xv = np.r_[view.gather(plan.val_pos), view.gather(plan.val_neg)]
+    yv = np.r_[np.ones(plan.val_pos.size), np.zeros(plan.val_neg.size)]
+    return X, y, Xv, yv
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="/tmp/bench_boundaries.zarr")
+    parser.add_argument("-n", type=int, default=200_000)
+    parser.add_argument("--generator", default="planted", help="planted (z_dim 512, noise 1.5) by default")
+    parser.add_argument("--seed", type=int, default=1, help="sampling seed")
+    parser.add_argument("--attribute", default="age", help="attribute the SVC baseline fits")
+    parser.add_argument("--ratio", type=float, default=0.02)
+    parser.add_argument("--split", type=float, default=0.7)
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args()
+
+    ensure_store(args.store, args.n, args.seed, args.generator)
+
+    print("running `latent-engine boundaries` (all attributes, start-up included) ...", flush=True)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "engine", "boundaries", args.store, "--ratio", str(args.ratio),
+                           "--split", str(args.split), "--seed", "0", "-q", "--json"],
+                          capture_output=True, text=True, cwd=ROOT)
+    command_s = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"boundaries failed:\n{proc.stderr}")
+    engine_result = json.loads(proc.stdout)
+    print(f"  {command_s:.2f} s", flush=True)
+
+    from sklearn.svm import SVC
+    from engine.store import Store
+
+    X, y, Xv, yv = training_rows(args.store, args.attribute, args.ratio, args.split, 0)
+    print(f"fitting SVC(kernel='linear', C=1) on {X.shape[0]} x {X.shape[1]} rows of {args.attribute!r} ...",
+          flush=True)
+    t = time.perf_counter()
+    svc = SVC(kernel="linear", C=1.0).fit(X, y)
+    svc_s = time.perf_counter() - t
+    print(f"  {svc_s:.1f} s", flush=True)
+    svc_dir = svc.coef_[0] / np.linalg.norm(svc.coef_[0])
+    ours, attrs = Store.open(args.store).read_direction(f"interfacegan/{args.attribute}")
+    cosine = float(ours[0] @ svc_dir)
+    svc_val = float(svc.score(Xv, yv))
+    truth = None
+    if args.generator.startswith("planted"):
+        from engine.models import load_generator
+        T = load_generator(args.generator).truth
+        a = T.attributes.index(args.attribute)
+        truth = {"engine": float(ours[0] @ T.attribute_directions_z[a]),
+                 "svc": float(svc_dir @ T.attribute_directions_z[a])}
+
+    result = {
+        "n": args.n, "z_dim": int(X.shape[1]), "attributes": len(engine_result), "train_rows": int(X.shape[0]),
+        "val_rows": int(Xv.shape[0]), "command_s": command_s, "svc_fit_s": svc_s,
+        "ratio_5svc_vs_command": 5 * svc_s / command_s, "ratio_1svc_vs_command": svc_s / command_s,
+        "cosine_engine_svc": cosine, "val_accuracy_engine": attrs["val_accuracy"], "val_accuracy_svc": svc_val,
+        "remaining_accuracy_engine": attrs["remaining_accuracy"], "cosine_to_truth": truth,
+        "engine_val_accuracy_all": {k: v["val_accuracy"] for k, v in engine_result.items()},
+        "cpu_count": os.cpu_count(),
+    }
+    rows = [("boundaries command (5 attributes, start-up incl.)", f"{command_s:.2f} s"),
+            (f"SVC fit ({args.attribute}, 1 attribute)", f"{svc_s:.1f} s"),
+            ("5 x SVC / command", f"{result['ratio_5svc_vs_command']:.1f}x"),
+            ("1 x SVC / command", f"{result['ratio_1svc_vs_command']:.1f}x"),
+            ("cosine(engine, SVC)", f"{cosine:.5f}"),
+            ("val accuracy engine / SVC", f"{attrs['val_accuracy']:.4f} / {svc_val:.4f}")]
+    if truth:
+        rows.append(("cosine to planted truth engine / SVC", f"{truth['engine']:.4f} / {truth['svc']:.4f}"))
+    width = max(len(r[0]) for r in rows)
+    print()
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

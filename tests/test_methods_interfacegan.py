@@ -1,0 +1,230 @@
+"""InterFaceGAN boundaries and conditional directions, against the planted truth and the paper's formulas."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+from engine.methods.interfacegan import boundaries, condition, select_extremes
+from engine.models.planted import ATTRIBUTE_GRAM
+from engine.store import Store, StoreError
+from tests.conftest import run_cli
+
+# The accuracy regime of the papers (validation accuracy 0.85-0.95) with enough training rows per dimension
+# for the statistical error to stay under 0.02 in cosine: z_dim 128, noise 1.2, 40K rows, top/bottom 15%
+# (6K per side, 8.4K training rows). Measured: cosine to the planted normals 0.985-0.99, val accuracy ≈ 0.87.
+BOUNDARY_MODEL = "planted:z_dim=128,w_dim=128,noise=1.2"
+BOUNDARY_RATIO = 0.15
+
+
+@pytest.fixture(scope="module")
+def boundary_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ifg") / "b.zarr"
+    engine.sample(str(path), BOUNDARY_MODEL, ["planted"], n=40_000, seed=3, chunk=4096, batch=2048,
+                  spaces=["z", "w"], progress=False)
+    results = boundaries(str(path), ratio=BOUNDARY_RATIO)
+    return str(path), results
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return engine.load_generator(BOUNDARY_MODEL).truth
+
+
+@pytest.fixture()
+def toy_store(tmp_path):
+    """A tiny imported store: 2000 codes in 16 dims, one clean attribute, a few NaN and invalid scores."""
+    from engine.interop import import_interfacegan
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2000, 16)).astype(np.float32)
+    n = np.zeros(16)
+    n[0] = 1.0
+    scores = (z @ n + 1.0 * rng.standard_normal(2000)).astype(np.float32)
+    scores[[5, 17, 400]] = np.nan
+    scores[[6, 7]] = -99.0
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "smile_scores.npy", scores[:, None])
+    import_interfacegan(tmp_path / "z.npy", tmp_path / "smile_scores.npy", tmp_path / "toy.zarr", chunk=256)
+    return str(tmp_path / "toy.zarr"), z, scores
+
+
+def test_recovered_directions_match_the_planted_ones(boundary_store, truth):
+    path, results = boundary_store
+    store = Store.open(path)
+    planted = truth.attribute_directions("z")
+    for a, name in enumerate(truth.attributes):
+        direction, attrs = store.read_direction(f"interfacegan/{name}")
+        assert direction.shape == (1, 128)
+        assert abs(np.linalg.norm(direction) - 1) < 1e-5
+        assert float(direction[0] @ planted[a]) >= 0.98, name
+        assert 0.85 <= attrs["val_accuracy"] <= 0.95, (name, attrs["val_accuracy"])
+        for key in ("space", "num", "split", "C", "loss", "seed", "train_accuracy", "val_accuracy",
+                    "remaining_accuracy"):
+            assert key in attrs
+        assert attrs["num"] == int(40_000 * BOUNDARY_RATIO)
+        assert attrs["loss"] == "hinge" and attrs["C"] == 1.0 and attrs["split"] == 0.7
+        assert attrs["train_accuracy"] >= attrs["val_accuracy"] - 0.02
+        assert 0.5 < attrs["remaining_accuracy"] < attrs["val_accuracy"]
+        assert results[name]["n_train"] == 2 * int(attrs["num"] * 0.7)
+
+
+def test_boundary_cosine_table_reproduces_planted_correlations(boundary_store, truth):
+    from engine.methods.correlate import correlate
+
+    path, _ = boundary_store
+    tables = correlate(path)
+    table = tables["boundary_cosine"]
+    order = [truth.attributes.index(r) for r in table["rows"]]
+    np.testing.assert_allclose(table["values"], ATTRIBUTE_GRAM[np.ix_(order, order)], atol=0.05)
+    stored, attrs = Store.open(path).read_table("boundary_cosine")
+    assert attrs["rows"] == table["rows"] == attrs["cols"]
+
+
+def test_w_space_boundaries_match_the_planted_w_normals(boundary_store, truth):
+    path, _ = boundary_store
+    results = boundaries(path, space="w", attributes=["smile"], ratio=BOUNDARY_RATIO)
+    direction, attrs = Store.open(path).read_direction("interfacegan/smile")
+    assert attrs["space"] == "w" and results["smile"]["space"] == "w"
+    assert float(direction[0] @ truth.attribute_directions("w")[truth.attributes.index("smile")]) > 0.97
+    boundaries(path, attributes=["smile"], ratio=BOUNDARY_RATIO)          # restore the z boundary
+
+
+def test_conditioned_directions_are_orthogonal_to_their_conditions(boundary_store):
+    path, _ = boundary_store
+    store = Store.open(path)
+    n1, n2, n3 = (store.read_direction(f"interfacegan/{a}")[0][0].astype(np.float64)
+                  for a in ("age", "eyeglasses", "gender"))
+    one = condition(path, "age", ["eyeglasses"])
+    two = condition(path, "interfacegan/age", ["eyeglasses", "gender"], name="age_pure")
+    store = Store.open(path)
+    v1, attrs1 = store.read_direction(one["key"])
+    v2, attrs2 = store.read_direction("interfacegan/age_pure")
+    expected = n1 - (n1 @ n2) * n2                                   # paper 001, one condition
+    np.testing.assert_allclose(v1[0], expected / np.linalg.norm(expected), atol=1e-6)
+    assert abs(v2[0] @ n2) < 1e-6 and abs(v2[0] @ n3) < 1e-6
+    assert abs(np.linalg.norm(v2[0]) - 1) < 1e-6
+    assert attrs2["primary"] == "interfacegan/age"
+    assert attrs2["conditions"] == ["interfacegan/eyeglasses", "interfacegan/gender"]
+    # The paper's two-condition closed form gives the same direction.
+    c12 = n2 @ n3
+    alpha = (n1 @ n2 - (n1 @ n3) * c12) / (1 - c12 ** 2)
+    beta = (n1 @ n3 - (n1 @ n2) * c12) / (1 - c12 ** 2)
+    closed = n1 - alpha * n2 - beta * n3
+    np.testing.assert_allclose(v2[0], closed / np.linalg.norm(closed), atol=1e-5)
+
+
+def test_condition_warns_when_the_primary_is_nearly_inside_the_span(boundary_store):
+    path, _ = boundary_store
+    store = Store.open(path, mode="r+")
+    age = store.read_direction("interfacegan/age")[0][0].astype(np.float64)
+    rng = np.random.default_rng(1)
+    near = age + 0.02 * rng.standard_normal(age.size) / np.sqrt(age.size)
+    store.write_direction("interfacegan", "age_copy", (near / np.linalg.norm(near))[None], {"space": "z"})
+    with pytest.warns(UserWarning, match="nearly inside"):
+        condition(path, "age", ["age_copy"], name="age_vs_copy")
+    with pytest.raises(ValueError, match="itself"):
+        condition(path, "age", ["age"])
+
+
+def test_streaming_selection_equals_a_full_sort(planted_store):
+    store = Store.open(planted_store.path)
+    scores = store.array("scores")[:]
+    k = 500
+    found = select_extremes(store, [0, 3], k, None)
+    for extremes, column in zip(found, [0, 3]):
+        order = np.argsort(-scores[:, column], kind="stable")
+        assert set(extremes.top_index) == set(order[:k])
+        assert set(extremes.bottom_index) == set(order[-k:])
+        assert extremes.valid == store.n
+        assert extremes.low == pytest.approx(scores[:, column].min())
+
+
+def test_nan_and_invalid_scores_are_dropped_and_split_one_has_no_validation(toy_store):
+    path, z, scores = toy_store
+    result = boundaries(path, num=300, split=1.0, invalid_value=-99.0, seed=5)["smile"]
+    valid = np.isfinite(scores) & (scores != -99.0)
+    assert result["valid_rows"] == int(valid.sum()) == 1995
+    assert result["val_accuracy"] is None and result["n_train"] == 600 and result["n_val"] == 0
+    assert result["n_remaining"] == 1995 - 600
+    direction, attrs = Store.open(path).read_direction("interfacegan/smile")
+    assert direction[0, 0] > 0.95 and attrs["seed"] == 5
+    # The remaining rows are labelled by the midpoint of the valid score range, as InterFaceGAN does.
+    assert attrs["decision_value"] == pytest.approx((scores[valid].max() + scores[valid].min()) / 2, rel=1e-5)
+
+
+def test_the_split_is_reproducible_from_the_recorded_seed(toy_store):
+    path, _, _ = toy_store
+    first = boundaries(path, num=200, seed=11)["smile"]
+    d1 = Store.open(path).read_direction("interfacegan/smile")[0]
+    second = boundaries(path, num=200, seed=11)["smile"]
+    d2 = Store.open(path).read_direction("interfacegan/smile")[0]
+    np.testing.assert_array_equal(d1, d2)
+    assert first == second
+
+
+def test_property_2_holds_on_stored_z(tmp_path):
+    """Paper 001, Property 2: for d = 512 and unit n, P(|nᵀz| > 5) < 1e-6 for z ~ N(0, I)."""
+    from scipy.stats import norm
+
+    path = tmp_path / "z512.zarr"
+    engine.sample(str(path), "planted", [], n=32_768, seed=0, chunk=8192, spaces=["z"], progress=False)
+    store = Store.open(str(path))
+    rng = np.random.default_rng(0)
+    normals = rng.standard_normal((8, 512))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    beyond, total, moments = 0, 0, np.zeros(3)
+    for _, z in store.iter_rows("latents/z"):
+        d = z.astype(np.float64) @ normals.T
+        beyond += int((np.abs(d) > 5.0).sum())
+        total += d.size
+        moments += [d.size, d.sum(), (d ** 2).sum()]
+    assert store.array("latents/z").shape[1] == 512
+    assert beyond / total < 1e-6
+    assert abs(moments[1] / moments[0]) < 0.01 and abs(moments[2] / moments[0] - 1) < 0.02
+    assert 2 * norm.sf(5.0) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _one_line_error(proc) -> str:
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    return lines[0]
+
+
+def test_cli_boundaries_and_condition(toy_store):
+    path, _, _ = toy_store
+    proc = run_cli("boundaries", path, "--num", "250", "--invalid-value", "-99", "-q", check=True)
+    assert "smile" in proc.stdout and "val acc" in proc.stdout
+    assert "interfacegan/smile" in Store.open(path).directions()
+    assert "Examples:" in run_cli("boundaries", "--help", check=True).stdout
+    assert "Examples:" in run_cli("condition", "--help", check=True).stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attribute", "nope"], "unknown attribute"),
+    (["--ratio", "0.7"], "--ratio"),
+    (["--ratio", "0"], "--ratio"),
+    (["--num", "1500"], "--num"),
+    (["--space", "w"], "no 'w' codes"),
+])
+def test_cli_boundaries_bad_input_is_one_line_and_writes_nothing(toy_store, args, message):
+    path, _, _ = toy_store
+    error = _one_line_error(run_cli("boundaries", path, *args, "-q"))
+    assert message in error
+    assert Store.open(path).directions() == []
+
+
+def test_cli_condition_unknown_direction(toy_store):
+    path, _, _ = toy_store
+    boundaries(path, num=200)
+    error = _one_line_error(run_cli("condition", path, "--primary", "smile", "--condition", "age"))
+    assert "unknown direction 'age'" in error
+    assert Store.open(path).directions() == ["interfacegan/smile"]
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    store = Store.create(str(tmp_path / "x.zarr"), n=10, chunk=5, z_dim=4, attributes=["a"])
+    with pytest.raises(StoreError, match="incomplete"):
+        boundaries(store.path)
