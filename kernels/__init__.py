@@ -8,9 +8,11 @@ from ._validation import ConvergenceWarning, NotFittedError
 from .correlation import PearsonState, best_match, cosine_matrix, pearson
 from .eigh import eigh
 from .pca import PCA
+from .svm import LinearSVM
 
 __all__ = [
     "PCA",
+    "LinearSVM",
     "ConvergenceWarning",
     "NotFittedError",
     "PearsonState",

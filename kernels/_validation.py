@@ -75,7 +75,8 @@ def check_ndim(t: torch.Tensor, name: str, owner: str, ndims: tuple[int, ...]) -
 
 def check_finite(t: torch.Tensor, name: str, owner: str) -> torch.Tensor:
     """Raise ValueError if a floating tensor holds NaN or infinity."""
-    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+    # min and max propagate NaN and expose ±inf in one pass, without a boolean copy of t
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
         raise ValueError(f"The '{name}' parameter of {owner} contains NaN or infinity.")
     return t
 
