@@ -72,11 +72,25 @@ class Extremes:
             return
         self.valid += values.size
         self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
-        self.top_values, self.top_index = _keep(np.r_[self.top_values, values], np.r_[self.top_index, index],
-                                                self.capacity, descending=True)
-        self.bottom_values, self.bottom_index = _keep(np.r_[self.bottom_values, values],
-                                                      np.r_[self.bottom_index, index], self.capacity,
-                                                      descending=False)
+        if self.top_values.size == self.capacity:
+            # Only rows at least as extreme as the current K-th can enter: most chunks add a handful.
+            upper, lower = values >= self.top_values[-1], values <= self.bottom_values[-1]
+            self._merge_top(values[upper], index[upper])
+            self._merge_bottom(values[lower], index[lower])
+        else:
+            self._merge_top(values, index)
+            self._merge_bottom(values, index)
+
+    def _merge_top(self, values: np.ndarray, index: np.ndarray) -> None:
+        if values.size:
+            self.top_values, self.top_index = _keep(np.r_[self.top_values, values], np.r_[self.top_index, index],
+                                                    self.capacity, descending=True)
+
+    def _merge_bottom(self, values: np.ndarray, index: np.ndarray) -> None:
+        if values.size:
+            self.bottom_values, self.bottom_index = _keep(np.r_[self.bottom_values, values],
+                                                          np.r_[self.bottom_index, index], self.capacity,
+                                                          descending=False)
 
 
 def _keep(values: np.ndarray, index: np.ndarray, k: int, descending: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -183,21 +197,27 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     def rows_of(index: np.ndarray) -> np.ndarray:
         return codes[np.searchsorted(selected, index)]
 
+    def problem(group: list[_Plan], part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Batched rows (b, n, d) and labels (b, n) of ``part`` ('train' or 'val'): positives first."""
+        index = np.stack([np.r_[getattr(p, f"{part}_pos"), getattr(p, f"{part}_neg")] for p in group])
+        half = getattr(group[0], f"{part}_pos").size
+        labels = np.zeros(index.shape)
+        labels[:, :half] = 1.0
+        return rows_of(index), labels
+
     # One batched fit per distinct K (one call for all attributes unless NaNs differ between them).
     results: dict[str, dict[str, Any]] = {}
     models: list[tuple[Any, list[_Plan]]] = []
     LinearSVM = _linear_svm()
     for k in sorted({p.num for p in plans}):
         group = [p for p in plans if p.num == k]
-        X = np.stack([np.r_[rows_of(p.train_pos), rows_of(p.train_neg)] for p in group])
-        y = np.stack([np.r_[np.ones(p.train_pos.size), np.zeros(p.train_neg.size)] for p in group])
+        X, y = problem(group, "train")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=DeprecationWarning)
             svm = LinearSVM(C=float(C), loss=loss).fit(X, y)
         train_acc = np.atleast_1d(np.asarray(svm.score(X, y), dtype=np.float64))
         if split < 1:
-            Xv = np.stack([np.r_[rows_of(p.val_pos), rows_of(p.val_neg)] for p in group])
-            yv = np.stack([np.r_[np.ones(p.val_pos.size), np.zeros(p.val_neg.size)] for p in group])
+            Xv, yv = problem(group, "val")
             val_acc = np.atleast_1d(np.asarray(svm.score(Xv, yv), dtype=np.float64))
         else:
             val_acc = [None] * len(group)
@@ -216,27 +236,31 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
                 "offset": float(intercept[j] / norms[j]), "train_accuracy": float(train_acc[j]),
                 "val_accuracy": None if val_acc[j] is None else float(val_acc[j]),
             }
-        models.append((svm, group))
+        models.append((coef / norms[:, None], intercept / norms, group))
     del codes
 
     # Remaining rows: valid, not selected, labelled by the midpoint of the score range.
     correct = dict.fromkeys(names, 0)
     total = dict.fromkeys(names, 0)
-    chosen = {p.name: np.sort(np.r_[p.train_pos, p.train_neg, p.val_pos, p.val_neg]) for p in plans}
+    chosen = np.zeros((view.n, len(plans)), bool)
+    for j, p in enumerate(plans):
+        chosen[np.r_[p.train_pos, p.train_neg, p.val_pos, p.val_neg], j] = True
+    position = {p.name: j for j, p in enumerate(plans)}
     scores = reader.array("scores")
     with progress_bar(total=view.n, desc="remaining accuracy", unit="rows", enabled=progress) as bar:
-        for rows, x in view.blocks(block_chunks=4):
+        for rows, x in view.blocks():
             block = np.asarray(scores[rows], dtype=np.float64)
-            index = np.arange(rows.start, rows.stop)
-            for svm, group in models:
-                decision = np.atleast_2d(np.asarray(svm.decision_function(x)))
+            for normals, offsets, group in models:
+                # Applying the fitted boundaries (one float32 GEMM). Not svm.decision_function: it re-checks
+                # every stored value for finiteness, which costs ~10x the GEMM on CPU; stored codes are complete.
+                decision = x @ normals.T.astype(np.float32) + offsets.astype(np.float32)
                 for j, p in enumerate(group):
                     values = block[:, p.column]
-                    keep = np.isfinite(values) & ~np.isin(index, chosen[p.name], assume_unique=True)
+                    keep = np.isfinite(values) & ~chosen[rows, position[p.name]]
                     if invalid_value is not None:
                         keep &= values != invalid_value
                     label = values[keep] >= p.midpoint
-                    correct[p.name] += int(np.sum((decision[j, keep] > 0) == label))
+                    correct[p.name] += int(np.sum((decision[keep, j] > 0) == label))
                     total[p.name] += int(keep.sum())
             bar.update(rows.stop - rows.start)
     for name in names:

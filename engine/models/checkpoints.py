@@ -44,7 +44,9 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if trust:
+        # The weights-only unpickler names a class it will not build as "Unsupported global"; anything else
+        # it rejects (a bad opcode) is a file that is not a checkpoint at all.
+        if trust or "unsupported global" not in str(exc).lower():
             raise CheckpointError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
         raise CheckpointError(f"{path} needs arbitrary unpickling to load (it holds more than tensors); refused "
                               "for safety: pass --trust-checkpoint only if you trust its source") from None
