@@ -2,7 +2,7 @@
 
 Pearson uses the same float64 (count, mean, scatter) state as PCA (``kernels._scatter``): one pass over chunks,
 each centred on its own mean, merged with Chan's update, so it matches ``numpy.corrcoef(X, rowvar=False)``
-to float64 rounding of float32 GEMMs. A constant column has no correlation: its row and column are NaN, as in
+to the rounding of the float32 GEMMs (~1e-7). A constant column has no correlation: its row and column are NaN, as in
 numpy.
 
 Direction matching (SeFa, Table 1) ignores sign: a direction and its negative are one editing axis, and
@@ -35,7 +35,7 @@ class PearsonState:
     def update(self, chunk: Any) -> "PearsonState":
         """Add a chunk of rows; returns self."""
         (t,), origin = as_tensors(chunk, names=("chunk",))
-        for part in row_chunks(t) if t.ndim == 2 else (t,):
+        for part in row_chunks(t) if t.ndim == 2 and t.shape[0] else (t,):  # (t,): let update name the error
             self._state.update(part, "chunk")
         self._origin = self._origin or origin
         return self

@@ -74,7 +74,7 @@ class PCA:
 
     def _state_for(self, origin: Origin, dtype: torch.dtype) -> ScatterState:
         if self.n_components is not None:
-            check_interval(self.n_components, "n_components", "PCA", int, 1)
+            check_interval(self.n_components, "n_components", "PCA", int, 1, closed="left")
         if getattr(self, "_state", None) is None:
             self._state, self._origin, self._dtype, self._result = ScatterState("PCA"), origin, dtype, None
         return self._state

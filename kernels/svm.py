@@ -91,7 +91,7 @@ class LinearSVM:
         check_option(self.loss, "loss", owner, ("squared_hinge", "hinge"))
         check_option(self.fit_intercept, "fit_intercept", owner, (True, False))
         check_interval(self.tol, "tol", owner, float, 0.0, 1.0)
-        check_interval(self.max_iter, "max_iter", owner, int, 1)
+        check_interval(self.max_iter, "max_iter", owner, int, 1, closed="left")
         (x, labels), origin = as_tensors(X, y, float_dtype=False, names=("X", "y"))
         x = x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
         batched = x.ndim == 3

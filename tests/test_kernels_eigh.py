@@ -1,0 +1,85 @@
+"""kernels.eigh (batched, descending, sign-fixed) against numpy.linalg.eigh."""
+
+import numpy as np
+import pytest
+import torch
+
+import kernels
+from kernels.backend import cupy_available
+
+
+def spd_stack(shape, d, seed=0, dtype=np.float64):
+    """Symmetric matrices with well separated eigenvalues 1..d (random orthogonal bases)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((*shape, d, d)))
+    return ((q * np.arange(1.0, d + 1.0)[..., None, :]) @ np.swapaxes(q, -1, -2)).astype(dtype)
+
+
+def assert_matches_numpy(a, w, v, rtol):
+    w_ref, v_ref = np.linalg.eigh(a.astype(np.float64))
+    w_ref, v_ref = w_ref[..., ::-1], v_ref[..., ::-1]
+    np.testing.assert_allclose(w, w_ref, rtol=rtol, atol=rtol * np.abs(w_ref).max())
+    overlap = np.abs(np.sum(v * v_ref, axis=-2))  # |cos| per eigenvector pair
+    np.testing.assert_allclose(overlap, 1.0, atol=10 * rtol)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_batched_stack_matches_numpy_in_descending_order(dtype, rtol):
+    a = spd_stack((3, 2), 24, dtype=dtype)
+    w, v = kernels.eigh(a)
+    assert w.shape == (3, 2, 24) and v.shape == (3, 2, 24, 24) and w.dtype == dtype
+    assert (np.diff(w, axis=-1) <= 0).all()
+    assert_matches_numpy(a, w, v, rtol)
+    np.testing.assert_allclose(v @ (w[..., :, None] * np.swapaxes(v, -1, -2)), a, atol=100 * rtol * 24)
+
+
+def test_sign_rule_is_deterministic_and_shared_with_pca():
+    a = spd_stack((4,), 16, seed=3)
+    _, v = kernels.eigh(a)
+    _, v_neg = kernels.eigh(a.copy())
+    np.testing.assert_array_equal(v, v_neg)
+    columns = np.swapaxes(v, -1, -2)
+    top = np.take_along_axis(columns, np.abs(columns).argmax(-1)[..., None], -1)
+    assert (top > 0).all()
+
+
+def test_float64_compute_for_float32_input_and_torch_in_torch_out():
+    a = spd_stack((2,), 32, seed=5, dtype=np.float32)
+    w, v = kernels.eigh(torch.from_numpy(a), compute_dtype="float64")
+    assert isinstance(w, torch.Tensor) and w.dtype == torch.float32 and v.dtype == torch.float32
+    assert_matches_numpy(a, w.numpy(), v.numpy(), 1e-6)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"'a' parameter of eigh must be a stack of square matrices. Got shape \(3, 4\)"):
+        kernels.eigh(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"stack of square matrices. Got shape \(3,\)"):
+        kernels.eigh(np.zeros(3))
+    bad = spd_stack((), 4)
+    bad[0, 1] = np.inf
+    with pytest.raises(ValueError, match="'a' parameter of eigh contains NaN or infinity"):
+        kernels.eigh(bad)
+    with pytest.raises(ValueError, match="'compute_dtype' parameter of eigh must be one of"):
+        kernels.eigh(spd_stack((), 4), compute_dtype="float16")
+    if not cupy_available():
+        with pytest.raises(ValueError, match="'impl' parameter of eigh is 'cupy' but the cupy path cannot run"):
+            kernels.eigh(spd_stack((), 4), impl="cupy")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    a = torch.from_numpy(spd_stack((5,), 64, dtype=np.float32))
+    w_cpu, v_cpu = kernels.eigh(a)
+    w_gpu, v_gpu = kernels.eigh(a.cuda())
+    assert w_gpu.device.type == "cuda"
+    torch.testing.assert_close(w_gpu.cpu(), w_cpu, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(v_gpu.cpu(), v_cpu, rtol=0, atol=1e-3)  # same sign rule on both devices
+
+
+@pytest.mark.skipif(not cupy_available(), reason="needs cupy and a CUDA GPU")
+def test_cupy_path_matches_numpy():
+    cupy = pytest.importorskip("cupy")
+    a = spd_stack((3,), 48)
+    w, v = kernels.eigh(cupy.asarray(a), impl="cupy")
+    assert isinstance(w, cupy.ndarray)
+    assert_matches_numpy(a, cupy.asnumpy(w), cupy.asnumpy(v), 1e-8)
