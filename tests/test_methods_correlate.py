@@ -1,0 +1,69 @@
+"""correlate: boundary cosines, streamed attribute Pearson, and SeFa-Table-1 matching between methods."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.methods.correlate import correlate, pearson_merge, pearson_partial
+from engine.store import Store
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def planted_copy(planted_store, tmp_path_factory):
+    """The shared planted store, copied: these tests write directions and tables."""
+    path = tmp_path_factory.mktemp("correlate") / "planted.zarr"
+    shutil.copytree(planted_store.path, path)
+    return Store.open(str(path))
+
+
+def _unit(rows):
+    rows = np.asarray(rows, np.float64)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_tables_against_numpy_and_planted_matching(planted_copy):
+    rng = np.random.default_rng(0)
+    store = Store.open(planted_copy.path, mode="r+")
+    boundaries = _unit(rng.standard_normal((3, 128)))
+    for name, row in zip(["a", "b", "c"], boundaries):
+        store.write_direction("interfacegan", name, row[None], {"space": "z"})
+    # A candidate set that holds the boundaries (signs flipped, shuffled) among random directions.
+    candidates = _unit(rng.standard_normal((6, 128)))
+    candidates[[4, 0, 2]] = -boundaries
+    store.write_direction("sefa", "layers_all", candidates, {"space": "z"})
+    store.write_direction("sefa", "in_w", _unit(rng.standard_normal((2, 128))), {"space": "w"})
+
+    tables = correlate(planted_copy.path, heatmaps=True)
+    cos = tables["boundary_cosine"]
+    np.testing.assert_allclose(cos["values"], boundaries @ boundaries.T, atol=1e-6)
+    scores = Store.open(planted_copy.path).array("scores")[:].astype(np.float64)
+    pearson = tables["attribute_pearson"]
+    assert pearson["rows"] == planted_copy.attributes
+    np.testing.assert_allclose(pearson["values"], np.corrcoef(scores.T), atol=1e-6)
+    match = tables["match_interfacegan_vs_sefa_layers_all"]
+    np.testing.assert_array_equal(match["values"][:, 0], [4, 0, 2])
+    np.testing.assert_allclose(match["values"][:, 1], 0.0, atol=1e-6)
+    assert "match_interfacegan_vs_sefa_in_w" not in tables            # another space: not compared
+    stored, attrs = Store.open(planted_copy.path).read_table("match_interfacegan_vs_sefa_layers_all")
+    assert attrs["rows"] == ["a", "b", "c"] and attrs["cols"] == ["index", "cosine_distance"]
+    assert tables["boundary_cosine"]["png"].endswith("planted_boundary_cosine.png")
+
+
+def test_pearson_skips_rows_with_nan_and_merges_exactly():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 3)) @ rng.standard_normal((3, 3))
+    x[7, 1] = np.nan
+    merged = pearson_merge(pearson_partial(x[:100]), pearson_partial(x[100:]))
+    clean = x[np.isfinite(x).all(axis=1)]
+    np.testing.assert_allclose(np.asarray(merged.result()), np.corrcoef(clean.T), atol=1e-10)
+
+
+def test_cli_correlate(planted_copy):
+    proc = run_cli("correlate", planted_copy.path, check=True)
+    assert "tables/attribute_pearson" in proc.stdout
+    assert "Examples:" in run_cli("correlate", "--help", check=True).stdout
+    bad = run_cli("correlate", planted_copy.path + ".missing")
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("Error: ") and len(bad.stderr.strip().splitlines()) == 1

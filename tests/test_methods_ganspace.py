@@ -1,0 +1,70 @@
+"""GANSpace PCA: a flat spectrum on plain z, scikit-learn's answer and the planted axes on W, both reduction paths."""
+from __future__ import annotations
+
+import functools
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.methods.ganspace import pca, pca_merge, pca_partial
+from engine.store import Store
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def planted_copy(planted_store, tmp_path_factory):
+    """The shared planted store, copied: these tests write directions, which other modules must not see."""
+    path = tmp_path_factory.mktemp("ganspace") / "planted.zarr"
+    shutil.copytree(planted_store.path, path)
+    return Store.open(str(path))
+
+
+def test_pca_on_plain_z_finds_no_structure(planted_copy):
+    result = pca(planted_copy.path, array="latents/z")
+    ratio = np.asarray(result["explained_variance_ratio"])
+    d = ratio.size
+    assert d == 128 and abs(ratio.sum() - 1) < 1e-6
+    # N(0, I): every direction explains ≈ 1/d; the spread is the Marchenko-Pastur edge (1 ± √(d/n))².
+    edge = np.sqrt(d / planted_copy.n)
+    assert ratio.max() * d < (1 + edge) ** 2 + 0.05 and ratio.min() * d > (1 - edge) ** 2 - 0.05
+    assert ratio[0] / ratio[-1] < 1.5
+
+
+def test_pca_on_planted_w_matches_scikit_learn_and_the_truth(planted_copy):
+    from sklearn.decomposition import PCA as SkPCA
+
+    import engine
+
+    result = pca(planted_copy.path, k=10)                         # default array: latents/w
+    directions, attrs = Store.open(planted_copy.path).read_direction("ganspace/w")
+    assert directions.shape == (10, 128) and attrs["space"] == "w" and attrs["array"] == "latents/w"
+    w = Store.open(planted_copy.path).array("latents/w")[:]
+    reference = SkPCA(n_components=10, svd_solver="full").fit(w.astype(np.float64))
+    np.testing.assert_allclose(attrs["explained_variance_ratio"], reference.explained_variance_ratio_, rtol=1e-4)
+    np.testing.assert_allclose(attrs["mean"], reference.mean_, atol=1e-5)
+    np.testing.assert_allclose(np.abs(np.sum(directions * reference.components_, axis=1)), 1.0, atol=1e-4)
+    truth = engine.load_generator(planted_copy.meta["generator"]).truth
+    assert np.all(np.abs(np.sum(directions[:3] * truth.pca_directions_w[:3], axis=1)) > 0.95)
+    assert result["n_rows"] == planted_copy.n
+    np.testing.assert_allclose(attrs["stdev"], np.sqrt(reference.explained_variance_), rtol=1e-4)
+
+
+def test_the_distributed_reduction_gives_the_same_answer(planted_copy):
+    from engine.distributed import map_reduce_chunks
+
+    state = map_reduce_chunks(planted_copy.path, "latents/w", functools.partial(pca_partial, n_components=5),
+                              pca_merge)
+    directions, attrs = Store.open(planted_copy.path).read_direction("ganspace/w")
+    np.testing.assert_allclose(np.asarray(state.explained_variance_ratio_), attrs["explained_variance_ratio"][:5],
+                               rtol=1e-5)
+
+
+def test_cli_pca(planted_copy, tmp_path):
+    proc = run_cli("pca", planted_copy.path, "--array", "latents/z", "-k", "4", check=True)
+    assert "ganspace/z" in proc.stdout and "variance ratio" in proc.stdout
+    assert "Examples:" in run_cli("pca", "--help", check=True).stdout
+    for args, message in ((["-k", "0"], "-k"), (["-k", "999"], "-k"), (["--array", "latents/wp"], "no array")):
+        bad = run_cli("pca", planted_copy.path, *args)
+        lines = [line for line in bad.stderr.strip().splitlines() if line.strip()]
+        assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
