@@ -1,22 +1,18 @@
 """correlate: boundary cosines, streamed attribute Pearson, and SeFa-Table-1 matching between methods."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from engine.methods.correlate import correlate, pearson_merge, pearson_partial
 from engine.store import Store
 from tests.conftest import run_cli
+from tests.test_methods_ganspace import copy_of
 
 
 @pytest.fixture(scope="module")
 def planted_copy(planted_store, tmp_path_factory):
-    """The shared planted store, copied: these tests write directions and tables."""
-    path = tmp_path_factory.mktemp("correlate") / "planted.zarr"
-    shutil.copytree(planted_store.path, path)
-    return Store.open(str(path))
+    return copy_of(planted_store, tmp_path_factory, "correlate")
 
 
 def _unit(rows):
@@ -64,6 +60,5 @@ def test_pearson_skips_rows_with_nan_and_merges_exactly():
 def test_cli_correlate(planted_copy):
     proc = run_cli("correlate", planted_copy.path, check=True)
     assert "tables/attribute_pearson" in proc.stdout
-    assert "Examples:" in run_cli("correlate", "--help", check=True).stdout
     bad = run_cli("correlate", planted_copy.path + ".missing")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("Error: ") and len(bad.stderr.strip().splitlines()) == 1

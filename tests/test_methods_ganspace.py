@@ -12,12 +12,16 @@ from engine.store import Store
 from tests.conftest import run_cli
 
 
+def copy_of(store: Store, tmp_path_factory, label: str) -> Store:
+    """A private copy of the shared planted store: method tests write results that other modules must not see."""
+    path = tmp_path_factory.mktemp(label) / "planted.zarr"
+    shutil.copytree(store.path, path)
+    return Store.open(str(path))
+
+
 @pytest.fixture(scope="module")
 def planted_copy(planted_store, tmp_path_factory):
-    """The shared planted store, copied: these tests write directions, which other modules must not see."""
-    path = tmp_path_factory.mktemp("ganspace") / "planted.zarr"
-    shutil.copytree(planted_store.path, path)
-    return Store.open(str(path))
+    return copy_of(planted_store, tmp_path_factory, "ganspace")
 
 
 def test_pca_on_plain_z_finds_no_structure(planted_copy):
@@ -63,8 +67,7 @@ def test_the_distributed_reduction_gives_the_same_answer(planted_copy):
 def test_cli_pca(planted_copy, tmp_path):
     proc = run_cli("pca", planted_copy.path, "--array", "latents/z", "-k", "4", check=True)
     assert "ganspace/z" in proc.stdout and "variance ratio" in proc.stdout
-    assert "Examples:" in run_cli("pca", "--help", check=True).stdout
-    for args, message in ((["-k", "0"], "-k"), (["-k", "999"], "-k"), (["--array", "latents/wp"], "no array")):
+    for args, message in ((["-k", "999"], "-k"), (["--array", "latents/wp"], "no array")):
         bad = run_cli("pca", planted_copy.path, *args)
         lines = [line for line in bad.stderr.strip().splitlines() if line.strip()]
         assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]

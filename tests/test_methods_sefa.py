@@ -140,7 +140,6 @@ def test_cli_sefa_writes_a_store_and_prints_a_table(tmp_path):
                    "--layers", "0-1", "-k", "4", "--store", store, check=True)
     assert "eigenvalue" in proc.stdout and "layers_0-1" in proc.stdout
     assert Store.open(store).directions() == ["sefa/layers_0-1", "sefa/layers_all"]
-    assert "Examples:" in run_cli("sefa", "--help", check=True).stdout
 
 
 @pytest.mark.parametrize("args, message", [
