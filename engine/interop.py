@@ -8,6 +8,9 @@
   keys ``lat_comp`` (k, 1, d), ``lat_mean`` (1, d), ``lat_stdev`` (k,), ``var_ratio`` (k,).
 * ``import_interfacegan(codes, scores, store)``: a store from InterFaceGAN's files, read memory-mapped and
   written chunk by chunk (codes become ``latents/z``; the store records where they came from).
+* ``build_index(store)`` / ``query(store, codes)``: an exact faiss index (``IndexFlatL2`` or ``IndexFlatIP``) over
+  stored codes, filled chunk by chunk and saved beside the store as ``<store>.<space>.faiss``; row ids are the
+  store's row numbers. (faiss keeps the vectors it indexes in memory: d·4 bytes per row.)
 """
 from __future__ import annotations
 
@@ -147,4 +150,61 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
     return Store.open(str(store))
 
 
-__all__ = ["export", "export_interfacegan", "export_ganspace", "import_interfacegan", "FORMATS"]
+# ------------------------------------------------------------------------------------------------ faiss
+METRICS = ("l2", "ip")
+
+
+def index_path(store_path: str, space: str) -> Path:
+    """Where the faiss index of ``space`` lives: beside the store, ``run.zarr`` -> ``run.zarr.<space>.faiss``."""
+    base = Path(store_path.removeprefix("file://").rstrip("/"))
+    return base.with_name(f"{base.name}.{space}.faiss")
+
+
+def build_index(store: str | os.PathLike | Store, *, array: str | None = None, metric: str = "l2") -> dict:
+    """Index the codes of ``array`` (default latents/w if stored, else latents/z; wp flattened) with faiss."""
+    import faiss
+
+    from engine.methods.ganspace import resolve_array
+
+    if metric not in METRICS:
+        raise ValueError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
+    reader = Store.open(store.path if isinstance(store, Store) else str(store))
+    if "://" in reader.path and not reader.path.startswith("file://"):
+        raise ValueError("index writes a file beside the store: give a local store path")
+    reader.require_complete()
+    path, space = resolve_array(reader, array)
+    d = int(np.prod(reader.array(path).shape[1:]))
+    index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+    for _, block in reader.iter_rows(path):
+        index.add(np.ascontiguousarray(block.reshape(block.shape[0], -1), dtype=np.float32))
+    out = index_path(reader.path, space)
+    faiss.write_index(index, str(out))
+    return {"path": str(out), "rows": int(index.ntotal), "dim": d, "metric": metric, "array": path}
+
+
+def query(store: str | os.PathLike | Store, codes: np.ndarray, *, space: str | None = None,
+          k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest stored rows of each code (n, d): (distances (n, k), row numbers (n, k))."""
+    import faiss
+
+    from engine.methods.ganspace import resolve_array
+
+    reader = Store.open(store.path if isinstance(store, Store) else str(store))
+    _, space = resolve_array(reader, space)
+    path = index_path(reader.path, space)
+    if not path.exists():
+        raise FileNotFoundError(f"no index {path}; build it with `latent-engine index {reader.path} --array "
+                                f"latents/{space}`")
+    index = faiss.read_index(str(path))
+    codes = np.ascontiguousarray(np.asarray(codes, np.float32).reshape(len(codes), -1))
+    if codes.ndim != 2 or codes.shape[1] != index.d:
+        raise ValueError(f"query codes must have {index.d} values each (the indexed {space} codes); got shape "
+                         f"{codes.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= index.ntotal:
+        raise ValueError(f"-k must be in [1, {index.ntotal}]; got {k!r}")
+    distances, rows = index.search(codes, int(k))
+    return distances, rows
+
+
+__all__ = ["export", "export_interfacegan", "export_ganspace", "import_interfacegan", "build_index", "query",
+           "FORMATS"]

@@ -88,3 +88,21 @@ def test_cli_export_and_import(files):
     assert "z.npy" in proc.stdout
     bad = run_cli("export", str(tmp / "c.zarr"), str(tmp / "g"), "--format", "ganspace")
     assert bad.returncode == 1 and "no GANSpace directions" in bad.stderr
+
+
+def test_faiss_index_finds_the_brute_force_neighbours(files):
+    from engine.interop import build_index, query
+
+    tmp, z, _ = files
+    store = import_interfacegan(tmp / "z.npy", tmp / "smile_scores.npy", tmp / "f.zarr", chunk=256)
+    built = build_index(store.path)
+    assert built["rows"] == 1000 and built["path"].endswith("f.zarr.z.faiss")
+    queries = z[[3, 500]] + 0.01
+    distances, rows = query(store.path, queries, k=4)
+    brute = ((queries[:, None, :] - z[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(rows, np.argsort(brute, axis=1)[:, :4])
+    np.testing.assert_allclose(distances, np.sort(brute, axis=1)[:, :4], rtol=1e-4)
+    proc = run_cli("query", store.path, "--row", "7", "-k", "2", check=True)
+    assert proc.stdout.startswith("row 7: 7 (0)")
+    bad = run_cli("query", store.path, "-k", "2")
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("Error: ")

@@ -229,7 +229,7 @@ def test_incomplete_store_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["boundaries", "condition", "edit", "sefa", "pca", "correlate", "export",
-                                     "import-interfacegan"])
+                                     "import-interfacegan", "index", "query"])
 def test_every_method_command_has_help_with_examples(command):
     from click.testing import CliRunner
 
@@ -237,3 +237,21 @@ def test_every_method_command_has_help_with_examples(command):
 
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0 and "Examples:" in result.output and f"latent-engine {command}" in result.output
+
+
+def test_attributes_with_different_nan_counts_fit_in_their_own_batches(tmp_path):
+    from engine.interop import import_interfacegan
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((3000, 16)).astype(np.float32)
+    scores = (z[:, :3] + rng.standard_normal((3000, 3))).astype(np.float32)
+    scores[:500, 1] = np.nan
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "s.npy", scores)
+    import_interfacegan(tmp_path / "z.npy", tmp_path / "s.npy", tmp_path / "g.zarr", attributes=["a", "b", "c"])
+    result = boundaries(str(tmp_path / "g.zarr"), ratio=0.1)
+    assert [result[a]["num"] for a in "abc"] == [300, 250, 300]
+    assert result["b"]["valid_rows"] == 2500 and result["b"]["n_remaining"] == 2000
+    store = Store.open(str(tmp_path / "g.zarr"))
+    for j, a in enumerate("abc"):
+        assert store.read_direction(f"interfacegan/{a}")[0][0, j] > 0.9

@@ -254,4 +254,64 @@ def import_interfacegan(codes: str, scores: str, store: str, attributes: tuple[s
                f"attributes {', '.join(result.attributes)}")
 
 
-COMMANDS = [boundaries, condition, edit, sefa, pca, correlate, export, import_interfacegan]
+@click.command(epilog="""\b
+Examples:
+  latent-engine index run.zarr
+  latent-engine index run.zarr --array latents/z --metric ip
+""")
+@click.argument("store")
+@click.option("--array", default=None, help="latents/z, latents/w or latents/wp (default w if stored, else z).")
+@click.option("--metric", type=click.Choice(["l2", "ip"]), default="l2", help="Exact L2 or inner-product index.")
+@json_option
+def index(store: str, array: str | None, metric: str, as_json: bool) -> None:
+    """Build an exact faiss index over stored codes, saved beside the store as <store>.<space>.faiss."""
+    from engine.interop import build_index
+
+    result = build_index(store, array=array, metric=metric)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"wrote {result['path']}: {result['rows']} codes of {result['array']} ({result['dim']} dims, "
+                   f"{result['metric']})")
+
+
+@click.command(epilog="""\b
+Examples:
+  latent-engine query run.zarr --row 17 -k 5
+  latent-engine query run.zarr --codes my_w.npy --array latents/w --json
+""")
+@click.argument("store")
+@click.option("--row", "rows", type=int, multiple=True, help="Query with the store's own code at this row (repeatable).")
+@click.option("--codes", default=None, help=".npy file of query codes (n, d).")
+@click.option("--array", default=None, help="Which index: latents/z, latents/w or latents/wp.")
+@click.option("-k", "k", type=int, default=10, help="Neighbours per query.")
+@json_option
+def query(store: str, rows: tuple[int, ...], codes: str | None, array: str | None, k: int, as_json: bool) -> None:
+    """Nearest stored codes of each query (faiss index built by `latent-engine index`)."""
+    import numpy as np
+
+    from engine.interop import _open_npy, query as run
+    from engine.methods.ganspace import resolve_array
+    from engine.store import Store
+
+    if bool(rows) == (codes is not None):
+        raise ValueError("query needs exactly one of --row I (repeatable) or --codes FILE.npy")
+    if codes is not None:
+        queries = np.asarray(_open_npy(codes, "codes"))
+    else:
+        reader = Store.open(store)
+        path, _ = resolve_array(reader, array)
+        bad = [r for r in rows if not 0 <= r < reader.n]
+        if bad:
+            raise ValueError(f"--row {bad[0]} is outside the store's {reader.n} rows")
+        queries = np.stack([reader.array(path)[r] for r in rows])
+    distances, found = run(store, queries, space=array, k=k)
+    if as_json:
+        echo_json({"rows": found.tolist(), "distances": distances.tolist()})
+        return
+    for q, (d, f) in enumerate(zip(distances, found)):
+        label = f"row {rows[q]}" if rows else f"code {q}"
+        click.echo(f"{label}: " + ", ".join(f"{int(i)} ({float(x):.4g})" for i, x in zip(f, d)))
+
+
+COMMANDS = [boundaries, condition, edit, sefa, pca, correlate, export, import_interfacegan, index, query]
