@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from kernels import LinearSVM
+
 from engine.methods._common import LatentView, open_for_reading, require_attribute, writing
 from engine.store import Store, StoreError
 
@@ -36,15 +38,6 @@ METHOD = "interfacegan"
 LOSSES = ("hinge", "squared_hinge")
 #: A conditioned direction whose residual norm falls below this is "nearly inside" the conditions' span.
 NEARLY_INSIDE = 0.1
-
-
-def _linear_svm():
-    """kernels.LinearSVM (imported lazily: the kernel module is heavy and the CLI should start fast)."""
-    import kernels
-    svm = getattr(kernels, "LinearSVM", None)
-    if svm is None:
-        from kernels.svm import LinearSVM as svm
-    return svm
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -207,8 +200,7 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
 
     # One batched fit per distinct K (one call for all attributes unless NaNs differ between them).
     results: dict[str, dict[str, Any]] = {}
-    models: list[tuple[Any, list[_Plan]]] = []
-    LinearSVM = _linear_svm()
+    models: list[tuple[np.ndarray, np.ndarray, list[_Plan]]] = []   # (unit normals, offsets, attributes)
     for k in sorted({p.num for p in plans}):
         group = [p for p in plans if p.num == k]
         X, y = problem(group, "train")
