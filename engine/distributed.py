@@ -301,28 +301,32 @@ def _worker_device(request: ClusterRequest, device: str | Any) -> str:
 def run_distributed(store: Any, generator_spec: str, predictor_specs: Sequence[str], chunks: Sequence[int], *,
                     batch: int, device: str | Any = "auto", workers: int | None = None,
                     scheduler: str | None = None, gpus: str | Sequence[int] | None = None,
-                    on_chunk: Callable[[int, int], None] | None = None) -> Any:
+                    on_chunk: Callable[[int, int], None] | None = None,
+                    cluster: ClusterHandle | None = None) -> Any:
     """Compute and commit ``chunks`` of ``store`` on a Dask cluster; returns ``engine.sampler.RunStats``.
 
     The caller holds the store lock. The first chunk that fails for good (after ``RETRIES``, or after
     ``ALLOWED_FAILURES`` worker deaths) cancels the rest and raises; committed chunks stay committed, so
-    ``sample --resume`` continues from them.
+    ``sample --resume`` continues from them. ``cluster``: a handle from ``cluster_client`` the caller opened
+    already (so that a bad flag or an unreachable scheduler fails before the store is created); otherwise
+    the cluster is started (or connected to) here and closed at the end.
     """
     from engine.sampler import RunStats
 
-    request = validate_cluster_flags(workers, scheduler, gpus)
+    request = cluster.request if cluster is not None else validate_cluster_flags(workers, scheduler, gpus)
     if request is None:
         raise ClusterError("run_distributed needs one of workers, scheduler or gpus")
     worker_device = _worker_device(request, device)
-    stats = RunStats()
     chunks = [int(i) for i in chunks]
     if not chunks:
-        return stats
+        return RunStats()
     path = _shipped_path(store.path)
+    if cluster is not None:
+        return _run_on(cluster, path, generator_spec, tuple(predictor_specs), chunks, batch, worker_device,
+                       on_chunk)
     with cluster_client(workers, scheduler, gpus) as handle:
-        stats = _run_on(handle, path, generator_spec, tuple(predictor_specs), chunks, batch, worker_device,
-                        on_chunk)
-    return stats
+        return _run_on(handle, path, generator_spec, tuple(predictor_specs), chunks, batch, worker_device,
+                       on_chunk)
 
 
 def _run_on(handle: ClusterHandle, path: str, generator_spec: str, predictor_specs: tuple[str, ...],
