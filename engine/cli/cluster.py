@@ -137,7 +137,8 @@ def bench(generator: str, predictors: tuple[str, ...], n: int | None, batch: int
         if startup is not None:
             steady = next(r["steady_samples_per_s"] for r in rows if r["variant"] == "engine")
             click.echo(f"cluster start-up and model builds: {startup} s of the engine's wall time; once up: "
-                       f"{steady} samples/s. Peak RSS of the engine row is the client's; workers are processes of their own.")
+                       f"{steady} samples/s. The engine row's peak RSS is the client's; workers are processes "
+                       "of their own.")
     if json_path:
         Path(json_path).write_text(json.dumps(payload, indent=2, default=str))
         click.echo(f"wrote {json_path}")
