@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -281,11 +282,17 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     distributed = workers is not None or scheduler is not None or gpus is not None
     if distributed and not (isinstance(generator, str) and all(isinstance(p, str) for p in predictors)):
         raise ValueError("distributed sampling builds the models on each worker: pass SPEC strings, not objects")
+    if distributed:
+        from engine.distributed import cluster_client, validate_cluster_flags
+        validate_cluster_flags(workers, scheduler, gpus)      # bad flags fail before anything is written
     dev = resolve_device(device)
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
     Ps = [load_predictor(p, G, dev) if isinstance(p, str) else p for p in predictors]
     chosen = spaces_for(G, spaces)
-    with StoreLock(path, purpose="sample"):
+    with StoreLock(path, purpose="sample"), \
+            (cluster_client(workers, scheduler, gpus) if distributed else nullcontext()) as cluster:
+        # The cluster is up (or the scheduler reached) before the store is created: no empty store is left
+        # behind by an unreachable address.
         store = prepare_store(path, G, Ps, n=n, seed=seed, chunk=chunk, spaces=chosen,
                               resume=resume, overwrite=overwrite)
         pending = store.pending_chunks()
@@ -294,8 +301,7 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
             if distributed:
                 from engine.distributed import run_distributed
                 stats = run_distributed(store, generator, list(predictors), pending, batch=batch, device=device,
-                                        workers=workers, scheduler=scheduler, gpus=gpus,
-                                        on_chunk=lambda i, rows: bar.update(rows))
+                                        cluster=cluster, on_chunk=lambda i, rows: bar.update(rows))
             else:
                 computer = ChunkComputer(G, Ps, chosen, batch, dev)
                 stats = run_chunks(store, computer, pending, seed, on_chunk=lambda i, rows: bar.update(rows))

@@ -260,6 +260,7 @@ def test_unreachable_scheduler_fails_within_seconds_naming_the_address(tmp_path)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot reach the Dask scheduler at " + address)
+    assert not (tmp_path / "u.zarr").exists(), "a failed connection must not leave an empty store behind"
 
 
 def test_workers_zero_is_a_one_line_error(tmp_path):
@@ -271,3 +272,4 @@ def test_workers_zero_is_a_one_line_error(tmp_path):
                                       "-n", "100", "--workers", "0", "-q"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: --workers must be a positive integer; got 0"
+    assert not (tmp_path / "w.zarr").exists()
