@@ -109,7 +109,8 @@ def load_config(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read digits model config {path}: {exc}") from None
-    if not isinstance(config, dict) or not all(isinstance(config.get(key), dict) for key in ("generator", "predictor")):
+    sections = ("generator", "predictor")
+    if not isinstance(config, dict) or not all(isinstance(config.get(key), dict) for key in sections):
         raise ValueError(f"digits model config {path} lacks the 'generator' and 'predictor' sections")
     return config
 
