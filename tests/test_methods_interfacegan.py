@@ -255,3 +255,27 @@ def test_attributes_with_different_nan_counts_fit_in_their_own_batches(tmp_path)
     store = Store.open(str(tmp_path / "g.zarr"))
     for j, a in enumerate("abc"):
         assert store.read_direction(f"interfacegan/{a}")[0][0, j] > 0.9
+
+
+def test_wp_space_flattened_and_per_layer(tmp_path):
+    path = str(tmp_path / "wp.zarr")
+    engine.sample(path, "planted:z_dim=128,w_dim=128,num_ws=2", ["planted"], n=4096, seed=1, chunk=2048,
+                  batch=2048, spaces=["z", "w", "wp"], progress=False)
+    boundaries(path, space="w", attributes=["smile"], ratio=0.1)
+    w_normal = Store.open(path).read_direction("interfacegan/smile")[0][0]
+    flat = boundaries(path, space="wp", attributes=["smile"], ratio=0.1)["smile"]
+    flat_normal = Store.open(path).read_direction("interfacegan/smile")[0][0]
+    assert flat_normal.shape == (256,) and flat["layer"] is None
+    # The planted W+ holds the same w on every layer: the minimum-norm normal splits evenly over the two copies,
+    # and each half is the w normal (up to the effective C, which doubles).
+    half = flat_normal[:128]
+    np.testing.assert_allclose(half, flat_normal[128:], atol=1e-3)
+    assert float(half @ w_normal) / np.linalg.norm(half) > 0.98
+    one = boundaries(path, space="wp", layer=1, attributes=["smile"], ratio=0.1)["smile"]
+    normal, attrs = Store.open(path).read_direction("interfacegan/smile")
+    assert normal.shape == (1, 128) and attrs["layer"] == 1 and one["space"] == "wp"
+    assert float(normal[0] @ w_normal) > 0.999
+    with pytest.raises(ValueError, match="--layer"):
+        boundaries(path, space="wp", layer=2)
+    from engine.methods.editing import edit
+    assert edit(path, "interfacegan/smile", alphas="0,1,2", samples=2)["images"].shape == (2, 2, 3, 16, 16)
