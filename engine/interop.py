@@ -137,6 +137,9 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
     meta = {"generator": None, "predictors": [], "seed": None,
             "imported_from": {"codes": os.path.abspath(codes), "scores": os.path.abspath(scores),
                               "format": "interfacegan"}}
+    from engine.store import _exists
+    if _exists(str(store)) and not overwrite:
+        raise StoreError(f"{store} already exists; pass --overwrite to replace it")
     with StoreLock(str(store), purpose="import-interfacegan"):
         if overwrite:
             from engine.sampler import _check_overwritable
