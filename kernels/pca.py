@@ -8,7 +8,7 @@ incremental approximation), which is what GANSpace's flat spectra need.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -39,8 +39,8 @@ class PCA:
     def partial_fit(self, X: Any) -> "PCA":
         """Add a chunk of rows (n_rows, d) to the running state."""
         (t,), origin = as_tensors(X, names=("X",))
-        self._state_for(origin, t.dtype).update(t)
         self._check_n_components(t.shape[-1])
+        self._state_for(origin, t.dtype).update(t)
         self._result = None
         return self
 
@@ -49,14 +49,12 @@ class PCA:
         self._state = None
         if _is_array(X):
             (t,), origin = as_tensors(X, names=("X",))
-            if t.ndim == 2 and t.shape[0]:
-                state = self._state_for(origin, t.dtype)
-                for chunk in row_chunks(t):
-                    state.update(chunk)
-                self._check_n_components(t.shape[1])
-                self._result = None
-                return self
-            self._state_for(origin, t.dtype).update(t)  # raises the shape / empty-array error
+            self._check_n_components(t.shape[-1])
+            state = self._state_for(origin, t.dtype)
+            for chunk in row_chunks(t) if t.ndim == 2 and t.shape[0] else (t,):  # (t,): update names the error
+                state.update(chunk)
+            self._result = None
+            return self
         for chunk in X:
             self.partial_fit(chunk)
         if getattr(self, "_state", None) is None:
@@ -73,13 +71,13 @@ class PCA:
         return self
 
     def _state_for(self, origin: Origin, dtype: torch.dtype) -> ScatterState:
-        if self.n_components is not None:
-            check_interval(self.n_components, "n_components", "PCA", int, 1, closed="left")
         if getattr(self, "_state", None) is None:
             self._state, self._origin, self._dtype, self._result = ScatterState("PCA"), origin, dtype, None
         return self._state
 
     def _check_n_components(self, d: int) -> None:
+        if self.n_components is not None:
+            check_interval(self.n_components, "n_components", "PCA", int, 1, closed="left")
         if self.n_components is not None and self.n_components > d:
             raise ValueError(f"The 'n_components' parameter of PCA must be an int in [1, {d}] (the number of "
                              f"features). Got {self.n_components!r} instead.")

@@ -30,6 +30,7 @@ Cholesky solve and the line search are float64. Convergence: ‖∇f‖₂ ≤ t
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -189,6 +190,7 @@ def _signed_labels(labels: torch.Tensor, owner: str) -> tuple[np.ndarray, torch.
 
 # -- loss terms: ℓ'(m) and ℓ''(m) of the squared hinge (mu None) or the softplus-smoothed hinge (mu > 0) ---------
 def _loss_terms_torch(m: torch.Tensor, mu: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ℓ'(m) and the (cut-off) ℓ''(m) per row; mu (b, 1) broadcasts over the rows."""
     if mu is None:
         slack = (1.0 - m).clamp_min(0.0)
         return -2.0 * slack, 2.0 * (slack > 0)
@@ -197,30 +199,27 @@ def _loss_terms_torch(m: torch.Tensor, mu: torch.Tensor | None) -> tuple[torch.T
     return -sig, torch.where(u.abs() < _CURVATURE_CUTOFF, sig * (1.0 - sig) / mu, 0.0)
 
 
-_CUPY_KERNEL = None
+@functools.cache
+def _cupy_kernel() -> Any:
+    return import_cupy().ElementwiseKernel(
+        "float64 m, float64 mu", "float64 d1, float64 d2",
+        """
+        double s = 1.0 - m;
+        if (mu == 0.0) { d1 = s > 0.0 ? -2.0 * s : 0.0; d2 = s > 0.0 ? 2.0 : 0.0; }
+        else {
+            double u = s / mu, sig = 1.0 / (1.0 + exp(-u));
+            d1 = -sig;
+            d2 = fabs(u) < CUTOFF ? sig * (1.0 - sig) / mu : 0.0;
+        }
+        """,
+        "latent_engine_hinge_terms",
+        preamble=f"#define CUTOFF {_CURVATURE_CUTOFF!r}",
+    )
 
 
 def _loss_terms_cupy(m: torch.Tensor, mu: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same terms in one fused elementwise pass on the GPU (one read of m, two writes)."""
-    global _CUPY_KERNEL
-    cupy = import_cupy()
-    if _CUPY_KERNEL is None:
-        _CUPY_KERNEL = cupy.ElementwiseKernel(
-            "float64 m, float64 mu", "float64 d1, float64 d2",
-            """
-            double s = 1.0 - m;
-            if (mu == 0.0) { d1 = s > 0.0 ? -2.0 * s : 0.0; d2 = s > 0.0 ? 2.0 : 0.0; }
-            else {
-                double u = s / mu, sig = 1.0 / (1.0 + exp(-u));
-                d1 = -sig;
-                d2 = fabs(u) < CUTOFF ? sig * (1.0 - sig) / mu : 0.0;
-            }
-            """,
-            "latent_engine_hinge_terms",
-            preamble=f"#define CUTOFF {_CURVATURE_CUTOFF!r}",
-        )
-    mu_t = torch.zeros_like(m) if mu is None else mu.expand_as(m).contiguous()
-    d1, d2 = _CUPY_KERNEL(to_cupy(m), to_cupy(mu_t))
+    """The same terms in one fused elementwise pass on the GPU (one read of m, two writes; mu broadcasts)."""
+    d1, d2 = _cupy_kernel()(to_cupy(m), 0.0 if mu is None else to_cupy(mu))
     return torch.from_dlpack(d1), torch.from_dlpack(d2)
 
 

@@ -1,7 +1,5 @@
 """kernels.LinearSVM against scikit-learn (LinearSVC, SVC) on InterFaceGAN-shaped noisy problems."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
