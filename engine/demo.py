@@ -41,7 +41,7 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
     from engine.methods.ganspace import pca
     from engine.methods.interfacegan import boundaries
     from engine.methods.sefa import sefa
-    from engine.report import report
+    from engine.report import direction_spread, report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,9 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
     targets = _strongest(store, fitted, edits_per_method)
     with _stage(f"edits with re-scoring along {len(targets)} directions", timings, echo):
         for key in targets:
-            edit(path, key, alphas="-3,3,7", samples=8, seed=seed, rescore=True, device="cpu")
+            sigma = direction_spread(store, key)     # steps of ±3σ along each direction, whatever its space
+            edit(path, key, alphas=f"{-3 * sigma:.6g},{3 * sigma:.6g},7", samples=8, seed=seed, rescore=True,
+                 device="cpu")
     Store.open(path, mode="r+").update_meta(timings=timings)
     with _stage("HTML report", timings, echo):
         page = report(path, out / "report", per_method=edits_per_method, progress=progress)

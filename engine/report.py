@@ -24,7 +24,7 @@ h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margi
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em}
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top} figcaption{font-size:.85em;color:#555}
-img{image-rendering:pixelated;max-width:100%} img.plot{max-width:460px;image-rendering:auto} .note{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em}
+img{image-rendering:pixelated;max-width:100%} img.plot{max-width:460px;image-rendering:auto} img.wide{max-width:820px;image-rendering:auto} .note{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em}
 .muted{color:#777;font-size:.9em}
 """
 
@@ -58,11 +58,11 @@ class _Page:
     def add(self, markup: str) -> None:
         self.parts.append(markup)
 
-    def figure(self, image: Any, name: str, caption: str, plot: bool = False) -> str:
-        """Save ``image`` under images/ and return its <figure>; plots are shown smaller than edit grids."""
+    def figure(self, image: Any, name: str, caption: str, plot: bool = False, wide: bool = False) -> str:
+        """Save ``image`` under images/ and return its <figure>; line plots are shown smaller than grids."""
         filename = f"images/{name}.png"
         image.save(self.out / filename)
-        css = ' class="plot"' if plot else ""
+        css = ' class="wide"' if wide else ' class="plot"' if plot else ""
         return (f'<figure><img{css} src="{html.escape(filename)}" alt="{html.escape(caption)}">'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
@@ -168,8 +168,9 @@ def _edits_section(page: _Page, store: Store, image_grid: Any, progress_bar: Any
     targets = _edit_targets(store, per_method)
     if not targets:
         return
-    page.add(f"<h2>Edits</h2><p>Rows are samples, columns move along the direction with α = "
-             f"{', '.join(f'{a:g}' for a in parse_alphas(alphas))}.</p>")
+    page.add(f"<h2>Edits</h2><p>Rows are samples, columns move along the direction by α = "
+             f"{', '.join(f'{a:g}' for a in parse_alphas(alphas))} times σ, the standard deviation of the "
+             f"stored codes along that direction (so a step means the same in z, w and W+).</p>")
     from engine.models.registry import load_generator
     try:
         generator = load_generator(store.meta["generator"], device)
@@ -180,7 +181,10 @@ def _edits_section(page: _Page, store: Store, image_grid: Any, progress_bar: Any
     figures = []
     with progress_bar(total=len(targets), desc="report edits", unit="grids", enabled=progress) as bar:
         for key, caption in targets:
-            result = edit(store, key, alphas=alphas, samples=samples, seed=0, generator=generator, device=device)
+            sigma = direction_spread(store, key)
+            scaled = ",".join(f"{v:.6g}" for v in _scaled(alphas, sigma))
+            result = edit(store, key, alphas=scaled, samples=samples, seed=0, generator=generator, device=device)
+            caption = f"{caption}; σ = {sigma:.3g}"
             images = result["images"]
             grid = image_grid(images, scale=max(1, 64 // images.shape[-1]))
             figures.append(page.figure(grid, _slug(key) + "_edit", caption))
@@ -210,7 +214,30 @@ def _tables_section(page: _Page, store: Store, heatmap: Any, line_plot: Any) -> 
                               ["reference", "best index", "cosine distance"]))
         else:
             page.add(f"<h3>{html.escape(name)}</h3>" + page.figure(
-                heatmap(values, rows, cols, title=name.replace("_", " ")), name, name.replace("_", " "), plot=True))
+                heatmap(values, rows, cols, title=name.replace("_", " ")), name, name.replace("_", " "), wide=True))
+
+
+def direction_spread(store: Store, key: str) -> float:
+    """σ of the stored codes projected on direction ``key`` ('METHOD/NAME[:ROW]'), from the first chunk.
+
+    Edit steps in units of σ read the same in every space: W is often far narrower or wider than z.
+    """
+    from engine.methods.editing import split_direction_key
+
+    name, row = split_direction_key(key)
+    values, attrs = store.read_direction(name)
+    n = values[row].astype(np.float64)
+    codes = np.asarray(store.latent_array(attrs["space"])[: store.chunk], np.float64)
+    if attrs["space"] == "wp":
+        codes = codes[:, int(attrs["layer"])] if attrs.get("layer") is not None else codes.reshape(len(codes), -1)
+    return float(np.std(codes @ (n / np.linalg.norm(n))))
+
+
+def _scaled(alphas: str, sigma: float) -> tuple[float, float, int]:
+    from engine.methods.editing import parse_alphas
+
+    grid = parse_alphas(alphas)
+    return grid[0] * sigma, grid[-1] * sigma, grid.size
 
 
 def _slug(key: str) -> str:
