@@ -4,9 +4,11 @@ Sign convention (shared by PCA): every eigenvector is flipped so that its entry 
 positive (the first such entry when several tie exactly). SeFa and GANSpace use the top eigenvectors as
 editing directions, so "top first" and a reproducible sign matter more than LAPACK's ascending order.
 
-Measured on the 2-core CPU this project benchmarks on (200 stacked 512x512): torch's batched float32 eigh
-(LAPACK syevd through MKL) is the fastest of numpy/scipy/torch drivers tried; float64 compute is ~5x slower
-there, so float32 input is computed in float32 unless ``compute_dtype=torch.float64`` is asked for.
+Measured on this project's 2-core CPU (200 stacked 512x512 Wishart matrices, idle machine): torch's batched
+float32 eigh (LAPACK syevd through MKL) 5.0 s against 5.9 s for a numpy float64 loop; torch in float64 is several
+times slower, so float32 input is computed in float32 unless ``compute_dtype="float64"`` is asked for. On a CPU
+the gain is small because both sides run the same LAPACK algorithm one matrix at a time; batching pays on a GPU
+(cusolver's batched solvers, or cupy's with ``impl="cupy"``).
 """
 
 from __future__ import annotations
