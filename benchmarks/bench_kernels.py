@@ -16,6 +16,8 @@ OpenMP/MKL threads that spin at barriers slow small LAPACK calls by up to 50x (m
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import sys
@@ -48,9 +50,15 @@ def _blas_threads() -> int:
 
 
 class _PeakRSS:
-    """Peak resident memory above the starting level while the block runs (sampled every 5 ms from /proc)."""
+    """Peak resident memory above the starting level while the block runs (sampled every 5 ms from /proc).
+
+    Freed heap pages are first handed back to the OS (glibc ``malloc_trim``), else a block that reuses memory an
+    earlier one freed would show no growth.
+    """
 
     def __enter__(self) -> "_PeakRSS":
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         self.base = self.peak = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
