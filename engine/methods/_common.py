@@ -63,6 +63,13 @@ def prefetched(rows: Iterable[slice], read: Callable[[slice], np.ndarray],
             yield done, future.result()
 
 
+def stream_rows(store: Store, name: str) -> Iterator[tuple[slice, np.ndarray]]:
+    """``Store.iter_rows`` with two chunks read ahead (see ``prefetched``)."""
+    array = store.array(name)
+    step, n = int(array.chunks[0]), int(array.shape[0])
+    return prefetched((slice(s, min(s + step, n)) for s in range(0, n, step)), lambda rows: np.asarray(array[rows]))
+
+
 class LatentView:
     """Rows of one latent space as (n, dim) matrices: z, w, wp flattened to (n, L·d), or one wp layer."""
 

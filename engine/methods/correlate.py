@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.methods._common import open_for_reading, writing
+from engine.methods._common import open_for_reading, stream_rows, writing
 from engine.store import Store
 
 
@@ -88,7 +88,7 @@ def correlate(store: str | os.PathLike | Store, *, heatmaps: bool = False, worke
                                       scheduler=scheduler)
         else:
             state = None
-            for _, block in reader.iter_rows("scores", block_chunks=4):
+            for _, block in stream_rows(reader, "scores"):
                 part = pearson_partial(block)
                 state = part if state is None else pearson_merge(state, part)
         if state.n_samples_seen_ >= 2:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.methods._common import check_positive_int, default_space, open_for_reading, writing
+from engine.methods._common import check_positive_int, default_space, open_for_reading, stream_rows, writing
 from engine.store import Store, StoreError
 
 METHOD = "ganspace"
@@ -65,7 +65,7 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
         state = map_reduce_chunks(reader.path, path, partial, pca_merge, workers=workers, scheduler=scheduler)
     else:
         state = None
-        for _, block in reader.iter_rows(path):
+        for _, block in stream_rows(reader, path):
             part = partial(block)
             state = part if state is None else pca_merge(state, part)
     components = np.asarray(state.components_, np.float32)
