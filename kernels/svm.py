@@ -293,6 +293,12 @@ def _newton(x: torch.Tensor, ys: torch.Tensor, C: float, loss: str, fit_intercep
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     g0 = None
     eye = torch.eye(p, dtype=torch.float64, device=dev)
+    # Levenberg–Marquardt damping, relative to the Hessian's largest diagonal entry. Near-separable hinge
+    # problems leave only a handful of rows in the smoothed curvature band, so the Hessian is nearly singular
+    # along the free intercept: undamped Newton steps then overshoot by orders of magnitude, the exact line
+    # search cuts them to almost nothing, and Newton stalls. Damping grows while steps are cut back and decays
+    # while full steps are taken, so well-conditioned problems keep pure Newton steps.
+    damping = torch.zeros(b, dtype=torch.float64, device=dev)
     while True:
         d1, d2 = loss_terms(m, mu)
         grad = reg * theta + C * prob.xt(ys * d1)
@@ -319,10 +325,15 @@ def _newton(x: torch.Tensor, ys: torch.Tensor, C: float, loss: str, fit_intercep
         else:
             hess = prob.gram_update(torch.where(active[:, None, None], 0.0, hess), new_curv, nonzero)
         curv = torch.where(active[:, None], new_curv, curv)
-        step = _solve(hess + torch.diag_embed(reg.expand(b, p)), -grad, eye)
+        system = hess + torch.diag_embed(reg.expand(b, p))
+        scale = torch.diagonal(system, dim1=-2, dim2=-1).amax(-1)
+        step = _solve(system + (damping * scale)[:, None, None] * eye, -grad, eye)
         step = torch.where(active[:, None], step, 0.0)
         z = prob.margins(step)
         t = _line_search(m, z, theta, step, reg, C, mu, loss_terms, (grad * step).sum(-1).abs())
+        cut = active & (t < 0.25)
+        damping = torch.where(cut, (damping * 10).clamp_min(1e-6), torch.where(t > 0.75, damping * 0.1, damping))
+        damping = torch.where(damping < 1e-12, 0.0, damping)
         theta = theta + t[:, None] * step
         m = m + t[:, None] * z  # margins are linear in θ: no extra pass over X
         n_iter += active.long()
