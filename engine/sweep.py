@@ -29,7 +29,7 @@ attempt). A re-run skips finished runs and stages, resumes an interrupted store 
 retries what failed; a failed run is reported and the others continue. ``summary.md`` and ``summary.json`` in
 ``out`` list per run: status, rows, samples/s and the InterFaceGAN boundaries' validation accuracies.
 
-The analyses are looked up at run time in ``ANALYSES`` (first importable candidate wins), so a sweep that
+The analyses are looked up at run time in ``ANALYSES`` (the ``engine.<name>`` twins), so a sweep that
 names one this installation lacks fails that run with a clear message and carries on.
 """
 from __future__ import annotations
@@ -49,14 +49,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: analysis name -> candidate "module:function" locations, tried in order at run time.
-ANALYSES: dict[str, tuple[str, ...]] = {
-    "boundaries": ("engine:boundaries", "engine.methods:boundaries", "engine.methods.interfacegan:boundaries"),
-    "sefa": ("engine:sefa", "engine.methods.sefa:sefa"),
-    "pca": ("engine:pca", "engine.methods.ganspace:pca"),
-    "correlate": ("engine:correlate", "engine.methods.correlate:correlate"),
-    "report": ("engine:report", "engine.report:report"),
-}
+#: analysis name -> "module:function" of its Python twin, looked up at run time (tests point these elsewhere).
+ANALYSES: dict[str, tuple[str, ...]] = {name: (f"engine:{name}",) for name in
+                                         ("boundaries", "sefa", "pca", "correlate", "report")}
 TOP_KEYS = ("out", "defaults", "runs")
 RUN_KEYS = ("name", "generator", "predictors", "seed", "n", "spaces", "chunk", "batch", "device", "workers",
             "scheduler", "gpus", "analyses")
