@@ -9,6 +9,7 @@ only when a cupy array is passed or ``impl="cupy"`` is requested, and is used on
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +42,11 @@ def _to_tensor(x: Any) -> torch.Tensor:
     if kind == "cupy":
         return torch.from_dlpack(x)
     arr = np.asarray(x)
-    if arr.dtype.byteorder not in ("=", "|") or not arr.flags.writeable:
-        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="))
-    return torch.from_numpy(arr)
+    if arr.dtype.byteorder not in ("=", "|") or any(stride < 0 for stride in arr.strides):
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    with warnings.catch_warnings():  # read-only input (memmap, zarr): kernels never write into their inputs
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(arr)
 
 
 def as_tensors(*arrays: Any, float_dtype: bool = True, names: tuple[str, ...] = ()) -> tuple[list[torch.Tensor], Origin]:

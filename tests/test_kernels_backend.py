@@ -22,6 +22,18 @@ def test_numpy_round_trip_is_zero_copy_and_types_are_kept():
     assert origin2.kind == "torch" and backend.to_origin(t2, origin2) is t2
 
 
+def test_read_only_reversed_and_big_endian_arrays_are_accepted():
+    a = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    ref = kernels.pearson(a)
+    read_only = a.copy()
+    read_only.setflags(write=False)
+    (t,), _ = backend.as_tensors(read_only)
+    assert t.data_ptr() == read_only.__array_interface__["data"][0]  # no copy of read-only data
+    np.testing.assert_allclose(kernels.pearson(read_only), ref)
+    np.testing.assert_allclose(kernels.pearson(a[::-1]), ref, atol=1e-6)
+    np.testing.assert_allclose(kernels.pearson(a.astype(">f4")), ref)
+
+
 def test_mixed_devices_are_one_clear_error():
     with pytest.raises(ValueError, match="All arrays must be on one device; got X on cpu, y on meta"):
         backend.as_tensors(np.ones(3), torch.empty(3, device="meta"), names=("X", "y"))
