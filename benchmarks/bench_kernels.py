@@ -191,8 +191,9 @@ def bench_pca(quick: bool) -> list[dict[str, Any]]:
 def bench_eigh(quick: bool) -> list[dict[str, Any]]:
     count, d = (20, 256) if quick else (200, 512)
     rng = np.random.default_rng(2)
-    W = rng.standard_normal((count, d, d), dtype=np.float32) / np.sqrt(d)
+    W = rng.standard_normal((count, d, d), dtype=np.float32) / np.float32(np.sqrt(d))
     A = W @ np.swapaxes(W, -1, -2)  # SeFa's AᵀA-style symmetric Gram matrices, float32
+    assert A.dtype == np.float32
     A64 = A.astype(np.float64)
 
     # best of two: a single LAPACK-bound run here moves by ±30% from one call to the next
