@@ -64,7 +64,8 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+    # The kernel updates ru_maxrss lazily, so it can trail the current RSS by a few pages.
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mb())   # Linux: KiB
 
 
 def _models(config: BenchConfig):
