@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,23 @@ import pytest
 # Small planted models keep the suite fast; the planted structure does not depend on the size.
 PLANTED_SMALL = "planted:z_dim=128,w_dim=128"
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for_commits(path, proc: subprocess.Popen, at_least: int, timeout: float = 120) -> int:
+    """Poll a store's ``progress`` until ``at_least`` chunks are committed, ``proc`` ends or time runs out."""
+    import zarr
+
+    deadline = time.time() + timeout
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = int(zarr.open_group(str(path), mode="r")["progress"][:].sum())
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            done = 0
+        if done >= at_least:
+            break
+        time.sleep(0.05)
+    return done
 
 
 def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:

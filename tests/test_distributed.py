@@ -27,7 +27,7 @@ from engine.sampler import draw_codes, prepare_store
 from engine.store import Store
 from kernels.correlation import PearsonState, pearson
 from kernels.pca import PCA
-from tests.conftest import PLANTED_SMALL, ROOT
+from tests.conftest import PLANTED_SMALL, ROOT, wait_for_commits
 
 # Heavy enough per chunk (~0.2 s on one thread) that a kill lands mid-run; small enough to keep tests quick.
 SLOW = "convstack:z_dim=64,channels=64,resolution=16"
@@ -118,7 +118,7 @@ def test_a_killed_client_resumes_from_the_committed_chunks(tmp_path, cluster, sl
                              "--predictor", "imagestats", "-n", str(SLOW_RUN["n"]), "--chunk", "256", "--seed", "3",
                              "--batch", "128", "--device", "cpu", "--space", "z", "--scheduler", address, "-q"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done = _wait_for_commits(path, proc, at_least=2)
+    done = wait_for_commits(path, proc, at_least=2)
     assert proc.poll() is None, f"the run ended before it could be killed ({done} chunks)"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -129,20 +129,6 @@ def test_a_killed_client_resumes_from_the_committed_chunks(tmp_path, cluster, sl
     _assert_same_store(path, slow_reference)
 
 
-def _wait_for_commits(path, proc, at_least: int, timeout: float = 120) -> int:
-    deadline = time.time() + timeout
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            done = int(zarr.open_group(str(path), mode="r")["progress"][:].sum())
-        except Exception:  # noqa: BLE001 - the store may not exist yet
-            done = 0
-        if done >= at_least:
-            break
-        time.sleep(0.05)
-    return done
-
-
 def test_second_writer_is_refused_while_a_two_worker_run_finishes_unharmed(tmp_path):
     path = tmp_path / "live.zarr"
     n, chunk = 256 * 24, 256
@@ -150,7 +136,7 @@ def test_second_writer_is_refused_while_a_two_worker_run_finishes_unharmed(tmp_p
                              "--predictor", "imagestats", "-n", str(n), "--chunk", str(chunk), "--seed", "3",
                              "--batch", "128", "--device", "cpu", "--space", "z", "--workers", "2", "-q"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_commits(path, proc, at_least=1, timeout=180)
+    wait_for_commits(path, proc, at_least=1, timeout=180)
     assert proc.poll() is None, "the first run ended before the second writer came"
     with pytest.raises(LockError, match="being written by another process"):
         engine.sample(str(path), SLOW, ["imagestats"], n=n, chunk=chunk, seed=3, spaces=["z"], resume=True,

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import zarr
 import engine
 from engine.sampler import draw_codes
 from engine.store import Store, StoreError
-from tests.conftest import PLANTED_SMALL, ROOT, run_cli
+from tests.conftest import PLANTED_SMALL, ROOT, run_cli, wait_for_commits
 
 
 def _arrays(path):
@@ -46,20 +45,11 @@ def test_batch_size_does_not_change_the_store(tmp_path):
 def test_sigkilled_run_resumes_to_the_uninterrupted_store(tmp_path):
     args = ["sample", "--generator", PLANTED_SMALL, "--predictor", "planted", "-n", "60000", "--chunk", "2048",
             "--seed", "5", "-q"]
-    run_cli(*[a if a != "sample" else "sample" for a in args[:1]], str(tmp_path / "full.zarr"), *args[1:], check=True)
+    run_cli("sample", str(tmp_path / "full.zarr"), *args[1:], check=True)
     killed = tmp_path / "killed.zarr"
     proc = subprocess.Popen([sys.executable, "-m", "engine", "sample", str(killed), *args[1:], "--batch", "512"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            done = int(zarr.open_group(str(killed), mode="r")["progress"][:].sum())
-        except Exception:  # noqa: BLE001 - the store may not exist yet
-            done = 0
-        if done >= 3:
-            break
-        time.sleep(0.05)
+    wait_for_commits(killed, proc, at_least=3)
     assert proc.poll() is None, "the run finished before it could be killed; raise n"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
