@@ -32,7 +32,7 @@ def test_bench_command_compares_variants_in_their_own_processes(tmp_path):
     results = {r["variant"]: r for r in payload["results"]}
     assert list(results) == ["bare", "engine"] and results["bare"]["ratio_to_bare"] == 1.0
     assert results["engine"]["ratio_to_bare"] == pytest.approx(
-        results["engine"]["samples_per_s"] / results["bare"]["samples_per_s"], rel=1e-2)
+        results["engine"]["samples_per_s"] / results["bare"]["samples_per_s"], rel=1e-2, abs=1e-3)  # 3 decimals
     assert payload["openblas_coretype"]
 
 
