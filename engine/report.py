@@ -146,19 +146,24 @@ def _directions_section(page: _Page, store: Store, line_plot: Any) -> None:
         elif "explained_variance_ratio" in attrs:
             ratio = np.asarray(attrs["explained_variance_ratio"], float)
             metric = f"top-{ratio.size} explain {ratio.sum():.1%} of the variance"
-            figures.append(page.figure(line_plot(np.arange(ratio.size), {key: ratio}, xlabel="component",
-                                                 ylabel="explained variance ratio", title=f"GANSpace {key}"),
-                                       _slug(key) + "_variance", f"{key}: explained variance per component", plot=True))
+            figures.append(_spectrum(page, line_plot, key, ratio, "component", "explained variance ratio",
+                                     "GANSpace", "explained variance per component"))
         elif "eigenvalues" in attrs:
             values = np.asarray(attrs["eigenvalues"], float)
             metric = f"eigenvalues {', '.join(f'{v:.3g}' for v in values[:4])}…"
-            figures.append(page.figure(line_plot(np.arange(values.size), {key: values}, xlabel="eigenvector",
-                                                 ylabel="eigenvalue of AᵀA", title=f"SeFa {key}"),
-                                       _slug(key) + "_spectrum", f"{key}: eigenvalue spectrum (descending)", plot=True))
+            figures.append(_spectrum(page, line_plot, key, values, "eigenvector", "eigenvalue of AᵀA", "SeFa",
+                                     "eigenvalue spectrum (descending)"))
         elif "parents" in attrs:
             metric = f"conditioned on {attrs['parents']}"
         rows.append([key, "×".join(map(str, array.shape)), attrs.get("space", ""), metric])
     page.add(_table(rows, ["direction", "shape", "space", "metrics"]) + "".join(figures))
+
+
+def _spectrum(page: _Page, line_plot: Any, key: str, values: np.ndarray, xlabel: str, ylabel: str, method: str,
+              what: str) -> str:
+    """A per-direction curve (eigenvalues, explained variance) as a figure of the page."""
+    plot = line_plot(np.arange(values.size), {key: values}, xlabel=xlabel, ylabel=ylabel, title=f"{method} {key}")
+    return page.figure(plot, f"{_slug(key)}_spectrum", f"{key}: {what}", plot=True)
 
 
 def _edits_section(page: _Page, store: Store, image_grid: Any, progress_bar: Any, *, per_method: int,
