@@ -1,6 +1,6 @@
 """Each kernel against its baseline in one process: time ratio and parity (cuML's AlgorithmPair idea).
 
-    python benchmarks/bench_kernels.py [--quick] [--json PATH]
+    python benchmarks/bench_kernels.py [--quick] [--json PATH] [--only eigh,pca,correlation,svm]
 
 Full sizes follow the papers: 5 InterFaceGAN attributes (14K x 512 train rows from the top/bottom 10K of 200K
 rows ranked by a noisy linear score, validation accuracy ~0.89), GANSpace PCA of 500K x 512 with 64 components,
@@ -236,10 +236,18 @@ def bench_correlation(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    """All kernel benchmarks; one dict per (kernel, baseline) pair."""
+BENCHES = {"eigh": bench_eigh, "correlation": bench_correlation, "pca": bench_pca, "svm": bench_svm}
+
+
+def run(quick: bool = False, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """The kernel benchmarks (all, or the ``only`` ones); one dict per (kernel, baseline) pair."""
+    unknown = sorted(set(only or ()) - set(BENCHES))
+    if unknown:
+        raise ValueError(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
     rows: list[dict[str, Any]] = []
-    for bench in (bench_eigh, bench_correlation, bench_pca, bench_svm):
+    for name, bench in BENCHES.items():
+        if only and name not in only:
+            continue
         rows.extend(bench(quick))
         print(f"{bench.__name__} done: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     return rows
@@ -260,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds, for CI)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--only", type=lambda text: text.split(","), help="comma-separated subset of "
+                        f"{','.join(BENCHES)}")
     parser.add_argument("--threads", type=int, help="limit torch and BLAS threads (engine and baselines alike)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    rows = run(args.quick)
+    rows = run(args.quick, args.only)
     _print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

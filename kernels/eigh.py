@@ -4,15 +4,20 @@ Sign convention (shared by PCA): every eigenvector is flipped so that its entry 
 positive (the first such entry when several tie exactly). SeFa and GANSpace use the top eigenvectors as
 editing directions, so "top first" and a reproducible sign matter more than LAPACK's ascending order.
 
-Measured on this project's 2-core CPU (200 stacked 512x512 float32 Wishart matrices, idle machine): torch's
-batched float32 eigh (MKL syevd) 2.6 s, numpy's loop 5.5 s in float32 or float64 (OpenBLAS), torch in float64
-several times slower; so float32 input is computed in float32 unless ``compute_dtype="float64"`` is asked for.
-Caveat: when other jobs oversubscribe the cores, torch's OpenMP threads spin at barriers and the same call took
-59 s (numpy's loop 6 s); give such jobs one torch thread (``torch.set_num_threads(1)``).
+On a CPU, a stack is split over the cores: each worker thread runs single-threaded LAPACK (MKL syevd) on its
+share. A d = 512 syevd spends much of its time in memory-bound level-2 steps that do not scale over threads,
+whereas independent matrices do: measured on this project's 2-core CPU (200 stacked 512x512 float32 Wishart
+matrices, idle machine) torch's batched call 2.7 s with 2 MKL threads, 3.9 s with 1, and 1.95 s split over 2
+single-threaded workers; numpy's loop 6.6 s in float32, 5.3 s in float64 (OpenBLAS). Single-threaded workers also
+avoid the OpenMP barrier spinning that slowed the 2-thread call up to 20x when other jobs loaded the cores.
+Float32 input is computed in float32 unless ``compute_dtype="float64"`` is asked for.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -21,11 +26,97 @@ from ._validation import check_finite, check_nonempty, check_option
 from .backend import as_tensors, import_cupy, resolve_impl, to_cupy, to_origin
 
 
+def vector_signs(vectors: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """+1 or -1 per vector along ``dim``: the sign that makes its largest-|value| entry positive.
+
+    Decided from the largest and smallest entries (two cheap reductions); only vectors whose extremes tie in
+    magnitude go through the first-entry tie rule.
+    """
+    top, bottom = vectors.amax(dim=dim, keepdim=True), vectors.amin(dim=dim, keepdim=True)
+    signs = torch.where(top >= -bottom, 1, -1).to(vectors.dtype)
+    tied = top == -bottom
+    if bool(tied.any()):
+        idx = vectors.abs().argmax(dim=dim, keepdim=True)
+        first = torch.sign(vectors.gather(dim, idx))
+        signs = torch.where(tied, torch.where(first == 0, torch.ones_like(first), first), signs)
+    return signs
+
+
 def fix_signs(vectors: torch.Tensor, dim: int = -2) -> torch.Tensor:
     """Flip each vector along ``dim`` so that its largest-|value| entry is positive."""
-    idx = vectors.abs().argmax(dim=dim, keepdim=True)
-    signs = torch.sign(vectors.gather(dim, idx))
-    return vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
+    return vectors * vector_signs(vectors, dim)
+
+
+class _CpuBatchPool:
+    """Worker threads that each run torch/MKL with one intra-op thread, for splitting stacks over the cores.
+
+    ``torch.set_num_threads`` acts per calling thread with the OpenMP backend and MKL (omp_set_num_threads and
+    mkl_set_num_threads_local), so setting it inside the workers leaves the caller's threads alone. That is
+    checked once when the pool starts; where it does not hold (another build), the caller's setting is
+    restored and stacks go to torch's own batched call instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0
+        self._usable: bool | None = None
+
+    def _supported(self) -> bool:
+        info = torch.__config__.parallel_info()
+        return "parallel backend: OpenMP" in info and torch.backends.mkl.is_available()
+
+    def executor(self) -> ThreadPoolExecutor | None:
+        """The pool sized to torch's thread count, or None where splitting cannot help or is not safe."""
+        workers = torch.get_num_threads()
+        if workers < 2:
+            return None
+        with self._lock:
+            if self._usable is None:
+                self._usable = self._supported()
+            if not self._usable:
+                return None
+            if self._pool is None or self._workers != workers:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=True)
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="kernels-eigh",
+                                                initializer=torch.set_num_threads, initargs=(1,))
+                self._workers = workers
+                list(self._pool.map(lambda _: None, range(workers)))  # start every worker now
+                if torch.get_num_threads() != workers:  # the setting leaked to the caller: undo, do not split
+                    torch.set_num_threads(workers)
+                    self._pool.shutdown(wait=True)
+                    self._pool, self._usable = None, False
+                    return None
+            return self._pool
+
+
+_CPU_POOL = _CpuBatchPool()
+
+
+def _descending_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh`` turned to this module's order and sign convention."""
+    w, v = torch.linalg.eigh(a)
+    signs = vector_signs(v, dim=-2)
+    return w.flip(-1), v.flip(-1).mul_(signs.flip(-1))
+
+
+def _split_descending_eigh(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_descending_eigh``, with a CPU stack of two or more matrices split over single-threaded workers."""
+    count = math.prod(work.shape[:-2])
+    pool = _CPU_POOL.executor() if work.device.type == "cpu" and count >= 2 else None
+    if pool is None:
+        return _descending_eigh(work)
+    flat = work.reshape(count, *work.shape[-2:])
+    w = flat.new_empty(flat.shape[:-1])
+    v = torch.empty_like(flat)
+
+    def solve(rows: range) -> None:
+        w[rows.start:rows.stop], v[rows.start:rows.stop] = _descending_eigh(flat[rows.start:rows.stop])
+
+    bounds = torch.linspace(0, count, min(count, pool._max_workers) + 1).round().long().tolist()
+    list(pool.map(solve, [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]))
+    return w.reshape(work.shape[:-1]), v.reshape(work.shape)
 
 
 def eigh_tensor(a: torch.Tensor, compute_dtype: torch.dtype | None = None, impl: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,10 +124,9 @@ def eigh_tensor(a: torch.Tensor, compute_dtype: torch.dtype | None = None, impl:
     work = a if compute_dtype is None else a.to(compute_dtype)
     if impl == "cupy":
         w, v = import_cupy().linalg.eigh(to_cupy(work))
-        w, v = torch.from_dlpack(w), torch.from_dlpack(v)
+        w, v = torch.from_dlpack(w).flip(-1), fix_signs(torch.from_dlpack(v).flip(-1), dim=-2)
     else:
-        w, v = torch.linalg.eigh(work)
-    w, v = w.flip(-1), fix_signs(v.flip(-1), dim=-2)
+        w, v = _split_descending_eigh(work)
     return w.to(a.dtype), v.to(a.dtype)
 
 

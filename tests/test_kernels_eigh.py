@@ -83,3 +83,23 @@ def test_cupy_path_matches_numpy():
     w, v = kernels.eigh(cupy.asarray(a), impl="cupy")
     assert isinstance(w, cupy.ndarray)
     assert_matches_numpy(a, cupy.asnumpy(w), cupy.asnumpy(v), 1e-8)
+
+
+def test_cpu_stack_split_over_workers_matches_one_matrix_at_a_time_and_keeps_caller_threads():
+    a = spd_stack((7,), 40, seed=11)
+    threads = torch.get_num_threads()
+    w, v = kernels.eigh(a)
+    assert torch.get_num_threads() == threads
+    for i in range(len(a)):
+        w_i, v_i = kernels.eigh(a[i])
+        np.testing.assert_allclose(w[i], w_i, rtol=1e-12)
+        np.testing.assert_allclose(v[i], v_i, atol=1e-10)
+
+
+def test_sign_rule_breaks_exact_magnitude_ties_by_the_first_entry():
+    from kernels.eigh import fix_signs
+    vectors = torch.tensor([[3.0, -3.0, 0.0], [-3.0, 3.0, 0.0], [-1.0, 2.0, 0.0], [1.0, -2.0, 0.0]]).T
+    fixed = fix_signs(vectors, dim=-2).T
+    expected = torch.tensor([[3.0, -3.0, 0.0], [3.0, -3.0, 0.0], [-1.0, 2.0, 0.0], [-1.0, 2.0, 0.0]])
+    torch.testing.assert_close(fixed, expected)
+    torch.testing.assert_close(fix_signs(torch.zeros(3, 2)), torch.zeros(3, 2))
