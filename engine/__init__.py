@@ -10,12 +10,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from engine.models.registry import load_generator, load_predictor
-from engine.sampler import sample
 from engine.store import Store, StoreError
 
-#: command twin -> module that defines it
+#: public name -> module that defines it (imported on first use: torch alone takes ~1.5 s to import)
 _TWINS = {
+    "load_generator": "engine.models.registry",
+    "load_predictor": "engine.models.registry",
+    "sample": "engine.sampler",
     "boundaries": "engine.methods.interfacegan",
     "condition": "engine.methods.interfacegan",
     "edit": "engine.methods.editing",
@@ -30,7 +31,7 @@ _TWINS = {
     "run_sweep": "engine.sweep",
 }
 
-__all__ = ["__version__", "Store", "StoreError", "load_generator", "load_predictor", "sample", *_TWINS]
+__all__ = ["__version__", "Store", "StoreError", *_TWINS]
 
 
 def __getattr__(name: str) -> Any:

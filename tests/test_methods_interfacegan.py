@@ -279,3 +279,19 @@ def test_wp_space_flattened_and_per_layer(tmp_path):
         boundaries(path, space="wp", layer=2)
     from engine.methods.editing import edit
     assert edit(path, "interfacegan/smile", alphas="0,1,2", samples=2)["images"].shape == (2, 2, 3, 16, 16)
+
+
+def test_gather_many_reads_rows_in_any_order_with_repeats_as_numpy_indexing_does(planted_store):
+    from engine.methods._common import LatentView
+
+    store = Store.open(planted_store.path)
+    view = LatentView(store, "w")
+    everything = store.array("latents/w")[:]  # 40K x 128: small enough to hold in a test
+    batched = np.random.default_rng(0).integers(0, store.n, size=(3, 50))  # (b, n) as boundaries asks for
+    scattered = np.r_[store.n - 1, 0, 4095, 4096, 4096, 17]             # chunk edges, a repeat, descending
+    got_batched, got_scattered, got_empty = view.gather_many([batched, scattered, np.empty(0, np.int64)])
+    np.testing.assert_array_equal(got_batched, everything[batched])
+    np.testing.assert_array_equal(got_scattered, everything[scattered])
+    assert got_empty.shape == (0, view.dim)
+    with pytest.raises(IndexError, match=r"row index out of range \[0, 40000\)"):
+        view.gather(np.r_[0, store.n])

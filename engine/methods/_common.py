@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -110,18 +110,39 @@ class LatentView:
                               self.read)
 
     def gather(self, index: np.ndarray) -> np.ndarray:
-        """Rows ``index`` (any order, no duplicates needed) as (len(index), dim), reading each chunk once."""
-        index = np.asarray(index, dtype=np.int64)
-        out = np.empty((index.size, self.dim), np.float32)
-        order = np.argsort(index, kind="stable")
-        sorted_index = index[order]
-        chunk_of = sorted_index // self.rows_per_chunk
-        parts = [p for p in np.split(np.arange(sorted_index.size), np.flatnonzero(np.diff(chunk_of)) + 1) if p.size]
-        chunks = [int(chunk_of[p[0]]) for p in parts]
-        spans = (slice(c * self.rows_per_chunk, min((c + 1) * self.rows_per_chunk, self.n)) for c in chunks)
-        for part, (rows, block) in zip(parts, prefetched(spans, self.read)):
-            out[order[part]] = block[sorted_index[part] - rows.start]
-        return out
+        """Rows ``index`` (any order, repeats allowed) as (len(index), dim), reading each chunk once."""
+        return self.gather_many([index])[0]
+
+    def gather_many(self, indexes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``[gather(i) for i in indexes]`` in one pass: each storage chunk holding any wanted row is read once.
+
+        The rows go straight into the outputs, with no intermediate copy of the selection: a fresh 100 MB costs
+        ~0.3 s of page faults on the first touch on this project's machine, more than copying it.
+        """
+        import torch  # row copies through torch: numpy's fancy indexing into fresh memory was ~5x slower here
+
+        flat = [np.asarray(i, dtype=np.int64).ravel() for i in indexes]
+        outs = [np.empty((i.size, self.dim), np.float32) for i in flat]
+        rows = np.concatenate(flat) if flat else np.empty(0, np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n):
+            raise IndexError(f"row index out of range [0, {self.n}) in gather")
+        owner = np.repeat(np.arange(len(flat)), [i.size for i in flat])
+        position = np.concatenate([np.arange(i.size) for i in flat]) if flat else rows
+        order = np.argsort(rows, kind="stable")
+        rows, owner, position = rows[order], owner[order], position[order]
+        chunk_of = rows // self.rows_per_chunk
+        starts = np.r_[0, np.flatnonzero(np.diff(chunk_of)) + 1] if rows.size else np.empty(0, np.int64)
+        bounds = list(zip(starts.tolist(), np.r_[starts[1:], rows.size].tolist()))
+        spans = (slice(int(chunk_of[lo]) * self.rows_per_chunk,
+                       min((int(chunk_of[lo]) + 1) * self.rows_per_chunk, self.n)) for lo, _ in bounds)
+        targets = [torch.from_numpy(o) for o in outs]
+        for (lo, hi), (span, block) in zip(bounds, prefetched(spans, self.read)):
+            source = torch.from_numpy(block)
+            for k in np.unique(owner[lo:hi]).tolist():
+                mine = lo + np.flatnonzero(owner[lo:hi] == k)
+                local = torch.from_numpy(rows[mine] - span.start)
+                targets[k].index_copy_(0, torch.from_numpy(position[mine]), source.index_select(0, local))
+        return [o.reshape(*np.shape(i), self.dim) for o, i in zip(outs, indexes)]
 
     @property
     def label(self) -> str:

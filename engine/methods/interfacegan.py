@@ -88,6 +88,10 @@ class Extremes:
 
 def _keep(values: np.ndarray, index: np.ndarray, k: int, descending: bool) -> tuple[np.ndarray, np.ndarray]:
     # One total order (score, then row) read from either end, so top and bottom never share a row.
+    if values.size > k:  # only the K best scores and their ties need the full sort
+        key = -values if descending else values
+        candidates = np.flatnonzero(key <= np.partition(key, k - 1)[k - 1])
+        values, index = values[candidates], index[candidates]
     order = np.lexsort((index, -values) if descending else (-index, values))[:k]
     return values[order], index[order]
 
@@ -96,7 +100,10 @@ def select_extremes(store: Store, columns: Sequence[int], capacity: int,
                     invalid_value: float | None) -> list[Extremes]:
     """One streamed pass over ``scores``: the extremes of each column in ``columns``."""
     found = [Extremes.empty(capacity) for _ in columns]
-    for rows, block in store.iter_rows("scores", block_chunks=4):
+    # Blocks of ~16 MB of float64 scores: few top-K merges, memory still O(block) whatever n is.
+    scores = store.array("scores")
+    block_chunks = max(1, (1 << 21) // max(1, len(columns)) // int(scores.chunks[0]))
+    for rows, block in store.iter_rows("scores", block_chunks=block_chunks):
         block = block[:, list(columns)].astype(np.float64)
         index = np.arange(rows.start, rows.stop, dtype=np.int64)
         for j, extremes in enumerate(found):
@@ -158,6 +165,33 @@ def _plan(name: str, column: int, extremes: Extremes, ratio: float | None, num: 
                  (extremes.high + extremes.low) / 2.0, extremes.valid)
 
 
+def _batch_rows(group: list[_Plan], part: str) -> np.ndarray:
+    """(b, n) store rows of ``part`` ('train' or 'val') for a batch of attributes: positives first."""
+    return np.stack([np.r_[getattr(p, f"{part}_pos"), getattr(p, f"{part}_neg")] for p in group])
+
+
+def _labels(group: list[_Plan], part: str) -> np.ndarray:
+    """(b, n) labels matching ``_batch_rows``: 1 for the top rows, 0 for the bottom ones."""
+    half = getattr(group[0], f"{part}_pos").size
+    out = np.zeros((len(group), 2 * half))
+    out[:, :half] = 1.0
+    return out
+
+
+def _fit_batch(group: list[_Plan], X: np.ndarray, Xv: np.ndarray | None, C: float,
+               loss: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """One batched LinearSVM fit: (b, d) weights, (b,) intercepts, train and validation accuracies."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        svm = LinearSVM(C=C, loss=loss).fit(X, _labels(group, "train"))
+    train_acc = np.atleast_1d(np.asarray(svm.score(X, _labels(group, "train")), dtype=np.float64))
+    val_acc = [None] * len(group) if Xv is None else \
+        np.atleast_1d(np.asarray(svm.score(Xv, _labels(group, "val")), dtype=np.float64)).tolist()
+    coef = np.atleast_2d(np.asarray(svm.coef_, dtype=np.float64))
+    intercept = np.atleast_1d(np.asarray(svm.intercept_, dtype=np.float64))
+    return coef, intercept, train_acc, val_acc
+
+
 def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes: Sequence[str] | None = None,
                ratio: float | None = 0.02, num: int | None = None, split: float = 0.7, loss: str = "hinge",
                C: float = 1.0, seed: int = 0, invalid_value: float | None = None, layer: int | None = None,
@@ -184,37 +218,18 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     rng = np.random.default_rng(seed)
     plans = [_plan(a, c, e, ratio, num, split, rng) for a, c, e in zip(names, columns, extremes)]
 
-    selected = np.unique(np.concatenate([np.r_[p.train_pos, p.train_neg, p.val_pos, p.val_neg] for p in plans]))
-    codes = view.gather(selected)
-
-    def rows_of(index: np.ndarray) -> np.ndarray:
-        return codes[np.searchsorted(selected, index)]
-
-    def problem(group: list[_Plan], part: str) -> tuple[np.ndarray, np.ndarray]:
-        """Batched rows (b, n, d) and labels (b, n) of ``part`` ('train' or 'val'): positives first."""
-        index = np.stack([np.r_[getattr(p, f"{part}_pos"), getattr(p, f"{part}_neg")] for p in group])
-        half = getattr(group[0], f"{part}_pos").size
-        labels = np.zeros(index.shape)
-        labels[:, :half] = 1.0
-        return rows_of(index), labels
-
-    # One batched fit per distinct K (one call for all attributes unless NaNs differ between them).
+    # One batched fit per distinct K (one call for all attributes unless NaNs differ between them); every
+    # problem's rows come from a single gather pass straight into the batched (b, n, d) arrays.
+    groups = [[p for p in plans if p.num == k] for k in sorted({p.num for p in plans})]
+    parts = ["train", "val"] if split < 1 else ["train"]
+    gathered = view.gather_many([_batch_rows(group, part) for group in groups for part in parts])
     results: dict[str, dict[str, Any]] = {}
     models: list[tuple[np.ndarray, np.ndarray, list[_Plan]]] = []   # (unit normals, offsets, attributes)
-    for k in sorted({p.num for p in plans}):
-        group = [p for p in plans if p.num == k]
-        X, y = problem(group, "train")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            svm = LinearSVM(C=float(C), loss=loss).fit(X, y)
-        train_acc = np.atleast_1d(np.asarray(svm.score(X, y), dtype=np.float64))
-        if split < 1:
-            Xv, yv = problem(group, "val")
-            val_acc = np.atleast_1d(np.asarray(svm.score(Xv, yv), dtype=np.float64))
-        else:
-            val_acc = [None] * len(group)
-        coef = np.atleast_2d(np.asarray(svm.coef_, dtype=np.float64))
-        intercept = np.atleast_1d(np.asarray(svm.intercept_, dtype=np.float64))
+    for group in groups:
+        X = gathered.pop(0)
+        Xv = gathered.pop(0) if split < 1 else None
+        coef, intercept, train_acc, val_acc = _fit_batch(group, X, Xv, float(C), loss)
+        del X, Xv  # the training rows are freed before the next batch is fitted
         norms = np.linalg.norm(coef, axis=1)
         for j, p in enumerate(group):
             if not norms[j] > 0:
@@ -229,7 +244,6 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
                 "val_accuracy": None if val_acc[j] is None else float(val_acc[j]),
             }
         models.append((coef / norms[:, None], intercept / norms, group))
-    del codes
 
     # Remaining rows: valid, not selected, labelled by the midpoint of the score range.
     correct = dict.fromkeys(names, 0)
