@@ -65,7 +65,39 @@ def training_rows(path: str, attribute: str, ratio: float | None, num: int | Non
     y = np.r_[np.ones(plan.train_pos.size), np.zeros(plan.train_neg.size)]
     Xv = np.r_[view.gather(plan.val_pos), view.gather(plan.val_neg)]
     yv = np.r_[np.ones(plan.val_pos.size), np.zeros(plan.val_neg.size)]
-    return X, y, Xv, yv
+    return X, y, Xv, yv, plan
+
+
+def remaining_accuracies(path: str, plan, classifiers: dict[str, tuple[np.ndarray, float]]) -> dict[str, float]:
+    """Accuracy of each (w, b) on every valid row not selected, labelled by the midpoint of the score range.
+
+    The same rule as the command's ``remaining_accuracy`` (InterFaceGAN's), over ~90 % of the store: a held-out
+    set 30x the validation split, so differences of a few rows there do not decide the comparison.
+    """
+    from engine.methods._common import LatentView
+    from engine.store import Store
+
+    store = Store.open(path)
+    view = LatentView(store, "z")
+    chosen = np.zeros(store.n, bool)
+    chosen[np.r_[plan.train_pos, plan.train_neg, plan.val_pos, plan.val_neg]] = True
+    scores = store.array("scores")
+    correct, total = dict.fromkeys(classifiers, 0), 0
+    for rows, x in view.blocks():
+        values = np.asarray(scores[rows, plan.column], dtype=np.float64)
+        keep = np.isfinite(values) & ~chosen[rows]
+        label = values[keep] >= plan.midpoint
+        for name, (w, b) in classifiers.items():
+            correct[name] += int(np.sum(((x[keep] @ w + b) > 0) == label))
+        total += int(keep.sum())
+    return {name: correct[name] / total for name in classifiers}
+
+
+def hinge_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, C: float = 1.0) -> float:
+    """InterFaceGAN's (SVC's) primal objective ½‖w‖² + C·Σ max(0, 1 − yᵢ(wᵀxᵢ + b)), labels y in {0, 1}."""
+    signs = 2.0 * y - 1.0
+    margins = signs * (X.astype(np.float64) @ w + b)
+    return 0.5 * float(w @ w) + C * float(np.maximum(0.0, 1.0 - margins).sum())
 
 
 def main() -> None:
@@ -109,7 +141,7 @@ def main() -> None:
     from sklearn.svm import SVC
     from engine.store import Store
 
-    X, y, Xv, yv = training_rows(args.store, args.attribute, args.ratio, num, args.split, 0)
+    X, y, Xv, yv, plan = training_rows(args.store, args.attribute, args.ratio, num, args.split, 0)
     print(f"fitting SVC(kernel='linear', C=1) on {X.shape[0]} x {X.shape[1]} rows of {args.attribute!r} ...",
           flush=True)
     load = os.getloadavg()[0]
@@ -121,6 +153,16 @@ def main() -> None:
     ours, attrs = Store.open(args.store).read_direction(f"interfacegan/{args.attribute}")
     cosine = float(ours[0] @ svc_dir)
     svc_val = float(svc.score(Xv, yv))
+    # The command stores only the unit normal; its solver, refitted here on the same rows, gives the scale that
+    # the objective needs (checked: same direction as the stored one).
+    from kernels import LinearSVM
+    fit = LinearSVM(C=1.0, loss="hinge").fit(X, y)
+    w_engine, b_engine = np.ravel(fit.coef_).astype(np.float64), float(np.ravel(fit.intercept_)[0])
+    same_solution = float(w_engine @ ours[0] / np.linalg.norm(w_engine))
+    w_svc, b_svc = svc.coef_[0].astype(np.float64), float(svc.intercept_[0])
+    objective = {"engine": hinge_objective(X, y, w_engine, b_engine), "svc": hinge_objective(X, y, w_svc, b_svc)}
+    disagree = int(np.sum(((Xv @ w_engine + b_engine) > 0) != (svc.decision_function(Xv) > 0)))
+    remaining = remaining_accuracies(args.store, plan, {"engine": (w_engine, b_engine), "svc": (w_svc, b_svc)})
     truth = None
     if args.generator.startswith("planted"):
         from engine.models import load_generator
@@ -137,6 +179,8 @@ def main() -> None:
         "ratio_5svc_vs_command": 5 * svc_s / command_s, "ratio_1svc_vs_command": svc_s / command_s,
         "cosine_engine_svc": cosine, "val_accuracy_engine": attrs["val_accuracy"], "val_accuracy_svc": svc_val,
         "remaining_accuracy_engine": attrs["remaining_accuracy"], "cosine_to_truth": truth,
+        "objective": objective, "refit_cosine_to_stored": same_solution, "val_rows_disagreeing": disagree,
+        "remaining_accuracy": remaining, "svc_coef": w_svc.tolist(), "svc_intercept": b_svc,
         "engine_val_accuracy_all": {k: v["val_accuracy"] for k, v in engine_result.items()},
         "cpu_count": os.cpu_count(),
     }
@@ -147,7 +191,11 @@ def main() -> None:
             ("5 x SVC / command", f"{result['ratio_5svc_vs_command']:.1f}x"),
             ("1 x SVC / command", f"{result['ratio_1svc_vs_command']:.1f}x"),
             ("cosine(engine, SVC)", f"{cosine:.5f}"),
-            ("val accuracy engine / SVC", f"{attrs['val_accuracy']:.4f} / {svc_val:.4f}")]
+            ("val accuracy engine / SVC", f"{attrs['val_accuracy']:.4f} / {svc_val:.4f}"),
+            ("validation rows the two label differently", f"{disagree} of {Xv.shape[0]}"),
+            ("remaining-rows accuracy engine / SVC", f"{remaining['engine']:.5f} / {remaining['svc']:.5f}"),
+            ("hinge objective engine / SVC (lower is better)", f"{objective['engine']:.3f} / {objective['svc']:.3f}"),
+            ("refit cosine to the stored direction", f"{same_solution:.6f}")]
     if truth:
         rows.append(("cosine to planted truth engine / SVC", f"{truth['engine']:.4f} / {truth['svc']:.4f}"))
     width = max(len(r[0]) for r in rows)
