@@ -25,8 +25,8 @@ _TWINS = {
     "correlate": "engine.methods.correlate",
     "export": "engine.interop",
     "import_interfacegan": "engine.interop",
-    "report": "engine.report",
-    "demo": "engine.demo",
+    "report": "engine.reporting",
+    "demo": "engine.demonstration",
     "load_sweep": "engine.sweep",
     "run_sweep": "engine.sweep",
 }

@@ -16,6 +16,7 @@ Float32 input is computed in float32 unless ``compute_dtype="float64"`` is asked
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,51 +48,83 @@ def fix_signs(vectors: torch.Tensor, dim: int = -2) -> torch.Tensor:
     return vectors * vector_signs(vectors, dim)
 
 
+def _fresh_thread_default() -> int:
+    """The torch thread count a newly started thread gets (torch keeps the last count set as that default)."""
+    seen: list[int] = []
+    probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    return seen[0]
+
+
+def _set_fresh_thread_default(count: int) -> None:
+    """Set that default from a throwaway thread, so that no running thread's own count changes."""
+    setter = threading.Thread(target=torch.set_num_threads, args=(count,))
+    setter.start()
+    setter.join()
+
+
 class _CpuBatchPool:
     """Worker threads that each run torch/MKL with one intra-op thread, for splitting stacks over the cores.
 
-    ``torch.set_num_threads`` acts per calling thread with the OpenMP backend and MKL (omp_set_num_threads and
-    mkl_set_num_threads_local), so setting it inside the workers leaves the caller's threads alone. That is
-    checked once when the pool starts; where it does not hold (another build), the caller's setting is
-    restored and stacks go to torch's own batched call instead.
+    With the OpenMP backend and MKL, ``torch.set_num_threads`` sets the calling thread's own count (OpenMP and
+    MKL keep it per thread) and also the default of threads started later. So every worker is started at once
+    (a barrier), sets its own count to 1, and the default is then put back from a throwaway thread; the pool
+    is used only if a fresh thread and the caller both still see their old counts afterwards. Where that does
+    not hold (another build), stacks go to torch's own batched call, which gives the same results, slower.
+    The pool is created once per process (again in a forked child) and never resized: a caller with fewer
+    torch threads than workers uses that many.
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._workers = 0
+        self._size = 0
         self._usable: bool | None = None
 
-    def _supported(self) -> bool:
+    @staticmethod
+    def _supported() -> bool:
         info = torch.__config__.parallel_info()
         return "parallel backend: OpenMP" in info and torch.backends.mkl.is_available()
 
-    def executor(self) -> ThreadPoolExecutor | None:
-        """The pool sized to torch's thread count, or None where splitting cannot help or is not safe."""
-        workers = torch.get_num_threads()
-        if workers < 2:
+    def executor(self) -> tuple[ThreadPoolExecutor, int] | None:
+        """(the pool, how many workers this caller may use), or None where splitting cannot help or is unsafe."""
+        threads = torch.get_num_threads()
+        if threads < 2:
             return None
         with self._lock:
             if self._usable is None:
-                self._usable = self._supported()
-            if not self._usable:
-                return None
-            if self._pool is None or self._workers != workers:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=True)
-                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="kernels-eigh",
-                                                initializer=torch.set_num_threads, initargs=(1,))
-                self._workers = workers
-                list(self._pool.map(lambda _: None, range(workers)))  # start every worker now
-                if torch.get_num_threads() != workers:  # the setting leaked to the caller: undo, do not split
-                    torch.set_num_threads(workers)
-                    self._pool.shutdown(wait=True)
-                    self._pool, self._usable = None, False
-                    return None
-            return self._pool
+                self._usable = self._supported() and self._start(threads)
+            return (self._pool, min(threads, self._size)) if self._usable else None
+
+    def _start(self, size: int) -> bool:
+        default = _fresh_thread_default()
+        pool = ThreadPoolExecutor(size, thread_name_prefix="kernels-eigh")
+        barrier = threading.Barrier(size)
+
+        def single_threaded(_: int) -> None:
+            torch.set_num_threads(1)
+            barrier.wait(timeout=60)
+
+        try:  # every worker blocks at the barrier until all have started: none is started later
+            list(pool.map(single_threaded, range(size)))
+        except threading.BrokenBarrierError:
+            pool.shutdown(wait=False)
+            _set_fresh_thread_default(default)
+            return False
+        _set_fresh_thread_default(default)
+        if torch.get_num_threads() != size or _fresh_thread_default() != default:
+            pool.shutdown(wait=True)
+            return False
+        self._pool, self._size = pool, size
+        return True
 
 
 _CPU_POOL = _CpuBatchPool()
+os.register_at_fork(after_in_child=_CPU_POOL._reset)  # a forked child has the pool object but not its threads
 
 
 def _descending_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,20 +135,32 @@ def _descending_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _split_descending_eigh(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_descending_eigh``, with a CPU stack of two or more matrices split over single-threaded workers."""
+    """``_descending_eigh``, with a CPU stack of two or more matrices split over single-threaded workers.
+
+    Inputs that need autograd take torch's own batched call. A matrix solved in a stack may differ from the
+    same matrix solved alone in the last float bits (single- vs multi-threaded LAPACK blocking).
+    """
     count = math.prod(work.shape[:-2])
-    pool = _CPU_POOL.executor() if work.device.type == "cpu" and count >= 2 else None
-    if pool is None:
+    found = _CPU_POOL.executor() if work.device.type == "cpu" and count >= 2 and not work.requires_grad else None
+    if found is None:
         return _descending_eigh(work)
+    pool, workers = found
     flat = work.reshape(count, *work.shape[-2:])
     w = flat.new_empty(flat.shape[:-1])
     v = torch.empty_like(flat)
+    inference = torch.is_inference_mode_enabled()  # grad and inference modes are per thread: carry them over
 
-    def solve(rows: range) -> None:
-        w[rows.start:rows.stop], v[rows.start:rows.stop] = _descending_eigh(flat[rows.start:rows.stop])
+    def solve(lo: int, hi: int) -> None:
+        with torch.inference_mode(inference), torch.no_grad():
+            w[lo:hi], v[lo:hi] = _descending_eigh(flat[lo:hi])
 
-    bounds = torch.linspace(0, count, min(count, pool._max_workers) + 1).round().long().tolist()
-    list(pool.map(solve, [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]))
+    bounds = [round(i * count / min(count, workers)) for i in range(min(count, workers) + 1)]
+    try:
+        futures = [pool.submit(solve, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    except RuntimeError:  # the interpreter is shutting down and takes no new work for threads
+        return _descending_eigh(work)
+    for future in futures:
+        future.result()
     return w.reshape(work.shape[:-1]), v.reshape(work.shape)
 
 

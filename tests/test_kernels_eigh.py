@@ -86,14 +86,52 @@ def test_cupy_path_matches_numpy():
 
 
 def test_cpu_stack_split_over_workers_matches_one_matrix_at_a_time_and_keeps_caller_threads():
+    from kernels.eigh import _CPU_POOL, _fresh_thread_default
+
     a = spd_stack((7,), 40, seed=11)
-    threads = torch.get_num_threads()
+    threads, default = torch.get_num_threads(), _fresh_thread_default()
     w, v = kernels.eigh(a)
-    assert torch.get_num_threads() == threads
+    if threads >= 2 and _CPU_POOL._supported():  # CI's 2 cores: the split path is the one under test
+        assert _CPU_POOL.executor() is not None
+    assert torch.get_num_threads() == threads and _fresh_thread_default() == default
     for i in range(len(a)):
         w_i, v_i = kernels.eigh(a[i])
         np.testing.assert_allclose(w[i], w_i, rtol=1e-12)
         np.testing.assert_allclose(v[i], v_i, atol=1e-10)
+
+
+def test_split_stack_honours_the_callers_grad_and_inference_modes():
+    a = torch.from_numpy(spd_stack((3,), 12, seed=2))
+    with torch.inference_mode():
+        w, _ = kernels.eigh(a)
+    assert w.is_inference()
+    x = a.clone().requires_grad_()
+    with torch.no_grad():
+        w, v = kernels.eigh(x)
+    assert not w.requires_grad and not v.requires_grad
+    w, _ = kernels.eigh(x)
+    w[..., 0].sum().backward()  # d(top eigenvalue)/dA = v vᵀ: autograd flows through the batched path
+    _, v_ref = np.linalg.eigh(a.numpy())
+    top = v_ref[..., :, -1]
+    np.testing.assert_allclose(x.grad.numpy(), top[..., :, None] * top[..., None, :], atol=1e-8)
+
+
+def _eigh_in_child(queue) -> None:
+    w, _ = kernels.eigh(spd_stack((3,), 8, seed=4))
+    queue.put(w.tolist())
+
+
+def test_a_forked_child_can_still_split_stacks():
+    import multiprocessing
+
+    kernels.eigh(spd_stack((3,), 8, seed=4))  # the parent's pool exists before the fork
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_eigh_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the forked child hung or failed"
+    np.testing.assert_allclose(queue.get(timeout=5), kernels.eigh(spd_stack((3,), 8, seed=4))[0], rtol=1e-12)
 
 
 def test_sign_rule_breaks_exact_magnitude_ties_by_the_first_entry():

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 import engine
-from engine.report import report
+from engine.reporting import report
 from tests.conftest import run_cli
 
 
@@ -58,3 +58,12 @@ def test_report_says_why_when_the_generator_cannot_be_built(tmp_path):
 def test_report_on_a_missing_store_is_one_line(tmp_path):
     proc = run_cli("report", str(tmp_path / "nothing.zarr"))
     assert proc.returncode == 1 and proc.stderr.strip() == f"Error: no store at {tmp_path / 'nothing.zarr'}"
+
+
+def test_engine_report_and_demo_stay_the_functions_after_their_modules_load():
+    import engine
+    import engine.demonstration  # noqa: F401  (a submodule import must not rebind engine.demo)
+    import engine.reporting  # noqa: F401
+
+    assert engine.report is report and callable(engine.demo)
+    assert engine.demo.__module__ == "engine.demonstration"

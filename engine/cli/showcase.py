@@ -25,7 +25,7 @@ def demo(outdir: str, n: int, seed: int, ratio: float, device: str, quiet: bool,
     sample -> boundaries for every attribute -> SeFa on the first layer -> GANSpace PCA on W -> correlate
     -> edits with re-scoring -> report. Nothing is downloaded: the models ship with latent-engine.
     """
-    from engine.demo import demo as run_demo
+    from engine.demonstration import demo as run_demo
 
     echo = (lambda *_: None) if as_json else click.echo
     result = run_demo(outdir, n=n, seed=seed, ratio=ratio, device=device, progress=not quiet and not as_json,
@@ -58,7 +58,7 @@ Examples:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def report(store: str, out: str | None, per_method: int, samples: int, alphas: str, device: str, quiet: bool) -> None:
     """Write a self-contained HTML report: edit grids, re-scoring curves, heatmaps, spectra, run metadata."""
-    from engine.report import report as write_report
+    from engine.reporting import report as write_report
 
     click.echo(write_report(store, out, per_method=per_method, samples=samples, alphas=alphas, device=device,
                             progress=not quiet))

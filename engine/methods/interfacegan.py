@@ -102,7 +102,7 @@ def select_extremes(store: Store, columns: Sequence[int], capacity: int,
     found = [Extremes.empty(capacity) for _ in columns]
     # Blocks of ~16 MB of float64 scores: few top-K merges, memory still O(block) whatever n is.
     scores = store.array("scores")
-    block_chunks = max(1, (1 << 21) // max(1, len(columns)) // int(scores.chunks[0]))
+    block_chunks = max(1, (1 << 21) // max(1, int(scores.shape[1])) // int(scores.chunks[0]))
     for rows, block in store.iter_rows("scores", block_chunks=block_chunks):
         block = block[:, list(columns)].astype(np.float64)
         index = np.arange(rows.start, rows.stop, dtype=np.int64)
@@ -229,7 +229,7 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
         X = gathered.pop(0)
         Xv = gathered.pop(0) if split < 1 else None
         coef, intercept, train_acc, val_acc = _fit_batch(group, X, Xv, float(C), loss)
-        del X, Xv  # the training rows are freed before the next batch is fitted
+        del X, Xv  # this batch's rows are freed before the remaining-rows pass
         norms = np.linalg.norm(coef, axis=1)
         for j, p in enumerate(group):
             if not norms[j] > 0:

@@ -41,7 +41,7 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
     from engine.methods.ganspace import pca
     from engine.methods.interfacegan import boundaries
     from engine.methods.sefa import sefa
-    from engine.report import direction_spread, report
+    from engine.reporting import direction_spread, report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
