@@ -106,18 +106,23 @@ class _CpuBatchPool:
         barrier = threading.Barrier(size)
 
         def single_threaded(_: int) -> None:
+            torch.get_num_threads()  # torch's lazy per-thread init first, or it later resets the count to the default
             torch.set_num_threads(1)
             barrier.wait(timeout=60)
 
+        def count(_: int) -> int:
+            barrier.wait(timeout=60)  # one probe per worker
+            return torch.get_num_threads()
+
         try:  # every worker blocks at the barrier until all have started: none is started later
             list(pool.map(single_threaded, range(size)))
-        except threading.BrokenBarrierError:
-            pool.shutdown(wait=False)
             _set_fresh_thread_default(default)
-            return False
+            counts = list(pool.map(count, range(size)))
+        except threading.BrokenBarrierError:
+            counts = []
         _set_fresh_thread_default(default)
-        if torch.get_num_threads() != size or _fresh_thread_default() != default:
-            pool.shutdown(wait=True)
+        if counts != [1] * size or torch.get_num_threads() != size or _fresh_thread_default() != default:
+            pool.shutdown(wait=bool(counts))  # a broken barrier may leave a worker stuck: do not wait
             return False
         self._pool, self._size = pool, size
         return True

@@ -92,7 +92,9 @@ def test_cpu_stack_split_over_workers_matches_one_matrix_at_a_time_and_keeps_cal
     threads, default = torch.get_num_threads(), _fresh_thread_default()
     w, v = kernels.eigh(a)
     if threads >= 2 and _CPU_POOL._supported():  # CI's 2 cores: the split path is the one under test
-        assert _CPU_POOL.executor() is not None
+        pool, workers = _CPU_POOL.executor()
+        assert workers == threads
+        assert {pool.submit(torch.get_num_threads).result() for _ in range(4)} == {1}  # LAPACK single-threaded
     assert torch.get_num_threads() == threads and _fresh_thread_default() == default
     for i in range(len(a)):
         w_i, v_i = kernels.eigh(a[i])
