@@ -7,8 +7,8 @@ editing directions, so "top first" and a reproducible sign matter more than LAPA
 On a CPU, a stack is split over the cores: each worker thread runs single-threaded LAPACK (MKL syevd) on its
 share. A d = 512 syevd spends much of its time in memory-bound level-2 steps that do not scale over threads,
 whereas independent matrices do: measured on this project's 2-core CPU (200 stacked 512x512 float32 Wishart
-matrices, idle machine) torch's batched call 2.7 s with 2 MKL threads, 3.9 s with 1, and 1.95 s split over 2
-single-threaded workers; numpy's loop 6.6 s in float32, 5.3 s in float64 (OpenBLAS). Single-threaded workers also
+matrices, idle machine) torch's batched call 2.7 s with 2 MKL threads, 3.9 s with 1, and 1.95-2.1 s split over 2
+single-threaded workers; numpy's loop 6.6 s in float32, 6.0 s in float64 (OpenBLAS). Single-threaded workers also
 avoid the OpenMP barrier spinning that slowed the 2-thread call up to 20x when other jobs loaded the cores.
 Float32 input is computed in float32 unless ``compute_dtype="float64"`` is asked for.
 """
