@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,23 +97,33 @@ def _keep(values: np.ndarray, index: np.ndarray, k: int, descending: bool) -> tu
     return values[order], index[order]
 
 
-def select_extremes(store: Store, columns: Sequence[int], capacity: int,
-                    invalid_value: float | None) -> list[Extremes]:
+def select_extremes(store: Store, columns: Sequence[int], capacity: int, invalid_value: float | None,
+                    progress: bool = False) -> list[Extremes]:
     """One streamed pass over ``scores``: the extremes of each column in ``columns``."""
+    from engine.progress import progress_bar
+
     found = [Extremes.empty(capacity) for _ in columns]
     # Blocks of ~16 MB of float64 scores: few top-K merges, memory still O(block) whatever n is.
     scores = store.array("scores")
     block_chunks = max(1, (1 << 21) // max(1, int(scores.shape[1])) // int(scores.chunks[0]))
-    for rows, block in store.iter_rows("scores", block_chunks=block_chunks):
-        block = block[:, list(columns)].astype(np.float64)
-        index = np.arange(rows.start, rows.stop, dtype=np.int64)
-        for j, extremes in enumerate(found):
-            values = block[:, j]
-            ok = np.isfinite(values)
-            if invalid_value is not None:
-                ok &= values != invalid_value
-            extremes.update(values[ok], index[ok])
+    with progress_bar(total=store.n, desc="selecting top/bottom", unit="rows", enabled=progress) as bar:
+        for rows, block in store.iter_rows("scores", block_chunks=block_chunks):
+            _add_block(found, rows, block, columns, invalid_value)
+            bar.update(rows.stop - rows.start)
     return found
+
+
+def _add_block(found: list[Extremes], rows: slice, block: np.ndarray, columns: Sequence[int],
+               invalid_value: float | None) -> None:
+    """Fold one block of score rows into each column's running extremes."""
+    block = block[:, list(columns)].astype(np.float64)
+    index = np.arange(rows.start, rows.stop, dtype=np.int64)
+    for j, extremes in enumerate(found):
+        values = block[:, j]
+        ok = np.isfinite(values)
+        if invalid_value is not None:
+            ok &= values != invalid_value
+        extremes.update(values[ok], index[ok])
 
 
 # ---------------------------------------------------------------------------------------------- boundaries
@@ -214,7 +225,7 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     view = LatentView(reader, space, layer)
 
     capacity = num if num is not None else max(1, int(reader.n * ratio))
-    extremes = select_extremes(reader, columns, capacity, invalid_value)
+    extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
     rng = np.random.default_rng(seed)
     plans = [_plan(a, c, e, ratio, num, split, rng) for a, c, e in zip(names, columns, extremes)]
 
@@ -222,7 +233,12 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     # problem's rows come from a single gather pass straight into the batched (b, n, d) arrays.
     groups = [[p for p in plans if p.num == k] for k in sorted({p.num for p in plans})]
     parts = ["train", "val"] if split < 1 else ["train"]
-    gathered = view.gather_many([_batch_rows(group, part) for group in groups for part in parts])
+    wanted = [_batch_rows(group, part) for group in groups for part in parts]
+    with progress_bar(total=view.n, desc="reading selected rows", unit="rows", enabled=progress) as bar:
+        gathered = view.gather_many(wanted, on_chunk=bar.update)
+    if progress:
+        print(f"fitting {len(plans)} boundaries ({loss}, C = {C:g}) in {len(groups)} batched call(s) ...",
+              file=sys.stderr, flush=True)
     results: dict[str, dict[str, Any]] = {}
     models: list[tuple[np.ndarray, np.ndarray, list[_Plan]]] = []   # (unit normals, offsets, attributes)
     for group in groups:
