@@ -192,10 +192,11 @@ def _labels(group: list[_Plan], part: str) -> np.ndarray:
 def _fit_batch(group: list[_Plan], X: np.ndarray, Xv: np.ndarray | None, C: float,
                loss: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """One batched LinearSVM fit: (b, d) weights, (b,) intercepts, train and validation accuracies."""
+    y = _labels(group, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        svm = LinearSVM(C=C, loss=loss).fit(X, _labels(group, "train"))
-    train_acc = np.atleast_1d(np.asarray(svm.score(X, _labels(group, "train")), dtype=np.float64))
+        svm = LinearSVM(C=C, loss=loss).fit(X, y)
+    train_acc = np.atleast_1d(np.asarray(svm.score(X, y), dtype=np.float64))
     val_acc = [None] * len(group) if Xv is None else \
         np.atleast_1d(np.asarray(svm.score(Xv, _labels(group, "val")), dtype=np.float64)).tolist()
     coef = np.atleast_2d(np.asarray(svm.coef_, dtype=np.float64))
