@@ -36,11 +36,20 @@ def test_batched_stack_matches_numpy_in_descending_order(dtype, rtol):
 def test_sign_rule_is_deterministic_and_shared_with_pca():
     a = spd_stack((4,), 16, seed=3)
     _, v = kernels.eigh(a)
-    _, v_neg = kernels.eigh(a.copy())
-    np.testing.assert_array_equal(v, v_neg)
+    _, v_again = kernels.eigh(a.copy())
+    np.testing.assert_array_equal(v, v_again)
     columns = np.swapaxes(v, -1, -2)
     top = np.take_along_axis(columns, np.abs(columns).argmax(-1)[..., None], -1)
     assert (top > 0).all()
+
+
+@pytest.mark.parametrize("shape", [(), (3,)])
+def test_zero_eigenvalues_of_a_rank_deficient_matrix_are_plain_zeros(shape):
+    a = np.broadcast_to(np.diag([2.0, 0.0, 0.0, 1.0]), (*shape, 4, 4)).copy()
+    w, v = kernels.eigh(a)
+    np.testing.assert_array_equal(w, np.broadcast_to([2.0, 1.0, 0.0, 0.0], (*shape, 4)))
+    assert not np.signbit(w).any()  # no -0.0 printed in a spectrum or an explained variance
+    np.testing.assert_allclose(np.abs(v[..., :, :2]), np.broadcast_to(np.eye(4)[:, [0, 3]], (*shape, 4, 2)))
 
 
 def test_float64_compute_for_float32_input_and_torch_in_torch_out():
