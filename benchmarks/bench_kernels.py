@@ -198,15 +198,21 @@ def bench_eigh(quick: bool) -> list[dict[str, Any]]:
 
     # best of two: a single LAPACK-bound run here moves by ±30% from one call to the next
     t_ours, (w, v) = _timed(lambda: kernels.eigh(A), repeat=2)
+    t_ours64, (w64, v64) = _timed(lambda: kernels.eigh(A64), repeat=2)
     t_f32, _ = _timed(lambda: [np.linalg.eigh(a) for a in A], repeat=2)
     t_f64, refs = _timed(lambda: [np.linalg.eigh(a) for a in A64], repeat=2)
-    top = 16
-    cos = min(float(np.abs(np.sum(v[i][:, :top] * r[1][:, ::-1][:, :top], axis=0)).min()) for i, r in enumerate(refs))
-    err = max(float(np.abs(w[i] - r[0][::-1]).max() / np.abs(r[0]).max()) for i, r in enumerate(refs))
-    parity = f"top-{top} |cos| min {cos:.6f}, eigenvalue rel err {err:.1e} (vs numpy float64)"
+
+    def parity(w: np.ndarray, v: np.ndarray, top: int = 16) -> str:
+        cos = min(float(np.abs(np.sum(v[i][:, :top] * r[1][:, ::-1][:, :top], axis=0)).min())
+                  for i, r in enumerate(refs))
+        err = max(float(np.abs(w[i] - r[0][::-1]).max() / np.abs(r[0]).max()) for i, r in enumerate(refs))
+        return f"top-{top} |cos| min {cos:.6f}, eigenvalue rel err {err:.1e} (vs numpy float64)"
+
     task = f"eigh batched float32, {count} x {d}x{d}"
-    return [_row(task, t_ours, "numpy.linalg.eigh loop, same float32 input", t_f32, parity),
-            _row(task, t_ours, "numpy.linalg.eigh loop, float64 copy", t_f64, parity)]
+    return [_row(task, t_ours, "numpy.linalg.eigh loop, same float32 input", t_f32, parity(w, v)),
+            _row(task, t_ours, "numpy.linalg.eigh loop, float64 copy", t_f64, parity(w, v)),
+            _row(f"eigh batched float64, {count} x {d}x{d}", t_ours64, "numpy.linalg.eigh loop, same float64 input",
+                 t_f64, parity(w64, v64))]
 
 
 # -- correlation --------------------------------------------------------------------------------------------------
