@@ -34,9 +34,12 @@ class PearsonState:
 
     def update(self, chunk: Any) -> "PearsonState":
         """Add a chunk of rows; returns self."""
-        (t,), origin = as_tensors(chunk, names=("chunk",))
+        return self._add(chunk, "chunk")
+
+    def _add(self, rows: Any, name: str) -> "PearsonState":
+        (t,), origin = as_tensors(rows, names=(name,))
         for part in row_chunks(t) if t.ndim == 2 and t.shape[0] else (t,):  # (t,): let update name the error
-            self._state.update(part, "chunk")
+            self._state.update(part, name)
         self._origin = self._origin or origin
         return self
 
@@ -67,7 +70,9 @@ class PearsonState:
 
 def pearson(X: Any) -> Any:
     """Pearson correlation of the columns of an in-memory (n, d) array, like ``numpy.corrcoef(X, rowvar=False)``."""
-    return PearsonState().update(X).result()
+    state = PearsonState()
+    state._state.owner = "pearson"  # errors name the caller's parameter, not the streaming API's
+    return state._add(X, "X").result()
 
 
 def _unit_rows(t: torch.Tensor, name: str, owner: str) -> torch.Tensor:

@@ -67,12 +67,16 @@ def test_bad_input(scores):
         kernels.PearsonState().result()
     with pytest.raises(ValueError, match=r"'chunk' parameter of PearsonState must have at least one row"):
         kernels.PearsonState().update(scores[:0])
-    with pytest.raises(ValueError, match=r"'chunk' parameter of PearsonState must be a 2-D array"):
+    with pytest.raises(ValueError, match=r"'X' parameter of pearson must be a 2-D array"):
         kernels.pearson(scores[:, 0])
+    with pytest.raises(ValueError, match=r"'X' parameter of pearson must have at least one row"):
+        kernels.pearson(scores[:0])
     bad = scores[:10].copy()
     bad[1, 1] = np.nan
-    with pytest.raises(ValueError, match="'chunk' parameter of PearsonState contains NaN or infinity"):
+    with pytest.raises(ValueError, match="'X' parameter of pearson contains NaN or infinity"):
         kernels.pearson(bad)
+    with pytest.raises(ValueError, match="'chunk' parameter of PearsonState contains NaN or infinity"):
+        kernels.PearsonState().update(scores[:5]).update(bad)
     with pytest.raises(ValueError, match="'A' parameter of cosine_matrix must have nonzero rows. Got a zero row at index 1"):
         kernels.cosine_matrix(np.array([[1.0, 0.0], [0.0, 0.0]]), np.eye(2))
     with pytest.raises(ValueError, match=r"'B' parameter of best_match must have as many columns as 'A' \(2\)"):
