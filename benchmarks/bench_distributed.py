@@ -1,7 +1,7 @@
 """Sharded sampling: samples/s of one process against 1 and 2 Dask workers, and the cluster start-up cost.
 
     python benchmarks/bench_distributed.py
-    python benchmarks/bench_distributed.py --generator convstack -n 1536 --json distributed.json
+    python benchmarks/bench_distributed.py --generator convstack -n 4096 --chunk 256 --json distributed.json
 
 All variants run ``engine.sample`` on the same compute-heavy generator and codes, each in a fresh process
 (``engine.bench``): ``1 process`` with torch's default threads (all cores) and with one thread, then
@@ -26,9 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generator", default="convstack:channels=128")
     parser.add_argument("--predictor", default="imagestats")
-    parser.add_argument("-n", type=int, default=1536)
+    parser.add_argument("-n", type=int, default=12288)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--chunk", type=int, default=128)
+    parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats; best run per variant kept")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

@@ -18,7 +18,8 @@ Dask only orchestrates (the dask-ml way): every task is a pure module-level func
   few states in memory, whatever the number of chunks): PCA and Pearson over stores larger than a node.
 
 Clusters (``cluster_client``): ``workers=K`` starts a ``LocalCluster`` of K single-threaded processes (with
-nannies, so a killed worker is restarted); ``scheduler=ADDRESS`` connects to any running Dask deployment
+nannies, so a killed worker is restarted, but without the nannies' ``MALLOC_TRIM_THRESHOLD_``: see
+``TRIM_VARIABLE``); ``scheduler=ADDRESS`` connects to any running Dask deployment
 (``dask scheduler`` + ``dask worker``, dask-jobqueue, Kubernetes) within ``CONNECT_TIMEOUT_S`` seconds;
 ``gpus="0,1"`` starts ``dask_cuda.LocalCUDACluster`` with one worker per GPU (the ``[gpu]`` extra).
 
@@ -37,6 +38,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +57,10 @@ RETRIES = 1
 ALLOWED_FAILURES = 3
 #: Model sets a worker keeps built (one run normally needs one).
 MODEL_CACHE_SIZE = 2
+#: Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it also pins glibc's mmap threshold
+#: at 128 KiB, so every large torch buffer is mapped and faulted in afresh: sampling ran 2.7x slower with it
+#: (convstack, 2 cores). Clusters started here leave the variable out; workers found with it get a warning.
+TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
 
 
 class ClusterError(ValueError):
@@ -152,7 +158,8 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None,
 
     start = time.perf_counter()
     cluster = None
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                          f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE}": None}):
         if request.kind == "address":
             client = _connect(request.address)
         else:
@@ -163,7 +170,9 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None,
                                    "clusters need an `if __name__ == '__main__':` guard)") from exc
             client = Client(cluster)
     try:
-        threads, default = _torch_threads(client)
+        facts = _survey(client)
+        _warn_about_trimming(facts)
+        threads, default = _torch_threads(facts)
         yield ClusterHandle(client, request, time.perf_counter() - start, threads, default)
     finally:
         client.close()
@@ -195,25 +204,48 @@ def _start_cluster(request: ClusterRequest) -> Any:
     return LocalCluster(n_workers=request.workers, processes=True, **common)
 
 
-def _worker_facts(dask_worker: Any) -> tuple[str, int, int]:
-    """(host, usable cores, Dask threads) of one worker; runs on the worker."""
+@dataclass(frozen=True)
+class WorkerFacts:
+    """What the engine needs to know of one worker process."""
+
+    host: str
+    cores: int
+    nthreads: int
+    trim_threshold: str | None
+
+
+def _worker_facts(dask_worker: Any) -> WorkerFacts:
+    """The facts of one worker; runs on the worker."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         cores = os.cpu_count() or 1
-    return socket.gethostname(), cores, int(dask_worker.state.nthreads)
+    return WorkerFacts(socket.gethostname(), cores, int(dask_worker.state.nthreads), os.environ.get(TRIM_VARIABLE))
 
 
-def _torch_threads(client: Any) -> tuple[dict[str, int], int]:
-    """Torch threads per worker: the host's cores shared among the host's Dask worker threads."""
+def _survey(client: Any) -> dict[str, WorkerFacts]:
+    """Facts per worker address; empty when the workers cannot answer (they then get the defaults)."""
     try:
-        facts = client.run(_worker_facts)
+        return client.run(_worker_facts)
     except Exception:  # noqa: BLE001 - a worker that cannot answer gets the default
-        facts = {}
+        return {}
+
+
+def _warn_about_trimming(facts: dict[str, WorkerFacts]) -> None:
+    values = sorted({f.trim_threshold for f in facts.values() if f.trim_threshold is not None})
+    if values:
+        warnings.warn(f"{sum(f.trim_threshold is not None for f in facts.values())} of {len(facts)} Dask workers run "
+                      f"with {TRIM_VARIABLE}={','.join(values)} (the nanny's default), which made sampling 2.7x "
+                      "slower in the benchmarks; start them with the Dask config "
+                      f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE} set to null", stacklevel=3)
+
+
+def _torch_threads(facts: dict[str, WorkerFacts]) -> tuple[dict[str, int], int]:
+    """Torch threads per worker: the host's cores shared among the host's Dask worker threads."""
     per_host: dict[str, int] = {}
-    for host, _, nthreads in facts.values():
-        per_host[host] = per_host.get(host, 0) + nthreads
-    threads = {addr: max(1, cores // per_host[host]) for addr, (host, cores, _) in facts.items()}
+    for f in facts.values():
+        per_host[f.host] = per_host.get(f.host, 0) + f.nthreads
+    threads = {addr: max(1, f.cores // per_host[f.host]) for addr, f in facts.items()}
     return threads, min(threads.values(), default=1)
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from functools import partial
 
 import numpy as np
@@ -19,8 +20,8 @@ import torch
 import zarr
 
 import engine
-from engine.distributed import (ClusterError, ClusterHandle, ClusterRequest, map_reduce_chunks, run_distributed,
-                                sample_chunk, validate_cluster_flags)
+from engine.distributed import (TRIM_VARIABLE, ClusterError, ClusterHandle, ClusterRequest, cluster_client,
+                                map_reduce_chunks, run_distributed, sample_chunk, validate_cluster_flags)
 from engine.lock import LockError
 from engine.models.registry import load_generator, load_predictor
 from engine.sampler import draw_codes, prepare_store
@@ -149,6 +150,24 @@ def test_second_writer_is_refused_while_a_two_worker_run_finishes_unharmed(tmp_p
     z = store.array("latents/z")[...]
     for index in (0, 11, 23):
         np.testing.assert_array_equal(z[index * chunk:(index + 1) * chunk], draw_codes(3, index, chunk, 64))
+
+
+def test_clusters_started_here_leave_out_dasks_malloc_trim_threshold(monkeypatch):
+    # The module's cluster, started with Dask's defaults, put the variable into this process's environment.
+    monkeypatch.delenv(TRIM_VARIABLE, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with cluster_client(workers=1) as handle:
+            assert set(handle.client.run(os.environ.get, TRIM_VARIABLE).values()) == {None}
+            assert list(handle.threads.values()) == [len(os.sched_getaffinity(0))]  # one worker: every core
+    assert not [w for w in caught if TRIM_VARIABLE in str(w.message)]
+
+
+def test_workers_started_with_dasks_malloc_trim_threshold_get_a_warning(cluster):
+    address, _ = cluster  # a plain LocalCluster: its nannies set the variable
+    with pytest.warns(UserWarning, match=rf"2 of 2 Dask workers run with {TRIM_VARIABLE}=65536 .* set to null"):
+        with cluster_client(scheduler=address) as handle:
+            assert len(handle.threads) == 2
 
 
 def test_a_failing_chunk_surfaces_its_own_error_on_a_cluster_opened_by_the_caller(tmp_path, cluster):
