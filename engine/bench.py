@@ -2,7 +2,10 @@
 
 Each variant runs the same models on the same device over the same number of codes:
 
-* ``bare``: the floor: ``G(z)`` and the predictors batch by batch, outputs moved to the host and dropped;
+* ``bare``: ``G(z)`` and the predictors batch by batch, outputs moved to the host and dropped, as anyone
+  writes it;
+* ``floor``: the same loop with the engine's allocator settings (``engine.allocator``): the compute floor the
+  engine's own overhead is measured against (on a CPU the default allocator alone costs up to 2x);
 * ``engine``: ``engine.sample`` into a fresh store (draw, compute, write, commit, overlap), optionally
   sharded over Dask workers (``workers``/``gpus``);
 * ``research``: the habit the engine replaces: codes, w and scores appended to Python lists, ``np.save``
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("bare", "engine", "research")
+VARIANTS = ("bare", "floor", "engine", "research")
 
 
 @dataclasses.dataclass
@@ -139,7 +142,7 @@ def engine_run(config: BenchConfig, G, Ps, device, workdir: Path) -> dict[str, A
             "startup_s": round(max(0.0, wall - config.n / steady), 2) if sharded and steady else None}
 
 
-RUNNERS = {"bare": bare, "engine": engine_run, "research": research}
+RUNNERS = {"bare": bare, "floor": bare, "engine": engine_run, "research": research}
 
 
 def measure(variant: str, config: BenchConfig) -> dict[str, Any]:
@@ -148,6 +151,10 @@ def measure(variant: str, config: BenchConfig) -> dict[str, Any]:
 
     if variant not in RUNNERS:
         raise ValueError(f"unknown bench variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if variant == "floor":
+        from engine.allocator import retain_freed_memory
+
+        retain_freed_memory()  # process-wide: only an isolated run keeps "bare" apart from it
     G, Ps, device = _models(config)
     for z in _batches(dataclasses.replace(config, n=min(config.batch, config.n)), G.z_dim, device):
         _step(G, Ps, z)                                              # warm-up: kernels, allocator

@@ -299,9 +299,11 @@ def sample_chunk(store_path: str, index: int, generator_spec: str, predictor_spe
 
     A pure function of its arguments and the store's metadata: running it twice writes the same values.
     """
+    from engine.allocator import retain_freed_memory
     from engine.sampler import draw_codes
     from engine.store import Store
 
+    retain_freed_memory()
     _set_threads(threads, default_threads)
     store = Store.open(store_path, mode="r+")
     meta = store.meta

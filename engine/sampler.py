@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engine.allocator import retain_freed_memory
 from engine.devices import resolve_device
 from engine.lock import StoreLock
 from engine.models.base import Generator, Predictor
@@ -285,6 +286,7 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     if distributed:
         from engine.distributed import cluster_client, validate_cluster_flags
         validate_cluster_flags(workers, scheduler, gpus)      # bad flags fail before anything is written
+    retain_freed_memory()  # batch after batch reuses the same buffers: see engine.allocator
     dev = resolve_device(device)
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
     Ps = [load_predictor(p, G, dev) if isinstance(p, str) else p for p in predictors]
