@@ -30,6 +30,10 @@ from kernels.correlation import PearsonState, pearson
 from kernels.pca import PCA
 from tests.conftest import PLANTED_SMALL, ROOT, wait_for_commits
 
+# The module's cluster is a plain Dask one, as a user's would be: its workers carry the nannies' malloc setting,
+# which the engine warns about once per run (checked on its own below).
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*Dask workers run with MALLOC_TRIM_THRESHOLD_:UserWarning")
+
 # Heavy enough per chunk (~0.2 s on one thread) that a kill lands mid-run; small enough to keep tests quick.
 SLOW = "convstack:z_dim=64,channels=64,resolution=16"
 SLOW_RUN = dict(n=256 * 16, chunk=256, seed=3)
