@@ -37,6 +37,26 @@ def writing(store: str | os.PathLike | Store, purpose: str) -> Iterator[Store]:
         yield Store.open(path, mode="r+")
 
 
+class ResultExistsError(StoreError):
+    """A command would replace a stored result, and the caller did not ask to overwrite it."""
+
+
+def require_new(store: Store, paths: Sequence[str], overwrite: bool) -> None:
+    """Refuse, before any work, to replace stored results unless ``overwrite``.
+
+    ``paths`` are store paths such as ``directions/interfacegan/age`` or ``tables/boundary_cosine``. Nothing in
+    a store is replaced silently: the error names what exists and how to replace it.
+    """
+    if overwrite:
+        return
+    present = set(f"directions/{key}" for key in store.directions()) | set(f"tables/{t}" for t in store.tables())
+    existing = [p for p in paths if p in present]
+    if existing:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise ResultExistsError(f"{store.path} already has {shown}; pass overwrite=True (--overwrite) to "
+                                "replace it, or choose another name")
+
+
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
