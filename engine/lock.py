@@ -1,45 +1,56 @@
 """Single-writer lock for a store: one live writer at a time, readers never blocked.
 
-The lock is a small JSON file beside the store (``run.zarr.lock``), created atomically with O_EXCL and naming
-its holder (host, pid, command). It survives the holder's death, so a stale lock is detected and taken over
-with a warning: on the same host when the holder's pid is gone, on another host when the holder stopped
-refreshing the file's modification time (a heartbeat thread touches it while the lock is held).
+The lock is an advisory ``flock`` on a small file beside the store (``run.zarr.lock``). The kernel grants it to
+one open file at a time and drops it when its holder dies however it dies (kill -9 included), so it can be
+neither taken twice nor left stale: there is no takeover protocol to race. The file names its holder (host, pid,
+command) for the message a refused writer sees; a record left by a dead holder is reported with a warning when
+the next writer takes the lock.
+
+Local paths only: remote URLs (object storage) have no lock and warn. On a shared file system the lock holds
+across hosts where the file system supports ``flock`` (NFSv4, Lustre and GPFS with locking enabled); where it
+does not, taking the lock fails with a one-line error rather than pretending.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import socket
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
 
-HEARTBEAT_S = 30.0
-STALE_AFTER_S = 300.0
-
 
 class LockError(RuntimeError):
-    """Another live process holds the store's lock."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Another live process holds the store's lock, or the file system cannot lock."""
 
 
 def lock_path_for(store_path: str) -> Path | None:
-    """The lock file for a local store path; None for remote URLs (which cannot be locked atomically)."""
+    """The lock file for a local store path; None for remote URLs (which cannot be locked)."""
     if "://" in store_path and not store_path.startswith("file://"):
         return None
     path = Path(store_path.removeprefix("file://")).absolute()
     return path.with_name(path.name + ".lock")
+
+
+def _read_record(fd: int) -> dict:
+    try:
+        data = os.pread(fd, 4096, 0)
+        record = json.loads(data.decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (a releasing holder unlinks it)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 class StoreLock:
@@ -49,75 +60,64 @@ class StoreLock:
         self.store_path = store_path
         self.purpose = purpose
         self.path = lock_path_for(store_path)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._held = False
+        self._fd: int | None = None
 
-    def _record(self) -> dict:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "purpose": self.purpose,
-                "command": " ".join(sys.argv)[:500], "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    def _record(self) -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "purpose": self.purpose,
+                           "command": " ".join(sys.argv)[:500],
+                           "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode("utf-8")
 
-    def _holder(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def _is_stale(self, holder: dict) -> bool:
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _pid_alive(holder["pid"])
-        return age > STALE_AFTER_S
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> "StoreLock":
         if self.path is None:
             warnings.warn(f"{self.store_path}: remote stores cannot be locked; make sure one run writes it",
                           stacklevel=2)
             return self
+        if self._fd is not None:
+            raise LockError(f"{self.store_path}: this lock object already holds the lock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = json.dumps(self._record())
-        for _ in range(3):
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if not self._is_stale(holder):
-                    raise LockError(
-                        f"{self.store_path} is being written by another process (host {holder.get('host')}, "
-                        f"pid {holder.get('pid')}, since {holder.get('since')}); wait for it to finish, or "
-                        f"delete {self.path} if you are sure it is dead") from None
-                warnings.warn(f"taking over the stale lock of {self.store_path} held by host "
-                              f"{holder.get('host')} pid {holder.get('pid')}", stacklevel=2)
-                self.path.unlink(missing_ok=True)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_record(fd)
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise LockError(self._busy_message(holder)) from None
+                raise LockError(f"cannot lock {self.path}: the file system refuses file locks "
+                                f"({exc.strerror}); write the store on a local or lock-capable file system") from None
+            if not _same_file(fd, self.path):      # the previous holder unlinked it between our open and flock
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(record)
-            self._held = True
-            self._thread = threading.Thread(target=self._heartbeat, daemon=True, name="store-lock-heartbeat")
-            self._thread.start()
+            previous = _read_record(fd)
+            if previous:
+                warnings.warn(f"taking over the stale lock of {self.store_path} held by host {previous.get('host')} "
+                              f"pid {previous.get('pid')} ({previous.get('purpose')} since {previous.get('since')}): "
+                              "that process ended without releasing it", stacklevel=2)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._record(), 0)
+            self._fd = fd
             return self
-        raise LockError(f"could not take the lock {self.path}: another process keeps taking it")
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                os.utime(self.path)
-            except OSError:
-                return
+    def _busy_message(self, holder: dict) -> str:
+        who = (f"host {holder.get('host')}, pid {holder.get('pid')}, {holder.get('purpose')} since "
+               f"{holder.get('since')}") if holder else "its record is not written yet"
+        return (f"{self.store_path} is being written by another process ({who}); wait for it to finish "
+                "(the lock is released when that process ends, however it ends)")
 
     def release(self) -> None:
-        if not self._held:
+        if self._fd is None:
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1)
-        holder = self._holder()
-        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            self.path.unlink(missing_ok=True)
-        self._held = False
+        fd, self._fd = self._fd, None
+        try:
+            if _same_file(fd, self.path):
+                self.path.unlink(missing_ok=True)   # while still locked, so nobody locks a file about to vanish
+        finally:
+            os.close(fd)                             # closing drops the flock
 
     def __enter__(self) -> "StoreLock":
         return self.acquire()
