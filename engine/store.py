@@ -19,15 +19,22 @@ explicitly and never inferred from chunk files.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import json
 import os
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
+from engine.atomic import Staging
+
 SCHEMA = 1
+# A store of more chunks than this makes `progress` (one zarr chunk per sampler chunk) too slow to read.
+MAX_CHUNKS = 100_000
 META_KEY = "latent_engine"
 SPACES = ("z", "w", "wp")
 LATENT_DIMS = {"z": ("sample", "z_dim"), "w": ("sample", "w_dim"), "wp": ("sample", "layer", "w_dim")}
@@ -35,6 +42,76 @@ LATENT_DIMS = {"z": ("sample", "z_dim"), "w": ("sample", "w_dim"), "wp": ("sampl
 
 class StoreError(ValueError):
     """A store that is missing, of another schema, incomplete or inconsistent with the request."""
+
+
+class StoreWriteError(StoreError):
+    """The file system refused a write (full, read-only, no permission); the message says what is left."""
+
+
+# zarr's own writes go to '<key>.<uuid>.partial' and are renamed into place; a killed write leaves the partial
+# file, which zarr then reports on every listing. Writers delete them (Store.recover); readers need not hear it.
+warnings.filterwarnings("ignore", message=r"Object at .*\.partial is not recognized")
+
+
+def write_failure(exc: OSError, what: str, state: str, retry: str) -> StoreWriteError:
+    """A one-line error for an OSError raised while writing ``what``: the cause, what is left, what to do."""
+    cause = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+             errno.EACCES: "permission denied", errno.EPERM: "permission denied"}.get(exc.errno)
+    advice = {errno.ENOSPC: "free space and ", errno.EDQUOT: "free space and ",
+              errno.EROFS: "write to a writable location or "}.get(exc.errno, "")
+    where = f" ({exc.filename})" if cause in (None, "permission denied") and exc.filename else ""
+    return StoreWriteError(f"{cause or exc.strerror or type(exc).__name__}{where} while writing {what}; "
+                           f"{state}; {advice}{retry}")
+
+
+def warn_repairs(path: str, repairs: Sequence[str]) -> None:
+    """One warning for what ``Store.recover`` tidied, so the user knows an earlier writer was interrupted."""
+    if repairs:
+        shown = "; ".join(repairs[:3]) + (f"; and {len(repairs) - 3} more" if len(repairs) > 3 else "")
+        warnings.warn(f"{path}: tidied what an interrupted writer left: {shown}", stacklevel=3)
+
+
+def check_writable(path: str) -> None:
+    """Fail early, before any computation, when results could not be written to the local store at ``path``."""
+    if _is_remote(path):
+        return
+    root = Path(path.removeprefix("file://")).absolute()
+    for folder, what in ((root, "the store"), (root.parent, "the folder of the store (its lock and staging)")):
+        if folder.exists() and not os.access(folder, os.W_OK):
+            reason = "is on a read-only file system" if _read_only_fs(folder) else "is not writable by this user"
+            raise StoreWriteError(f"{what} {folder} {reason}; nothing was computed or written")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def store_state(path: str) -> str:
+    """What is at a local ``path``: 'missing', 'empty' (an empty folder), 'store', 'unfinished' (a store whose
+    creation never completed), 'damaged' (its root zarr.json is unreadable) or 'foreign' (anything else)."""
+    root = Path(path.removeprefix("file://"))
+    if not root.exists():
+        return "missing"
+    if root.is_dir() and not any(root.iterdir()):
+        return "empty"
+    meta_file = root / "zarr.json"
+    if not meta_file.is_file():
+        return "foreign"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return "damaged"
+    if not isinstance(meta, dict):
+        return "damaged"
+    attrs = meta.get("attributes") or {}
+    if META_KEY in attrs:
+        return "store" if isinstance(attrs[META_KEY], dict) else "damaged"
+    members = {p.name for p in root.iterdir()} - {"zarr.json"}
+    layout = {"latents", "scores", "progress", "directions", "tables", "labels", "models", "inversion"}
+    return "unfinished" if meta.get("node_type") == "group" and members and members <= layout else "foreign"
 
 
 def engine_version() -> str:
@@ -76,6 +153,14 @@ class Store:
             raise ValueError(f"Store.open mode must be 'r' or 'r+'; got {mode!r}")
         if not _exists(path):
             raise StoreError(f"no store at {path}")
+        if not _is_remote(path):
+            state = store_state(path)
+            if state == "damaged":
+                raise StoreError(f"{path} is damaged: its root zarr.json cannot be read; sample it again with "
+                                 "--overwrite")
+            if state == "unfinished":
+                raise StoreError(f"{path} is not a latent-engine store (no '{META_KEY}' attrs): its creation "
+                                 "was interrupted; sample it again with --overwrite")
         try:
             group = zarr.open_group(path, mode=mode)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
@@ -104,32 +189,36 @@ class Store:
             raise ValueError(f"spaces must include 'z' and be among {SPACES}; got {list(spaces)}")
         if ("w" in spaces or "wp" in spaces) and not w_dim:
             raise ValueError("spaces 'w'/'wp' need a generator with a mapping network (w_dim)")
+        n_chunks = -(-n // chunk)
+        if n_chunks > MAX_CHUNKS:
+            raise ValueError(f"n={n} in chunks of {chunk} makes {n_chunks} chunks; a store holds at most "
+                             f"{MAX_CHUNKS}: use chunks of at least {-(-n // MAX_CHUNKS)} rows")
+        if _is_remote(path):
+            if _exists(path) and not overwrite:
+                raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
+            group = zarr.open_group(path, mode="w")
+            _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
+                     spaces=spaces, attributes=attributes, meta=meta)
+            return cls(group, path, "r+")
+        # Built complete beside the target, then renamed into place: a creation killed half-way leaves only
+        # staging (deleted by the next writer), never a folder that is neither a store nor free to replace.
+        staging = Staging(path)
+        staging.recover()
         if _exists(path) and not overwrite:
             raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
-        group = zarr.open_group(path, mode="w")
-        n_chunks = -(-n // chunk)
-        record = {
-            "schema": SCHEMA, "engine_version": engine_version(), "n": int(n), "chunk": int(chunk),
-            "n_chunks": int(n_chunks), "z_dim": int(z_dim), "w_dim": int(w_dim) if w_dim else None,
-            "num_ws": int(num_ws) if num_ws else None, "spaces": list(spaces), "attributes": list(attributes),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **(meta or {}),
-        }
-        latents = group.create_group("latents")
-        shapes = {"z": (n, z_dim), "w": (n, w_dim), "wp": (n, num_ws, w_dim)}
-        for space in spaces:
-            shape = shapes[space]
-            latents.create_array(space, shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
-                                 fill_value=_float_fill(), dimension_names=LATENT_DIMS[space])
-        if attributes:
-            group.create_array("scores", shape=(n, len(attributes)), chunks=(chunk, len(attributes)),
-                               dtype="float32", fill_value=_float_fill(), dimension_names=("sample", "attribute"),
-                               attributes={"attributes": list(attributes)})
-        group.create_array("progress", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
-                           dimension_names=("chunk",))
-        group.create_group("directions")
-        group.create_group("tables")
-        group.attrs[META_KEY] = record
+        staged = staging.new_folder("create")
+        try:
+            _lay_out(zarr.open_group(str(staged), mode="w"), n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim,
+                     w_dim=w_dim, num_ws=num_ws, spaces=spaces, attributes=attributes, meta=meta)
+            staging.install(staged, Path(path.removeprefix("file://")).absolute())
+        except OSError as exc:
+            staging.discard(staged)
+            state = "the existing store is unchanged" if _exists(path) else "nothing was created"
+            raise write_failure(exc, f"the new store {path}", state, "run the command again") from exc
+        except BaseException:
+            staging.discard(staged)
+            raise
+        group = zarr.open_group(path, mode="r+")
         return cls(group, path, "r+")
 
     # ------------------------------------------------------------------ layout facts
@@ -205,8 +294,13 @@ class Store:
         for name, values in arrays.items():
             if values.shape[0] != expected:
                 raise ValueError(f"chunk {index}: {name} has {values.shape[0]} rows, expected {expected}")
-            self.array(name)[rows] = values
-        self.commit_chunk(index)
+        try:
+            for name, values in arrays.items():
+                self.array(name)[rows] = values
+            self.commit_chunk(index)
+        except OSError as exc:
+            raise write_failure(exc, f"chunk {index} of {self.path}", "the chunks committed before it are kept",
+                                "continue the run with --resume") from exc
 
     def commit_chunk(self, index: int) -> None:
         self.group["progress"][index] = 1
@@ -221,7 +315,10 @@ class Store:
 
     # ------------------------------------------------------------------ results
     def write_direction(self, method: str, name: str, values: np.ndarray, attrs: dict[str, Any]) -> zarr.Array:
-        """Write ``directions/<method>/<name>`` (k, d) with attrs; replaces an earlier result of that name."""
+        """Write ``directions/<method>/<name>`` (k, d) with attrs, all or nothing; replaces an earlier result.
+
+        Callers decide whether replacing is allowed (``engine.methods._common.require_new``).
+        """
         self._require_writable()
         values = np.asarray(values, dtype=np.float32)
         if values.ndim != 2:
@@ -230,12 +327,17 @@ class Store:
             raise ValueError(f"directions/{method}/{name} has non-finite values")
         if "space" not in attrs:
             raise ValueError("direction attrs must name the 'space' the directions live in")
-        parent = self.group.require_group("directions").require_group(method)
-        array = parent.create_array(name, shape=values.shape, dtype="float32", chunks=values.shape,
-                                    dimension_names=("component", f"{attrs['space']}_dim"),
-                                    attributes=_jsonable(attrs), overwrite=True)
-        array[...] = values
-        return array
+        _check_node_name(method)
+        _check_node_name(name)
+
+        def build(group: zarr.Group, key: str) -> None:
+            array = group.create_array(key, shape=values.shape, dtype="float32", chunks=values.shape,
+                                       dimension_names=("component", f"{attrs['space']}_dim"),
+                                       attributes=_jsonable(attrs))
+            array[...] = values
+
+        self.group.require_group("directions").require_group(method)
+        return self._replace(f"directions/{method}/{name}", build)
 
     def directions(self) -> list[str]:
         """All stored directions as 'method/name'."""
@@ -256,17 +358,58 @@ class Store:
 
     def write_table(self, name: str, values: np.ndarray, rows: Sequence[str], cols: Sequence[str],
                     attrs: dict[str, Any] | None = None) -> zarr.Array:
-        """Write ``tables/<name>`` (r, c) with row and column labels; replaces an earlier table."""
+        """Write ``tables/<name>`` (r, c) with row and column labels, all or nothing; replaces an earlier table."""
         self._require_writable()
         values = np.asarray(values, dtype=np.float32)
         if values.shape != (len(rows), len(cols)):
             raise ValueError(f"table {name}: values {values.shape} do not match {len(rows)} rows × {len(cols)} cols")
-        tables = self.group.require_group("tables")
-        array = tables.create_array(name, shape=values.shape, dtype="float32", chunks=values.shape,
-                                    dimension_names=(f"{name}_row", f"{name}_col"), overwrite=True,
-                                    attributes=_jsonable({"rows": list(rows), "cols": list(cols), **(attrs or {})}))
-        array[...] = values
-        return array
+        _check_node_name(name)
+
+        def build(group: zarr.Group, key: str) -> None:
+            array = group.create_array(key, shape=values.shape, dtype="float32", chunks=values.shape,
+                                       dimension_names=(f"{name}_row", f"{name}_col"),
+                                       attributes=_jsonable({"rows": list(rows), "cols": list(cols),
+                                                             **(attrs or {})}))
+            array[...] = values
+
+        self.group.require_group("tables")
+        return self._replace(f"tables/{name}", build)
+
+    def _replace(self, key: str, build: Callable[[zarr.Group, str], None]) -> zarr.Array:
+        """Build the array ``key`` complete in staging and put it in place in one step (``engine.atomic``)."""
+        if _is_remote(self.path):
+            # Object stores cannot rename: written in place, so a reader may see it half-written.
+            parent, _, leaf = key.rpartition("/")
+            if leaf in self.group[parent]:
+                del self.group[parent][leaf]
+            build(self.group[parent], leaf)
+            return self.array(key)
+        staging = Staging(self.path)
+        staged = staging.new_folder("write")
+        try:
+            build(zarr.open_group(str(staged), mode="w"), "result")
+            staging.install(staged / "result", Path(self.path.removeprefix("file://")).absolute() / key)
+        except OSError as exc:
+            raise write_failure(exc, f"{key} of {self.path}", "the store is unchanged",
+                                "run the command again") from exc
+        finally:
+            staging.discard(staged)
+        return self.array(key)
+
+    def recover(self) -> list[str]:
+        """Undo what a killed writer left: finish or drop its staged results, delete zarr's partial files.
+
+        Call while holding the store's lock (the engine's writers do); returns one line per repair.
+        """
+        self._require_writable()
+        if _is_remote(self.path):
+            return []
+        repairs = Staging(self.path).recover()
+        root = Path(self.path.removeprefix("file://"))
+        for partial in root.rglob("*.partial"):
+            partial.unlink(missing_ok=True)
+            repairs.append(f"removed {partial.relative_to(root)}")
+        return repairs
 
     def tables(self) -> list[str]:
         root = self.group.get("tables")
@@ -290,6 +433,40 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.path!r}, n={self.n}, chunk={self.chunk}, spaces={self.spaces})"
+
+
+def _lay_out(group: zarr.Group, *, n: int, chunk: int, n_chunks: int, z_dim: int, w_dim: int | None,
+             num_ws: int | None, spaces: Sequence[str], attributes: Sequence[str],
+             meta: dict[str, Any] | None) -> None:
+    """Create every array of an empty store in ``group``; the run metadata is written last."""
+    record = {
+        "schema": SCHEMA, "engine_version": engine_version(), "n": int(n), "chunk": int(chunk),
+        "n_chunks": int(n_chunks), "z_dim": int(z_dim), "w_dim": int(w_dim) if w_dim else None,
+        "num_ws": int(num_ws) if num_ws else None, "spaces": list(spaces), "attributes": list(attributes),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **(meta or {}),
+    }
+    latents = group.create_group("latents")
+    shapes = {"z": (n, z_dim), "w": (n, w_dim), "wp": (n, num_ws, w_dim)}
+    for space in spaces:
+        shape = shapes[space]
+        latents.create_array(space, shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
+                             fill_value=_float_fill(), dimension_names=LATENT_DIMS[space])
+    if attributes:
+        group.create_array("scores", shape=(n, len(attributes)), chunks=(chunk, len(attributes)),
+                           dtype="float32", fill_value=_float_fill(), dimension_names=("sample", "attribute"),
+                           attributes={"attributes": list(attributes)})
+    group.create_array("progress", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
+                       dimension_names=("chunk",))
+    group.create_group("directions")
+    group.create_group("tables")
+    group.attrs[META_KEY] = record
+
+
+def _check_node_name(name: str) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or name.endswith(".partial"):
+        raise ValueError(f"a stored name must be non-empty, without '/', not start with '.' nor end in "
+                         f"'.partial'; got {name!r}")
 
 
 def _check_positive(name: str, value: int) -> None:

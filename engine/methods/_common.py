@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from engine.lock import StoreLock
-from engine.store import Store, StoreError
+from engine.store import Store, StoreError, check_writable, warn_repairs
 
 
 def store_path(store: str | os.PathLike | Store) -> str:
@@ -34,7 +34,9 @@ def writing(store: str | os.PathLike | Store, purpose: str) -> Iterator[Store]:
     """Hold the store's lock and yield it opened for writing results."""
     path = store_path(store)
     with StoreLock(path, purpose=purpose):
-        yield Store.open(path, mode="r+")
+        opened = Store.open(path, mode="r+")
+        warn_repairs(path, opened.recover())
+        yield opened
 
 
 class ResultExistsError(StoreError):
@@ -42,11 +44,13 @@ class ResultExistsError(StoreError):
 
 
 def require_new(store: Store, paths: Sequence[str], overwrite: bool) -> None:
-    """Refuse, before any work, to replace stored results unless ``overwrite``.
+    """Refuse, before any work, to replace stored results unless ``overwrite``, or to compute results that a
+    read-only store could not keep.
 
     ``paths`` are store paths such as ``directions/interfacegan/age`` or ``tables/boundary_cosine``. Nothing in
     a store is replaced silently: the error names what exists and how to replace it.
     """
+    check_writable(store.path)
     if overwrite:
         return
     present = set(f"directions/{key}" for key in store.directions()) | set(f"tables/{t}" for t in store.tables())
