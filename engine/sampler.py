@@ -24,7 +24,7 @@ from engine.devices import resolve_device
 from engine.lock import StoreLock
 from engine.models.base import Generator, Predictor
 from engine.models.registry import load_generator, load_predictor
-from engine.store import Store, StoreError
+from engine.store import MAX_CHUNKS, Store, StoreError, _exists, _is_remote, store_state, warn_repairs
 
 DRAW_RECIPE = "numpy PCG64(SeedSequence(seed, spawn_key=(0, chunk_index))).standard_normal((chunk, z_dim), float32)[:rows]"
 _QUEUE_DEPTH = 2
@@ -33,8 +33,9 @@ _QUEUE_DEPTH = 2
 def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None = None) -> np.ndarray:
     """The z codes of chunk ``index``: a function of (seed, index, chunk, z_dim) only, identical everywhere."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(0, index))))
-    codes = rng.standard_normal((chunk, z_dim), dtype=np.float32)
-    return codes if rows is None else codes[:rows]
+    # The generator fills row after row, so the first ``rows`` rows of the chunk's draw are drawn alone:
+    # a short last chunk (or chunk > n) never allocates the full chunk.
+    return rng.standard_normal((chunk if rows is None else min(rows, chunk), z_dim), dtype=np.float32)
 
 
 def spaces_for(generator: Generator, requested: Sequence[str] | None) -> list[str]:
@@ -228,20 +229,17 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
     record = {"seed": int(seed), "generator": _spec_of(generator),
               "predictors": [_spec_of(P) for P in predictors], "draw": DRAW_RECIPE,
               "torch_version": torch.__version__}
-    if resume:
-        try:
-            store = Store.open(path, mode="r+")
-        except StoreError:
-            store = None
-        if store is not None:
-            expected = {"n": n, "chunk": chunk, "z_dim": generator.z_dim, "spaces": list(spaces),
-                        "attributes": attributes, **{k: record[k] for k in ("seed", "generator", "predictors")}}
-            for key, value in expected.items():
-                if store.meta.get(key) != value:
-                    raise StoreError(f"cannot resume {path}: it was sampled with {key}={store.meta.get(key)!r}, "
-                                     f"this run asks for {value!r}")
-            return store
-    elif overwrite:
+    if resume and _exists(path):
+        store = Store.open(path, mode="r+")          # a damaged or unfinished store says so, and how to redo it
+        expected = {"n": n, "chunk": chunk, "z_dim": generator.z_dim, "spaces": list(spaces),
+                    "attributes": attributes, **{k: record[k] for k in ("seed", "generator", "predictors")}}
+        for key, value in expected.items():
+            if store.meta.get(key) != value:
+                raise StoreError(f"cannot resume {path}: it was sampled with {key}={store.meta.get(key)!r}, "
+                                 f"this run asks for {value!r}")
+        warn_repairs(path, store.recover())
+        return store
+    if overwrite:
         _check_overwritable(path)
     return Store.create(path, n=n, chunk=chunk, z_dim=generator.z_dim,
                         w_dim=generator.w_dim if generator.has_mapping else None,
@@ -250,14 +248,13 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
 
 
 def _check_overwritable(path: str) -> None:
-    """--overwrite replaces stores only: never a folder that holds something else."""
-    from engine.store import _exists
-    if not _exists(path):
+    """--overwrite replaces stores (damaged or unfinished ones too), never a folder that holds something else."""
+    if _is_remote(path):
+        if _exists(path):
+            Store.open(path)
         return
-    try:
-        Store.open(path)
-    except StoreError:
-        raise StoreError(f"refusing to overwrite {path}: it exists and is not a latent-engine store") from None
+    if store_state(path) == "foreign":
+        raise StoreError(f"refusing to overwrite {path}: it exists and is not a latent-engine store")
 
 
 def sample(path: str, generator: str | Generator, predictors: Sequence[str | Predictor] = (), *, n: int,
@@ -277,8 +274,14 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     for name, value in (("n", n), ("chunk", chunk), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other")
+        raise ValueError("resume and overwrite exclude each other")
+    chunk = min(int(chunk), int(n))      # a chunk beyond n would only be a larger empty zarr chunk
+    if -(-n // chunk) > MAX_CHUNKS:
+        raise ValueError(f"n={n} in chunks of {chunk} makes {-(-n // chunk)} chunks; a store holds at most "
+                         f"{MAX_CHUNKS}: use chunks of at least {-(-n // MAX_CHUNKS)} rows")
     path = str(path)
     distributed = workers is not None or scheduler is not None or gpus is not None
     if distributed and not (isinstance(generator, str) and all(isinstance(p, str) for p in predictors)):
