@@ -1,13 +1,19 @@
 """The ``latent-engine`` command line: thin commands that parse, call the library and print.
 
 Each area of the tool keeps its commands in its own module here; ``COMMAND_MODULES`` lists them. User
-mistakes (ValueError and its kin from the library) become a one-line ``Error: ...`` and exit status 1;
-set LATENT_ENGINE_DEBUG=1 to see the traceback instead.
+mistakes (ValueError and its kin from the library) and what the machine refuses (a full disk, a read-only file
+system, too little memory) become a one-line ``Error: ...`` and exit status 1. Anything else is a bug in
+latent-engine: a one-line message says so and where its traceback was saved, with exit status 70
+(EX_SOFTWARE). Set LATENT_ENGINE_DEBUG=1 to see every traceback instead.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import importlib
 import os
+import sys
+import tempfile
+import traceback
 import warnings
 
 import click
@@ -16,7 +22,33 @@ from engine import __version__
 from engine.lock import LockError
 
 COMMAND_MODULES = ["engine.cli.sampling", "engine.cli.methods", "engine.cli.cluster", "engine.cli.showcase"]
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, LockError)
+USER_ERRORS = (ValueError, OSError, LockError)
+BUG_EXIT_STATUS = 70
+
+
+class BugReport(click.ClickException):
+    """An unplanned exception: reported as a bug in one line, its traceback saved to a file."""
+
+    exit_code = BUG_EXIT_STATUS
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return ("out of memory" + (f" ({exc})" if str(exc) else "") +
+                "; lower --batch or --chunk, or run on a machine with more memory")
+    message = str(exc)
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, (FileNotFoundError, PermissionError)):
+        message = f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
+def _save_traceback(exc: BaseException) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, path = tempfile.mkstemp(prefix=f"latent-engine-bug-{stamp}-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"latent-engine {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv)}\n\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
 
 
 class EngineGroup(click.Group):
@@ -27,11 +59,16 @@ class EngineGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except USER_ERRORS as exc:
+        except (*USER_ERRORS, MemoryError) as exc:
             if os.environ.get("LATENT_ENGINE_DEBUG"):
                 raise
-            message = str(exc)
-            raise click.ClickException(message.splitlines()[0] if message else type(exc).__name__) from None
+            raise click.ClickException(_one_line(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - anything unplanned is a bug, reported as one
+            if os.environ.get("LATENT_ENGINE_DEBUG"):
+                raise
+            path = _save_traceback(exc)
+            raise BugReport(f"a bug in latent-engine ({type(exc).__name__}: {_one_line(exc)}); the traceback is in "
+                            f"{path}; please report it (LATENT_ENGINE_DEBUG=1 shows it here)") from None
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001

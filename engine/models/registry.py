@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -79,6 +80,8 @@ def _resolve(spec: str, builtins: dict[str, str], kind: str) -> tuple[Callable[.
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SpecError(f"{kind} {spec!r}: cannot import {module_name!r} ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: say where
+        raise SpecError(f"{kind} {spec!r}: importing {module_name!r} raised {_describe(exc)}") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise SpecError(f"{kind} {spec!r}: {module_name!r} has no callable {attr!r}")
@@ -95,6 +98,18 @@ def _call(factory: Callable[..., Any], options: str, spec: str, kind: str, **con
         return factory(*args, **kwargs)
     except TypeError as exc:
         raise SpecError(f"{kind} {spec!r}: bad options ({exc})") from exc
+    except (SpecError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a factory that fails is the model's problem, not a bug here
+        raise SpecError(f"{kind} {spec!r}: its factory raised {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """'SyntaxError: invalid syntax (mod.py, line 3)' / 'RuntimeError: message', on one line."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({Path(exc.filename or '?').name}, line {exc.lineno})"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def load_generator(spec: str, device: str | torch.device = "cpu") -> Generator:
