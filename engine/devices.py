@@ -24,3 +24,15 @@ def resolve_device(choice: str | torch.device = "auto") -> torch.device:
     if index >= torch.cuda.device_count():
         raise ValueError(f"--device {choice}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device("cuda", index)
+
+
+#: Rows per generator call when the user names none, by device type. On CPU the activations of a small batch
+#: stay in cache and a large one is slower (benchmarks/README.md, "sampler batch"); a GPU needs large batches
+#: to fill its cores.
+DEFAULT_BATCH = {"cpu": 64, "cuda": 256}
+
+
+def default_batch(device: torch.device | str) -> int:
+    """The default ``--batch`` for ``device`` (see ``DEFAULT_BATCH``)."""
+    kind = torch.device(device).type if not isinstance(device, torch.device) else device.type
+    return DEFAULT_BATCH.get(kind, DEFAULT_BATCH["cpu"])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from engine.allocator import retain_freed_memory
-from engine.devices import resolve_device
+from engine.devices import default_batch, resolve_device
 from engine.lock import StoreLock
 from engine.models.base import Generator, Predictor
 from engine.models.registry import load_generator, load_predictor
@@ -258,7 +258,7 @@ def _check_overwritable(path: str) -> None:
 
 
 def sample(path: str, generator: str | Generator, predictors: Sequence[str | Predictor] = (), *, n: int,
-           seed: int = 0, chunk: int = 4096, batch: int = 256, device: str | torch.device = "auto",
+           seed: int = 0, chunk: int = 4096, batch: int | None = None, device: str | torch.device = "auto",
            spaces: Sequence[str] | None = None, resume: bool = False, overwrite: bool = False,
            progress: bool = True, workers: int | None = None, scheduler: str | None = None,
            gpus: str | Sequence[int] | None = None) -> Store:
@@ -267,11 +267,12 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     ``generator`` and ``predictors`` are SPEC strings (see ``engine.models.registry``) or model objects.
     Exactly one of a fresh path, ``resume`` (continue an interrupted run) or ``overwrite`` applies.
     ``workers``, ``scheduler`` or ``gpus`` spread the chunks over a Dask cluster (``engine.distributed``);
-    the store is identical either way.
+    the store is identical either way. ``batch`` (rows per generator call) defaults by device type
+    (``engine.devices.DEFAULT_BATCH``); it changes speed and memory, never the codes.
     """
     from engine.progress import progress_bar
 
-    for name, value in (("n", n), ("chunk", chunk), ("batch", batch)):
+    for name, value in (("n", n), ("chunk", chunk), ("batch", 1 if batch is None else batch)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -291,6 +292,8 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         validate_cluster_flags(workers, scheduler, gpus)      # bad flags fail before anything is written
     retain_freed_memory()  # batch after batch reuses the same buffers: see engine.allocator
     dev = resolve_device(device)
+    if batch is None:
+        batch = default_batch("cuda" if gpus is not None else dev)
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
     Ps = [load_predictor(p, G, dev) if isinstance(p, str) else p for p in predictors]
     chosen = spaces_for(G, spaces)
