@@ -337,15 +337,19 @@ def query(store: str | os.PathLike | Store, codes: np.ndarray, *, space: str | N
     Distances are squared L2 for an ``l2`` index and inner products for an ``ip`` one (``index_record``'s
     ``metric``). Refuses an index that does not match the store (see ``index_record``).
     """
+    import faiss
+
     from engine.methods.ganspace import resolve_array
 
     reader = Store.open(store.path if isinstance(store, Store) else str(store))
     _, space = resolve_array(reader, space)
     record = index_record(reader, space)
     index = _read_index(index_path(reader.path, space), reader, space)
-    if index.ntotal != reader.n or index.d != record["dim"]:
+    metric = {faiss.METRIC_L2: "l2", faiss.METRIC_INNER_PRODUCT: "ip"}.get(index.metric_type)
+    if (index.ntotal, index.d, metric) != (reader.n, record["dim"], record["metric"]):
         raise StoreError(f"the index {index_path(reader.path, space)} holds {index.ntotal} codes of {index.d} "
-                         f"values, not the store's {reader.n}; {_rerun(reader, space)}")
+                         f"values ({metric}), not what its record says ({reader.n} of {record['dim']}, "
+                         f"{record['metric']}); {_rerun(reader, space)}")
     codes = np.ascontiguousarray(np.asarray(codes, np.float32).reshape(len(codes), -1))
     if codes.ndim != 2 or codes.shape[1] != index.d:
         raise ValueError(f"query codes must have {index.d} values each (the indexed {space} codes); got shape "

@@ -258,6 +258,7 @@ def test_query_refuses_an_index_of_a_store_that_changed(files):
     ("truncate", "is 200 bytes but was written as"),
     ("record", "has no readable record of the store it was built from"),
     ("garbage", "cannot read the faiss index"),
+    ("swapped", "holds 1000 codes of 8 values (ip), not what its record says (1000 of 8, l2)"),
 ])
 def test_a_damaged_index_is_a_one_line_error(files, damage, message):
     from engine.interop import build_index, record_path
@@ -270,8 +271,12 @@ def test_a_damaged_index_is_a_one_line_error(files, damage, message):
         open(index, "wb").write(content[:200])
     elif damage == "record":
         record_path(store.path, "z").write_text('{"store": ')
-    else:                                          # same size, unreadable: faiss's own read error
+    elif damage == "garbage":                      # same size, unreadable: faiss's own read error
         open(index, "wb").write(b"\0" * len(content))
+    else:                                          # another build's index (same size) beside this record
+        record = record_path(store.path, "z").read_text()
+        build_index(store.path, metric="ip")
+        record_path(store.path, "z").write_text(record)
     assert message in _one_line_error(invoke("query", store.path, "--row", "0", "-k", "2"))
 
 
