@@ -9,8 +9,8 @@
   for a decomposition of the latents themselves (StyleGAN's W): the components fill both the activation
   (``act_*``) and the latent (``lat_*``) slots. With S = (1, *row shape) (``(1, d)``; ``(1, L, d)`` for wp):
   ``act_comp``/``lat_comp`` (k, *S) unit rows, ``act_mean``/``lat_mean`` S, ``act_stdev``/``lat_stdev`` (k,)
-  (√ explained variance), ``var_ratio`` (k,), ``random_stdevs`` (k,): the spread of the first ≤5,000
-  centred codes along k random unit directions (GANSpace's normal draw with its seed 2), its baseline.
+  (√ explained variance), ``var_ratio`` (k,), and ``random_stdevs`` (k,), GANSpace's random baseline: the
+  spread of the first ≤5,000 centred codes along k random unit directions (its normal draw, seed 2).
 * Every file is written under a temporary name in ``outdir`` and renamed when complete: an interrupted
   export leaves the previous file or none, never a half-written one.
 * ``import_interfacegan(codes, scores, store)``: a store from InterFaceGAN's files, read memory-mapped and
