@@ -4,19 +4,34 @@
   direction (what InterFaceGAN's ``edit.py`` loads), ``<space>.npy`` codes per stored space and
   ``<attr>_scores.npy`` (N, 1) per attribute (what its ``train_boundary.py`` loads). Arrays are written
   through ``np.lib.format.open_memmap`` chunk by chunk, so no full copy is held in RAM.
-* ``export_ganspace(store, outdir)``: ``<space>_ganspace.npz`` per GANSpace direction set with GANSpace's
-  keys ``lat_comp`` (k, 1, d), ``lat_mean`` (1, d), ``lat_stdev`` (k,), ``var_ratio`` (k,).
+* ``export_ganspace(store, outdir)``: ``<space>_ganspace.npz`` per GANSpace direction set, with every key
+  GANSpace's ``visualize.py`` and ``interactive.py`` read, float32, as its ``decomposition.py`` writes them
+  for a decomposition of the latents themselves (StyleGAN's W): the components fill both the activation
+  (``act_*``) and the latent (``lat_*``) slots. With S = (1, *row shape) (``(1, d)``; ``(1, L, d)`` for wp):
+  ``act_comp``/``lat_comp`` (k, *S) unit rows, ``act_mean``/``lat_mean`` S, ``act_stdev``/``lat_stdev`` (k,)
+  (√ explained variance), ``var_ratio`` (k,), and ``random_stdevs`` (k,), GANSpace's random baseline: the
+  spread of the first ≤5,000 centred codes along k random unit directions (its normal draw, seed 2).
+* Every file is written under a temporary name in ``outdir`` and renamed when complete: an interrupted
+  export leaves the previous file or none, never a half-written one.
 * ``import_interfacegan(codes, scores, store)``: a store from InterFaceGAN's files, read memory-mapped and
   written chunk by chunk (codes become ``latents/z``; the store records where they came from).
 * ``build_index(store)`` / ``query(store, codes)``: an exact faiss index (``IndexFlatL2`` or ``IndexFlatIP``) over
   stored codes, filled chunk by chunk and saved beside the store as ``<store>.<space>.faiss``; row ids are the
-  store's row numbers. (faiss keeps the vectors it indexes in memory: d·4 bytes per row.)
+  store's row numbers. (faiss keeps the vectors it indexes in memory: d·4 bytes per row.) The index is
+  renamed into place when complete, then ``<store>.<space>.faiss.json`` records the store it was built
+  from (created time, n, array, hashes of the array's first and last chunk) and the index file's size;
+  ``query`` refuses an index whose record is missing or does not match the store and file as they are now.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
 import numpy as np
 
 from engine.store import Store, StoreError
@@ -37,6 +52,24 @@ def _open_npy(path: str | os.PathLike, what: str) -> np.ndarray:
     return array
 
 
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside ``path``; when the block ends without error, move it onto ``path``.
+
+    A reader of ``path`` sees the previous file or the complete new one, never a partial one; on an error
+    the temporary file is removed.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
 # ------------------------------------------------------------------------------------------------ export
 def export(store: str | os.PathLike | Store, outdir: str | os.PathLike, *, format: str = "interfacegan") -> list[str]:
     """Write the store's results in another tool's format into ``outdir``; returns the files written."""
@@ -47,6 +80,7 @@ def export(store: str | os.PathLike | Store, outdir: str | os.PathLike, *, forma
 
 
 def export_interfacegan(reader: Store, outdir: str | os.PathLike) -> list[str]:
+    """InterFaceGAN's files of ``reader`` in ``outdir`` (see the module docstring); returns the paths written."""
     directions = [k for k in reader.directions() if k.startswith("interfacegan/")]
     reader.require_complete()
     out = Path(outdir)
@@ -58,48 +92,92 @@ def export_interfacegan(reader: Store, outdir: str | os.PathLike) -> list[str]:
             continue
         space = attrs.get("space", "z") + ("" if attrs.get("layer") is None else f"{attrs['layer']}")
         path = out / f"{key.split('/', 1)[1]}_{space}_boundary.npy"
-        np.save(path, values.astype(np.float32))
+        with _replacing(path) as temporary, open(temporary, "wb") as handle:
+            np.save(handle, values.astype(np.float32))
         written.append(str(path))
     for space in reader.spaces:
         array = reader.latent_array(space)
         path = out / f"{space}.npy"
-        target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=array.shape)
-        for rows, block in reader.iter_rows(f"latents/{space}"):
-            target[rows] = block
-        target.flush()
-        del target
+        with _replacing(path) as temporary:
+            target = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=array.shape)
+            for rows, block in reader.iter_rows(f"latents/{space}"):
+                target[rows] = block
+            target.flush()
+            del target
         written.append(str(path))
     if reader.attributes:
-        targets = {}
-        for name in reader.attributes:
-            path = out / f"{name}_scores.npy"
-            targets[name] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(reader.n, 1))
-            written.append(str(path))
-        for rows, block in reader.iter_rows("scores"):
-            for j, name in enumerate(reader.attributes):
-                targets[name][rows, 0] = block[:, j]
-        for target in targets.values():
-            target.flush()
+        paths = [out / f"{name}_scores.npy" for name in reader.attributes]
+        with contextlib.ExitStack() as stack:
+            temporaries = [stack.enter_context(_replacing(path)) for path in paths]
+            targets = [np.lib.format.open_memmap(t, mode="w+", dtype=np.float32, shape=(reader.n, 1))
+                       for t in temporaries]
+            for rows, block in reader.iter_rows("scores"):
+                for j, target in enumerate(targets):
+                    target[rows, 0] = block[:, j]
+            for target in targets:
+                target.flush()
+            del targets, target
+        written += [str(path) for path in paths]
     return written
 
 
 def export_ganspace(reader: Store, outdir: str | os.PathLike) -> list[str]:
+    """GANSpace's ``.npz`` of each ``directions/ganspace/*`` in ``outdir`` (keys: module docstring)."""
     keys = [k for k in reader.directions() if k.startswith("ganspace/")]
     if not keys:
         raise StoreError(f"{reader.path} has no GANSpace directions; run `latent-engine pca {reader.path}` first")
+    reader.require_complete()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for key in keys:
         values, attrs = reader.read_direction(key)
-        k, d = values.shape
-        mean = np.asarray(attrs.get("mean"), np.float32).reshape(1, d)
-        stdev = np.asarray(attrs.get("stdev") or np.sqrt(attrs["explained_variance"]), np.float32)
         path = out / f"{key.split('/', 1)[1]}_ganspace.npz"
-        np.savez(path, lat_comp=values.reshape(k, 1, d).astype(np.float32), lat_mean=mean,
-                 lat_stdev=stdev[:k], var_ratio=np.asarray(attrs["explained_variance_ratio"], np.float32)[:k])
+        with _replacing(path) as temporary, open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **ganspace_arrays(reader, key, values, attrs))
         written.append(str(path))
     return written
+
+
+RANDOM_DIRECTIONS_SEED = 2        # GANSpace's SEED_RANDOM_DIRS: the same random baseline as its own files
+RANDOM_DIRECTIONS_ROWS = 5000     # GANSpace measures the random baseline on at most this many samples
+
+
+def ganspace_arrays(reader: Store, key: str, values: np.ndarray, attrs: dict) -> dict[str, np.ndarray]:
+    """The eight float32 arrays of GANSpace's component file for the direction set ``key`` of ``reader``."""
+    k, dim = values.shape
+    path = attrs.get("array") or f"latents/{attrs.get('space', 'w')}"
+    if path not in [f"latents/{s}" for s in reader.spaces]:
+        raise StoreError(f"directions/{key} was computed from {path}, which {reader.path} does not store")
+    sample_shape = (1, *reader.array(path).shape[1:])
+    if int(np.prod(sample_shape)) != dim:
+        raise StoreError(f"directions/{key} has {dim} values per component but {path} has {sample_shape[1:]}")
+    mean = np.asarray(attrs["mean"], np.float64).reshape(dim)
+    stdev = np.asarray(attrs.get("stdev") or np.sqrt(attrs["explained_variance"]), np.float32)[:k]
+    components = values.reshape(k, *sample_shape)          # PCA's rows are unit already, as GANSpace's are
+    return {name: np.ascontiguousarray(value, np.float32) for name, value in {
+        "act_comp": components, "act_mean": mean.reshape(sample_shape), "act_stdev": stdev,
+        "lat_comp": components, "lat_mean": mean.reshape(sample_shape), "lat_stdev": stdev,
+        "var_ratio": np.asarray(attrs["explained_variance_ratio"])[:k],
+        "random_stdevs": random_stdevs(reader, path, mean, k)}.items()}
+
+
+def random_stdevs(reader: Store, path: str, mean: np.ndarray, k: int, block: int = 256) -> np.ndarray:
+    """Std of the first ≤5,000 codes of ``path``, centred on ``mean``, along ``k`` random unit directions.
+
+    The directions are GANSpace's: rows of a standard normal draw (numpy ``RandomState``, seed 2), normalised;
+    drawn ``block`` rows at a time (the same stream) so memory stays O(block × d).
+    """
+    dim = mean.size
+    rows = min(RANDOM_DIRECTIONS_ROWS, reader.n)
+    codes = np.asarray(reader.array(path)[:rows], np.float64).reshape(rows, dim) - mean
+    generator = np.random.RandomState(RANDOM_DIRECTIONS_SEED)
+    stdevs = []
+    for start in range(0, k, block):
+        directions = generator.normal(size=(min(block, k - start), dim))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        stdevs.append((codes @ directions.T).std(axis=0))
+    return np.concatenate(stdevs)
 
 
 # ------------------------------------------------------------------------------------------------ import
@@ -163,8 +241,28 @@ def index_path(store_path: str, space: str) -> Path:
     return base.with_name(f"{base.name}.{space}.faiss")
 
 
+def record_path(store_path: str, space: str) -> Path:
+    """The index's record of the store it was built from: ``<index>.json``."""
+    path = index_path(store_path, space)
+    return path.with_name(path.name + ".json")
+
+
+def store_fingerprint(reader: Store, path: str) -> dict:
+    """What identifies the rows of ``path`` in ``reader``: created time, n, array, first/last chunk hashes."""
+    def digest(index: int) -> str:
+        block = np.ascontiguousarray(reader.array(path)[reader.chunk_rows(index)], np.float32)
+        return hashlib.sha256(block.tobytes()).hexdigest()
+
+    return {"created": reader.meta.get("created"), "n": reader.n, "array": path,
+            "first_chunk_sha256": digest(0), "last_chunk_sha256": digest(reader.n_chunks - 1)}
+
+
 def build_index(store: str | os.PathLike | Store, *, array: str | None = None, metric: str = "l2") -> dict:
-    """Index the codes of ``array`` (default latents/w if stored, else latents/z; wp flattened) with faiss."""
+    """Index the codes of ``array`` (default latents/w if stored, else latents/z; wp flattened) with faiss.
+
+    The index file is complete before it takes its name; its record (``record_path``) is written after it.
+    Returns path, rows, dim, metric and array.
+    """
     import faiss
 
     from engine.methods.ganspace import resolve_array
@@ -180,25 +278,78 @@ def build_index(store: str | os.PathLike | Store, *, array: str | None = None, m
     index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
     for _, block in reader.iter_rows(path):
         index.add(np.ascontiguousarray(block.reshape(block.shape[0], -1), dtype=np.float32))
-    out = index_path(reader.path, space)
-    faiss.write_index(index, str(out))
-    return {"path": str(out), "rows": int(index.ntotal), "dim": d, "metric": metric, "array": path}
+    out, record = index_path(reader.path, space), record_path(reader.path, space)
+    result = {"path": str(out), "rows": int(index.ntotal), "dim": d, "metric": metric, "array": path}
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record)           # between the two renames the index has no record: refused, not trusted
+    with _replacing(out) as temporary:
+        faiss.write_index(index, str(temporary))
+    with _replacing(record) as temporary:
+        temporary.write_text(json.dumps({**result, "index_bytes": out.stat().st_size,
+                                         "store": store_fingerprint(reader, path)}, indent=2) + "\n")
+    return result
+
+
+def _rerun(reader: Store, space: str) -> str:
+    return f"run `latent-engine index {reader.path} --array latents/{space}` again"
+
+
+def index_record(reader: Store, space: str) -> dict:
+    """The record of ``space``'s index, checked against the store and the index file as they are now.
+
+    Raises FileNotFoundError without an index, StoreError when the record is missing, unreadable or stale.
+    """
+    path, record_file = index_path(reader.path, space), record_path(reader.path, space)
+    if not path.exists():
+        raise FileNotFoundError(f"no index {path}; build it with `latent-engine index {reader.path} --array "
+                                f"latents/{space}`")
+    try:
+        record = json.loads(record_file.read_text())
+        built_from = record["store"]
+        array, size = built_from["array"], int(record["index_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StoreError(f"the index {path} has no readable record of the store it was built from "
+                         f"({record_file.name}); {_rerun(reader, space)}") from None
+    if size != path.stat().st_size:
+        raise StoreError(f"the index {path} is {path.stat().st_size} bytes but was written as {size}: it is "
+                         f"damaged; {_rerun(reader, space)}")
+    if array not in [f"latents/{s}" for s in reader.spaces] or store_fingerprint(reader, array) != built_from:
+        raise StoreError(f"the index {path} is stale: it was built from {reader.path} as created "
+                         f"{built_from.get('created')} with {built_from.get('n')} rows, and the store has "
+                         f"changed since; {_rerun(reader, space)}")
+    return record
+
+
+def _read_index(path: Path, reader: Store, space: str):
+    import faiss
+
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        detail = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(exc).strip().splitlines()[0])
+        raise StoreError(f"cannot read the faiss index {path} ({detail}); {_rerun(reader, space)}") from None
 
 
 def query(store: str | os.PathLike | Store, codes: np.ndarray, *, space: str | None = None,
           k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest stored rows of each code (n, d): (distances (n, k), row numbers (n, k))."""
+    """The ``k`` nearest stored rows of each code (n, d): (distances (n, k), row numbers (n, k)).
+
+    Distances are squared L2 for an ``l2`` index and inner products for an ``ip`` one (``index_record``'s
+    ``metric``). Refuses an index that does not match the store (see ``index_record``).
+    """
     import faiss
 
     from engine.methods.ganspace import resolve_array
 
     reader = Store.open(store.path if isinstance(store, Store) else str(store))
     _, space = resolve_array(reader, space)
-    path = index_path(reader.path, space)
-    if not path.exists():
-        raise FileNotFoundError(f"no index {path}; build it with `latent-engine index {reader.path} --array "
-                                f"latents/{space}`")
-    index = faiss.read_index(str(path))
+    record = index_record(reader, space)
+    index = _read_index(index_path(reader.path, space), reader, space)
+    metric = {faiss.METRIC_L2: "l2", faiss.METRIC_INNER_PRODUCT: "ip"}.get(index.metric_type)
+    if (index.ntotal, index.d, metric) != (reader.n, record["dim"], record["metric"]):
+        raise StoreError(f"the index {index_path(reader.path, space)} holds {index.ntotal} codes of {index.d} "
+                         f"values ({metric}), not what its record says ({reader.n} of {record['dim']}, "
+                         f"{record['metric']}); {_rerun(reader, space)}")
     codes = np.ascontiguousarray(np.asarray(codes, np.float32).reshape(len(codes), -1))
     if codes.ndim != 2 or codes.shape[1] != index.d:
         raise ValueError(f"query codes must have {index.d} values each (the indexed {space} codes); got shape "
@@ -210,4 +361,4 @@ def query(store: str | os.PathLike | Store, codes: np.ndarray, *, space: str | N
 
 
 __all__ = ["export", "export_interfacegan", "export_ganspace", "import_interfacegan", "build_index", "query",
-           "FORMATS"]
+           "index_record", "FORMATS"]

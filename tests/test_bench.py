@@ -22,18 +22,28 @@ def test_each_variant_measures_the_same_work(variant):
     assert result["gpu_peak_mb"] is None
 
 
-def test_bench_command_compares_variants_in_their_own_processes(tmp_path):
+def test_bench_command_compares_variants_in_their_own_processes(tmp_path, monkeypatch):
+    """--json prints the results (stdout holds JSON only) like every other command; --out writes the file."""
     path = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, ["bench", "--generator", PLANTED_SMALL, "--predictor", "planted", "-n", "300",
-                                      "--batch", "100", "--chunk", "100", "--device", "cpu", "--json", str(path)])
+    args = ["bench", "--generator", PLANTED_SMALL, "--predictor", "planted", "-n", "300", "--batch", "100",
+            "--chunk", "100", "--device", "cpu"]
+    result = CliRunner().invoke(cli, [*args, "--json", "--out", str(path)])
     assert result.exit_code == 0, result.output
-    assert "vs bare" in result.output and "engine" in result.output
-    payload = json.loads(path.read_text())   # each variant ran in its own process (bench.compare)
+    payload = json.loads(result.stdout)      # each variant ran in its own process (bench.compare)
+    assert payload == json.loads(path.read_text()) and result.stderr.strip() == f"wrote {path}"
     results = {r["variant"]: r for r in payload["results"]}
     assert list(results) == ["bare", "engine"] and results["bare"]["ratio_to_bare"] == 1.0
+    assert all(type(r["samples_per_s"]) is float and r["samples_per_s"] > 0 for r in results.values())
     assert results["engine"]["ratio_to_bare"] == pytest.approx(
         results["engine"]["samples_per_s"] / results["bare"]["samples_per_s"], rel=1e-2, abs=1e-3)  # 3 decimals
     assert payload["openblas_coretype"]
+    monkeypatch.setattr(bench, "compare", lambda *a, **k: payload)        # the table of the same figures
+    table = CliRunner().invoke(cli, args)
+    assert table.exit_code == 0, table.output
+    engine_row = next(line for line in table.stdout.splitlines() if line.startswith("engine"))
+    assert "vs bare" in table.stdout and f"{results['engine']['ratio_to_bare']:.4g}" in engine_row.split()
+    old_form = CliRunner().invoke(cli, [*args, "--json", str(path)])   # --json no longer takes a file
+    assert old_form.exit_code == 2 and "unexpected extra argument" in old_form.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -56,7 +66,8 @@ def test_kernel_benchmarks_are_found_beside_the_package_or_named_missing(tmp_pat
     (tmp_path / "benchmarks" / "bench_kernels.py").write_text(
         "def run(quick):\n    return [{'kernel': 'pca', 'quick': quick, 'ratio': 2.0}]\n")
     out = tmp_path / "k.json"
-    result = CliRunner().invoke(cli, ["bench", "--kernels", "--quick", "--json", str(out)])
+    result = CliRunner().invoke(cli, ["bench", "--kernels", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "pca" in result.output
     assert json.loads(out.read_text()) == {"kernels": [{"kernel": "pca", "quick": True, "ratio": 2.0}]}
+

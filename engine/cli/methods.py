@@ -264,7 +264,11 @@ Examples:
 @click.option("--metric", type=click.Choice(["l2", "ip"]), default="l2", help="Exact L2 or inner-product index.")
 @json_option
 def index(store: str, array: str | None, metric: str, as_json: bool) -> None:
-    """Build an exact faiss index over stored codes, saved beside the store as <store>.<space>.faiss."""
+    """Build an exact faiss index over stored codes, saved beside the store as <store>.<space>.faiss.
+
+    A record of the store it indexes is kept beside it (<store>.<space>.faiss.json); `query` refuses the
+    index once the store no longer matches it.
+    """
     from engine.interop import build_index
 
     result = build_index(store, array=array, metric=metric)
@@ -279,6 +283,10 @@ def index(store: str, array: str | None, metric: str, as_json: bool) -> None:
 Examples:
   latent-engine query run.zarr --row 17 -k 5
   latent-engine query run.zarr --codes my_w.npy --array latents/w --json
+
+\b
+Distances are squared L2 (smaller is nearer) for an index built with --metric l2, inner products (larger
+is nearer) for --metric ip. An index the store no longer matches (re-sampled, overwritten) is refused.
 """)
 @click.argument("store")
 @click.option("--row", "rows", type=int, multiple=True, help="Query with the store's own code at this row (repeatable).")
@@ -290,28 +298,33 @@ def query(store: str, rows: tuple[int, ...], codes: str | None, array: str | Non
     """Nearest stored codes of each query (faiss index built by `latent-engine index`)."""
     import numpy as np
 
-    from engine.interop import _open_npy, query as run
+    from engine.interop import _open_npy, index_record, query as run
     from engine.methods.ganspace import resolve_array
     from engine.store import Store
 
     if bool(rows) == (codes is not None):
         raise ValueError("query needs exactly one of --row I (repeatable) or --codes FILE.npy")
+    reader = Store.open(store)
+    path, space = resolve_array(reader, array)
+    record = index_record(reader, space)
     if codes is not None:
         queries = np.asarray(_open_npy(codes, "codes"))
     else:
-        reader = Store.open(store)
-        path, _ = resolve_array(reader, array)
         bad = [r for r in rows if not 0 <= r < reader.n]
         if bad:
             raise ValueError(f"--row {bad[0]} is outside the store's {reader.n} rows")
         queries = np.stack([reader.array(path)[r] for r in rows])
-    distances, found = run(store, queries, space=array, k=k)
+    distances, found = run(reader, queries, space=space, k=k)
+    measure, symbol, nearer = (("squared L2 distance", "d²", "smaller") if record["metric"] == "l2"
+                               else ("inner product", "ip", "larger"))
+    labels = [f"row {r}" for r in rows] if rows else [f"code {q}" for q in range(len(queries))]
     if as_json:
-        echo_json({"rows": found.tolist(), "distances": distances.tolist()})
+        echo_json({"array": path, "metric": record["metric"], "distance": measure, "queries": labels,
+                   "rows": found, "distances": distances})
         return
-    for q, (d, f) in enumerate(zip(distances, found)):
-        label = f"row {rows[q]}" if rows else f"code {q}"
-        click.echo(f"{label}: " + ", ".join(f"{int(i)} ({float(x):.4g})" for i, x in zip(f, d)))
+    click.echo(f"nearest stored rows of {path} by {measure} {symbol} ({nearer} is nearer)")
+    for label, d, f in zip(labels, distances, found):
+        click.echo(f"{label}: " + ", ".join(f"{int(i)} ({symbol}={float(x):.4g})" for i, x in zip(f, d)))
 
 
 COMMANDS = [boundaries, condition, edit, sefa, pca, correlate, export, import_interfacegan, index, query]

@@ -2,15 +2,54 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import PurePath
 from typing import Any
 
 import click
+import numpy as np
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 
 
 def echo_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, default=str))
+    """Print ``payload`` as JSON: numpy arrays and scalars as JSON numbers in full, NaN/±inf as null.
+
+    Only JSON's own types, numpy arrays/scalars and paths are accepted; anything else raises TypeError
+    (a payload the command did not mean to print is a bug, not a string).
+    """
+    click.echo(json.dumps(to_json(payload), indent=2, allow_nan=False))
+
+
+def to_json(value: Any, where: str = "payload") -> Any:
+    """``value`` as plain JSON types (dict, list, str, int, float, bool, None); ``where`` names it in errors."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_key(k, where): to_json(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{where}: cannot print a numpy array of dtype {value.dtype} as JSON")
+        return to_json(value.tolist(), where)
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return to_json(value.item(), where)
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{where}: cannot print {type(value).__name__} as JSON")
+
+
+def _key(key: Any, where: str) -> str | int | float | bool | None:
+    if isinstance(key, np.generic):
+        key = key.item()
+    if isinstance(key, (str, int, float, bool)) or key is None:
+        return key
+    raise TypeError(f"{where}: cannot use a {type(key).__name__} key in JSON")
 
 
 def echo_table(rows: list[list[Any]], headers: list[str]) -> None:
