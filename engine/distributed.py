@@ -2,17 +2,12 @@
 
 Dask only orchestrates (the dask-ml way): every task is a pure module-level function of plain arguments.
 
-* ``sample_chunk(store_path, index, generator_spec, predictor_specs, ...)`` draws the codes of one chunk
-  (``engine.sampler.draw_codes``: the chunk-seed contract), runs them through a ``ChunkComputer`` and writes
-  and commits them with ``Store.write_chunk``. The worker builds the models once per (generator spec,
-  predictor specs, device, batch, spaces) and keeps them in a small module-level cache for the next chunks.
-  Writes are idempotent (a redone chunk overwrites the same rows with the same values), so a chunk whose
-  worker died half-way through is simply computed again elsewhere: Dask reschedules the tasks of a dead worker
-  (up to ``distributed.scheduler.allowed-failures`` deaths per task; ``ALLOWED_FAILURES`` on the clusters this
-  module starts) and retries tasks that raised (``RETRIES``, for transient I/O errors on shared stores).
-* ``run_distributed(...)`` is what ``engine.sampler.sample`` calls for ``--workers/--scheduler/--gpus``
-  (holding the store lock): it submits the pending chunks and reports each commit to ``on_chunk`` as it
-  lands, so one progress bar covers all workers.
+* Chunked jobs (sampling and others) run on a cluster through ``engine.runtime.run_on_dask``: one task per
+  chunk. Writes are idempotent (a redone chunk overwrites the same rows with the same values), so a chunk
+  whose worker died half-way through is simply computed again elsewhere: Dask reschedules the tasks of a dead
+  worker (up to ``distributed.scheduler.allowed-failures`` deaths per task; ``ALLOWED_FAILURES`` on the
+  clusters this module starts) and retries tasks that raised (``RETRIES``, for transient I/O errors on
+  shared stores).
 * ``map_reduce_chunks(store_path, array, partial, merge)`` reads one store chunk per task on the workers,
   applies ``partial`` and merges the partial states pairwise as they arrive (a tree reduction that keeps a
   few states in memory, whatever the number of chunks): PCA and Pearson over stores larger than a node.
@@ -35,11 +30,8 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
-import uuid
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,8 +47,6 @@ CONNECT_TIMEOUT_S = 5.0
 RETRIES = 1
 #: Deaths of workers running one task before Dask gives up on it (on clusters this module starts).
 ALLOWED_FAILURES = 3
-#: Model sets a worker keeps built (one run normally needs one).
-MODEL_CACHE_SIZE = 2
 #: Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it also pins glibc's mmap threshold
 #: at 128 KiB, so every large torch buffer is mapped and faulted in afresh: sampling ran 2.7x slower with it
 #: (convstack, 2 cores). Clusters started here leave the variable out; workers found with it get a warning.
@@ -249,154 +239,11 @@ def _torch_threads(facts: dict[str, WorkerFacts]) -> tuple[dict[str, int], int]:
     return threads, min(threads.values(), default=1)
 
 
-# ---------------------------------------------------------------------------------------------- chunk tasks
-_MODELS: "OrderedDict[tuple, Any]" = OrderedDict()
-_MODELS_LOCK = threading.Lock()
-
-
-def _computer(generator_spec: str, predictor_specs: tuple[str, ...], device: str, batch: int,
-              spaces: tuple[str, ...]) -> Any:
-    """The worker's ChunkComputer for these models, built on first use and kept for the next chunks."""
-    from engine.devices import resolve_device
-    from engine.models.registry import load_generator, load_predictor
-    from engine.sampler import ChunkComputer
-
-    key = (generator_spec, predictor_specs, device, batch, spaces)
-    with _MODELS_LOCK:
-        if key in _MODELS:
-            _MODELS.move_to_end(key)
-            return _MODELS[key]
-        dev = resolve_device(device)
-        G = load_generator(generator_spec, dev)
-        Ps = [load_predictor(p, G, dev) for p in predictor_specs]
-        computer = ChunkComputer(G, Ps, list(spaces), batch, dev)
-        _MODELS[key] = computer
-        while len(_MODELS) > MODEL_CACHE_SIZE:
-            _MODELS.popitem(last=False)
-        return computer
-
-
-def _set_threads(threads: dict[str, int] | None, default: int | None) -> None:
-    if not threads and not default:
-        return
-    import torch
-
-    wanted = default
-    try:
-        from distributed import get_worker
-
-        wanted = (threads or {}).get(get_worker().address, default)
-    except ValueError:  # not on a worker (called in-process)
-        pass
-    if wanted and torch.get_num_threads() != wanted:
-        torch.set_num_threads(wanted)
-
-
-def sample_chunk(store_path: str, index: int, generator_spec: str, predictor_specs: tuple[str, ...], *,
-                 batch: int, device: str = "auto", threads: dict[str, int] | None = None,
-                 default_threads: int | None = None) -> tuple[int, int, int]:
-    """Compute, write and commit chunk ``index`` of the store; returns (index, rows, NaN scores).
-
-    A pure function of its arguments and the store's metadata: running it twice writes the same values.
-    """
-    from engine.allocator import retain_freed_memory
-    from engine.sampler import draw_codes
-    from engine.store import Store
-
-    retain_freed_memory()
-    _set_threads(threads, default_threads)
-    store = Store.open(store_path, mode="r+")
-    meta = store.meta
-    computer = _computer(generator_spec, tuple(predictor_specs), device, int(batch), tuple(store.spaces))
-    rows = store.chunk_rows(index)
-    z = draw_codes(int(meta["seed"]), index, store.chunk, int(meta["z_dim"]), rows.stop - rows.start)
-    arrays = computer(z)
-    nans = int(np.isnan(arrays["scores"]).sum()) if "scores" in arrays else 0
-    store.write_chunk(index, arrays)
-    return index, rows.stop - rows.start, nans
-
-
-def _shipped_path(path: str) -> str:
+def shipped_path(path: str) -> str:
     """Local paths become absolute (workers may run elsewhere); URLs go as they are."""
     if "://" in path and not path.startswith("file://"):
         return path
     return os.path.abspath(path.removeprefix("file://"))
-
-
-def _worker_device(request: ClusterRequest, device: str | Any) -> str:
-    device = str(device or "auto")
-    if request.kind == "cuda":
-        if device == "cpu":
-            raise ClusterError("--gpus runs one worker per GPU: it cannot be combined with --device cpu")
-        return "cuda"  # each worker sees only its own GPU, as cuda:0
-    return device
-
-
-def run_distributed(store: Any, generator_spec: str, predictor_specs: Sequence[str], chunks: Sequence[int], *,
-                    batch: int, device: str | Any = "auto", workers: int | None = None,
-                    scheduler: str | None = None, gpus: str | Sequence[int] | None = None,
-                    on_chunk: Callable[[int, int], None] | None = None,
-                    cluster: ClusterHandle | None = None) -> Any:
-    """Compute and commit ``chunks`` of ``store`` on a Dask cluster; returns ``engine.sampler.RunStats``.
-
-    The caller holds the store lock. The first chunk that fails for good (after ``RETRIES``, or after
-    ``ALLOWED_FAILURES`` worker deaths) cancels the rest and raises; committed chunks stay committed, so
-    ``sample --resume`` continues from them. ``cluster``: a handle from ``cluster_client`` the caller opened
-    already (so that a bad flag or an unreachable scheduler fails before the store is created); otherwise
-    the cluster is started (or connected to) here and closed at the end.
-    """
-    from engine.sampler import RunStats
-
-    request = cluster.request if cluster is not None else validate_cluster_flags(workers, scheduler, gpus)
-    if request is None:
-        raise ClusterError("run_distributed needs one of workers, scheduler or gpus")
-    worker_device = _worker_device(request, device)
-    chunks = [int(i) for i in chunks]
-    if not chunks:
-        return RunStats()
-    path = _shipped_path(store.path)
-    if cluster is not None:
-        return _run_on(cluster, path, generator_spec, tuple(predictor_specs), chunks, batch, worker_device,
-                       on_chunk)
-    with cluster_client(workers, scheduler, gpus) as handle:
-        return _run_on(handle, path, generator_spec, tuple(predictor_specs), chunks, batch, worker_device,
-                       on_chunk)
-
-
-def _run_on(handle: ClusterHandle, path: str, generator_spec: str, predictor_specs: tuple[str, ...],
-            chunks: list[int], batch: int, device: str, on_chunk: Callable[[int, int], None] | None) -> Any:
-    from distributed import as_completed
-    from distributed.scheduler import KilledWorker
-
-    from engine.sampler import RunStats
-
-    client = handle.client
-    stats = RunStats()
-    run = uuid.uuid4().hex[:8]
-    start = time.perf_counter()
-    futures = [client.submit(sample_chunk, path, index, generator_spec, predictor_specs, batch=batch,
-                             device=device, threads=handle.threads, default_threads=handle.default_threads,
-                             key=f"latent-engine-chunk-{run}-{index}", retries=RETRIES, pure=False,
-                             priority=-index)
-               for index in chunks]
-    try:
-        for future in as_completed(futures):
-            try:
-                index, rows, nans = future.result()
-            except KilledWorker as exc:
-                raise ClusterError(f"a chunk's workers died {ALLOWED_FAILURES + 1} times ({exc}); out of "
-                                   "memory? Committed chunks are kept: rerun with --resume") from None
-            stats.rows += rows
-            stats.nan_scores += nans
-            stats.chunks.append(index)
-            if on_chunk is not None:
-                on_chunk(index, rows)
-    except BaseException:
-        client.cancel(futures)
-        raise
-    finally:
-        stats.seconds = time.perf_counter() - start
-    return stats
 
 
 # ---------------------------------------------------------------------------------------------- reductions
@@ -460,7 +307,7 @@ def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray
         return state
     from distributed import as_completed
 
-    path = _shipped_path(store_path)
+    path = shipped_path(store_path)
     with cluster_client(workers, scheduler) as handle:
         client = handle.client
         # No list of the futures is kept: a partial state is released as soon as it has been merged.

@@ -182,21 +182,26 @@ def random_stdevs(reader: Store, path: str, mean: np.ndarray, k: int, block: int
 
 # ------------------------------------------------------------------------------------------------ import
 def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, store: str | os.PathLike, *,
-                        attributes: Sequence[str] | None = None, chunk: int = 4096,
+                        attributes: Sequence[str] | None = None, chunk: int = 4096, space: str = "z",
                         overwrite: bool = False) -> Store:
-    """Build a store from InterFaceGAN's ``CODES.npy`` (N, d) and ``SCORES.npy`` (N,), (N, 1) or (N, m).
+    """Build a store from InterFaceGAN's ``CODES.npy`` and ``SCORES.npy`` (N,), (N, 1) or (N, m).
 
-    ``attributes`` names the score columns (default: the scores file's name without ``_scores``, or
+    ``space`` says what the codes are, as InterFaceGAN's ``generate_data.py`` names its files: ``z`` (N, d),
+    ``w`` (N, d) or ``wp`` (N, L, d); they are stored as ``latents/<space>``, with the source files in its
+    attrs. ``attributes`` names the score columns (default: the scores file's name without ``_scores``, or
     ``attr_<j>`` for several columns). Returns the store opened read-only.
     """
     from engine.lock import StoreLock
 
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk <= 0:
         raise ValueError(f"--chunk must be a positive integer; got {chunk!r}")
+    if space not in ("z", "w", "wp"):
+        raise ValueError(f"space must be z, w or wp; got {space!r}")
     z = _open_npy(codes, "codes")
     s = _open_npy(scores, "scores")
-    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
-        raise ValueError(f"{codes} must hold codes of shape (N, d); got {z.shape}")
+    expected = "(N, L, d)" if space == "wp" else "(N, d)"
+    if z.ndim != (3 if space == "wp" else 2) or 0 in z.shape:
+        raise ValueError(f"{codes} must hold {space} codes of shape {expected}; got {z.shape}")
     if s.ndim == 1:
         s = s[:, None]
     if s.ndim != 2 or s.shape[1] == 0:
@@ -211,7 +216,7 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
         names = [base] if s.shape[1] == 1 else [f"{base}_{j}" for j in range(s.shape[1])]
     if len(names) != s.shape[1] or len(set(names)) != len(names):
         raise ValueError(f"--attribute must name each of the {s.shape[1]} score column(s) once; got {names}")
-    n, d = z.shape
+    n, d = z.shape[0], z.shape[-1]
     meta = {"generator": None, "predictors": [], "seed": None,
             "imported_from": {"codes": os.path.abspath(codes), "scores": os.path.abspath(scores),
                               "format": "interfacegan"}}
@@ -222,11 +227,14 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
         if overwrite:
             from engine.sampler import _check_overwritable
             _check_overwritable(str(store))
-        target = Store.create(str(store), n=n, chunk=chunk, z_dim=d, attributes=names, meta=meta,
+        source = {"kind": "imported", "format": "interfacegan", "files": [os.path.abspath(codes)]}
+        target = Store.create(str(store), n=n, chunk=chunk, z_dim=d if space == "z" else None,
+                              w_dim=None if space == "z" else d, num_ws=z.shape[1] if space == "wp" else None,
+                              spaces=[space], attributes=names, meta=meta, sources={space: source},
                               overwrite=overwrite)
         for index in range(target.n_chunks):
             rows = target.chunk_rows(index)
-            target.write_chunk(index, {"latents/z": np.asarray(z[rows], np.float32),
+            target.write_chunk(index, {f"latents/{space}": np.asarray(z[rows], np.float32),
                                        "scores": np.asarray(s[rows], np.float32)})
     return Store.open(str(store))
 

@@ -2,18 +2,17 @@
 
 The chunk is the unit of work, resumption and distribution. The codes of chunk i are a pure function of
 (seed, i, chunk, z_dim) — ``draw_codes`` — so a store comes out identical whichever process, device or
-Dask worker wrote it, resumed or not. Within one process the draw of the next chunk and the writes of the
-previous one run on threads while the device computes the current one; both queues are bounded, so memory
-holds a few chunks whatever n is.
+Dask worker wrote it, resumed or not. Sampling is one chunked job (``SamplingJob``: read = draw the codes,
+compute = generator and predictors, write = commit) that either executor of ``engine.runtime`` runs: the
+threaded in-process pipeline or Dask tasks.
 """
 from __future__ import annotations
 
-import queue
 import threading
-import time
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,13 +20,14 @@ import torch
 
 from engine.allocator import retain_freed_memory
 from engine.devices import default_batch, resolve_device
+from engine.distributed import ClusterError, ClusterHandle, ClusterRequest, cluster_client, validate_cluster_flags
 from engine.lock import StoreLock
-from engine.models.base import Generator, Predictor
+from engine.models.base import Generator, Predictor, mapped_w
 from engine.models.registry import load_generator, load_predictor
+from engine.runtime import RunStats, run_chunk, run_in_process, run_on_dask
 from engine.store import MAX_CHUNKS, Store, StoreError, _exists, _is_remote, store_state, warn_repairs
 
 DRAW_RECIPE = "numpy PCG64(SeedSequence(seed, spawn_key=(0, chunk_index))).standard_normal((chunk, z_dim), float32)[:rows]"
-_QUEUE_DEPTH = 2
 
 
 def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None = None) -> np.ndarray:
@@ -83,7 +83,7 @@ class ChunkComputer:
                 zb = torch.from_numpy(z[start:stop]).to(self.device)
                 ws = G.mapping(zb)
                 if "w" in self.spaces:
-                    out["latents/w"][start:stop] = ws[:, 0].float().cpu().numpy()
+                    out["latents/w"][start:stop] = mapped_w(G, zb, ws).float().cpu().numpy()
                 if "wp" in self.spaces:
                     out["latents/wp"][start:stop] = ws.float().cpu().numpy()
                 if self.attributes:
@@ -102,118 +102,119 @@ class ChunkComputer:
         return torch.cat(columns, dim=1)
 
 
+@dataclass(frozen=True)
+class ModelSpecs:
+    """The models of a sampling job as plain values, so the job can be shipped to Dask workers."""
+
+    generator: str
+    predictors: tuple[str, ...]
+    device: str
+    batch: int
+    spaces: tuple[str, ...]
+
+
+#: Model sets a process keeps built for the next chunks (one run normally needs one).
+MODEL_CACHE_SIZE = 2
+_MODELS: "OrderedDict[ModelSpecs, ChunkComputer]" = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+
+
+def _built(specs: ModelSpecs) -> ChunkComputer:
+    """This process's ChunkComputer for ``specs``, built on first use and kept for the next chunks."""
+    with _MODELS_LOCK:
+        if specs in _MODELS:
+            _MODELS.move_to_end(specs)
+            return _MODELS[specs]
+        dev = resolve_device(specs.device)
+        G = load_generator(specs.generator, dev)
+        Ps = [load_predictor(p, G, dev) for p in specs.predictors]
+        computer = ChunkComputer(G, Ps, list(specs.spaces), specs.batch, dev)
+        _MODELS[specs] = computer
+        while len(_MODELS) > MODEL_CACHE_SIZE:
+            _MODELS.popitem(last=False)
+        return computer
+
+
 @dataclass
-class RunStats:
-    """What a sampling run did: rows written, wall time, NaN scores seen."""
+class SamplingJob:
+    """Sampling as a chunked job (``engine.runtime.ChunkJob``): draw the chunk's codes, run the models, commit.
 
-    rows: int = 0
-    seconds: float = 0.0
-    nan_scores: int = 0
-    chunks: list[int] = field(default_factory=list)
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.rows / self.seconds if self.seconds else 0.0
-
-
-def run_chunks(store: Store, computer: ChunkComputer, chunks: Iterable[int], seed: int,
-               on_chunk: Callable[[int, int], None] | None = None) -> RunStats:
-    """Compute and commit ``chunks`` of ``store``, overlapping the draw and the writes with the device work.
-
-    ``on_chunk(index, rows)`` is called after each commit (progress bars). The first error on any thread
-    stops the run; committed chunks stay committed, the rest stay pending for ``--resume``.
+    Give ``computer`` (models already built, in-process runs) or ``models`` (SPECs, built where the job runs
+    and cached per process: Dask workers). Only the SPEC form can be pickled.
     """
-    chunks = list(chunks)
-    stats = RunStats()
+
+    seed: int
+    chunk: int
+    z_dim: int
+    models: ModelSpecs | None = None
+    computer: ChunkComputer | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.models is None) == (self.computer is None):
+            raise ValueError("a SamplingJob needs exactly one of models (SPECs) or computer (built models)")
+
+    def read(self, store: Store, index: int) -> np.ndarray:
+        rows = store.chunk_rows(index)
+        return draw_codes(self.seed, index, self.chunk, self.z_dim, rows.stop - rows.start)
+
+    def compute(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        return (self.computer or _built(self.models))(z)
+
+    def write(self, store: Store, index: int, outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        stored = {f"latents/{s}" for s in store.spaces} | ({"scores"} if store.attributes else set())
+        arrays = {name: values for name, values in outputs.items() if name in stored}
+        store.write_chunk(index, arrays)
+        nans = int(np.isnan(arrays["scores"]).sum()) if "scores" in arrays else 0
+        return {"rows": int(arrays["latents/z"].shape[0]), "nan_scores": nans}
+
+    def __getstate__(self) -> dict:
+        if self.models is None:
+            raise TypeError("a SamplingJob with built models cannot be pickled: give it ModelSpecs to ship it")
+        return {**self.__dict__, "computer": None}
+
+
+def sample_chunk(store_path: str, index: int, generator_spec: str, predictor_specs: Sequence[str], *,
+                 batch: int, device: str = "auto") -> tuple[int, dict[str, int]]:
+    """Compute and commit chunk ``index`` of the store at ``store_path`` in this process (a Dask task does
+    exactly this); returns (index, counters). Running it twice writes the same values."""
+    store = Store.open(store_path)
+    job = _spec_job(store, generator_spec, predictor_specs, batch=batch, device=device)
+    return run_chunk(job, store_path, index)
+
+
+def _spec_job(store: Store, generator_spec: str, predictor_specs: Sequence[str], *, batch: int,
+              device: str) -> SamplingJob:
     meta = store.meta
-    drawn: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-    computed: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def put(q: queue.Queue, item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def draw() -> None:
-        try:
-            for index in chunks:
-                rows = store.chunk_rows(index)
-                z = draw_codes(seed, index, meta["chunk"], meta["z_dim"], rows.stop - rows.start)
-                if not put(drawn, (index, z)):
-                    return
-            put(drawn, None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-            stop.set()
-
-    def write() -> None:
-        try:
-            while True:
-                item = computed.get()
-                if item is None:
-                    return
-                index, arrays = item
-                if "scores" in arrays:
-                    stats.nan_scores += int(np.isnan(arrays["scores"]).sum())
-                store.write_chunk(index, arrays)
-                stats.rows += arrays["latents/z"].shape[0]
-                stats.chunks.append(index)
-                if on_chunk is not None:
-                    on_chunk(index, arrays["latents/z"].shape[0])
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-            stop.set()
-
-    threads = [threading.Thread(target=draw, name="sampler-draw", daemon=True),
-               threading.Thread(target=write, name="sampler-write", daemon=True)]
-    for thread in threads:
-        thread.start()
-    start = time.perf_counter()
-    try:
-        while not stop.is_set():
-            try:
-                item = drawn.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is None:
-                break
-            index, z = item
-            arrays = computer(z)
-            arrays = {name: values for name, values in arrays.items() if name in _stored(store)}
-            if not put(computed, (index, arrays)):
-                break
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        # Let the writer drain what was computed (those chunks are complete) before reporting.
-        while threads[1].is_alive():
-            try:
-                computed.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                if stop.is_set() and errors:
-                    break
-        threads[1].join()
-        stop.set()
-        threads[0].join(timeout=5)
-        stats.seconds = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return stats
+    specs = ModelSpecs(generator_spec, tuple(predictor_specs), str(device), int(batch), tuple(store.spaces))
+    return SamplingJob(int(meta["seed"]), store.chunk, int(meta["z_dim"]), models=specs)
 
 
-def _stored(store: Store) -> set[str]:
-    names = {f"latents/{s}" for s in store.spaces}
-    if store.attributes:
-        names.add("scores")
-    return names
+def run_distributed(store: Store, generator_spec: str, predictor_specs: Sequence[str], chunks: Sequence[int], *,
+                    batch: int, device: str | torch.device = "auto", cluster: ClusterHandle | None = None,
+                    workers: int | None = None, scheduler: str | None = None,
+                    gpus: str | Sequence[int] | None = None,
+                    on_chunk: Callable[[int, int], None] | None = None) -> RunStats:
+    """Sample ``chunks`` of ``store`` on a Dask cluster: the one ``cluster`` the caller opened, or one started
+    (or reached) here from ``workers`` / ``scheduler`` / ``gpus`` and closed at the end. The caller holds the
+    store's lock; models are built on each worker from their SPECs."""
+    if cluster is None:
+        if validate_cluster_flags(workers, scheduler, gpus) is None:
+            raise ClusterError("run_distributed needs one of workers, scheduler or gpus")
+        with cluster_client(workers, scheduler, gpus) as handle:
+            return run_distributed(store, generator_spec, predictor_specs, chunks, batch=batch, device=device,
+                                   cluster=handle, on_chunk=on_chunk)
+    job = _spec_job(store, generator_spec, predictor_specs, batch=batch,
+                    device=_worker_device(cluster.request, device))
+    return run_on_dask(job, store.path, [int(i) for i in chunks], cluster, on_chunk=on_chunk)
+
+
+def _worker_device(request: ClusterRequest, device: str | torch.device) -> str:
+    device = str(device or "auto")
+    if request.kind == "cuda":
+        if device == "cpu":
+            raise ClusterError("--gpus runs one worker per GPU: it cannot be combined with --device cpu")
+        return "cuda"  # each worker sees only its own GPU, as cuda:0
+    return device
 
 
 def _spec_of(model: object) -> str:
@@ -241,10 +242,15 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
         return store
     if overwrite:
         _check_overwritable(path)
+    mapped = {"kind": "mapped", "from": "latents/z", "generator": record["generator"]}
+    sources = {"z": {"kind": "sampled", "seed": int(seed), "draw": DRAW_RECIPE, "chunk": int(chunk)},
+               "w": {**mapped, "codes": "the mapping network's output, before truncation"},
+               "wp": {**mapped, "codes": "the per-layer codes the synthesis used, after truncation"}}
     return Store.create(path, n=n, chunk=chunk, z_dim=generator.z_dim,
                         w_dim=generator.w_dim if generator.has_mapping else None,
                         num_ws=generator.num_ws if generator.has_mapping else None,
-                        spaces=spaces, attributes=attributes, meta=record, overwrite=overwrite)
+                        spaces=spaces, attributes=attributes, meta=record,
+                        sources={space: sources[space] for space in spaces}, overwrite=overwrite)
 
 
 def _check_overwritable(path: str) -> None:
@@ -288,7 +294,6 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     if distributed and not (isinstance(generator, str) and all(isinstance(p, str) for p in predictors)):
         raise ValueError("distributed sampling builds the models on each worker: pass SPEC strings, not objects")
     if distributed:
-        from engine.distributed import cluster_client, validate_cluster_flags
         validate_cluster_flags(workers, scheduler, gpus)      # bad flags fail before anything is written
     retain_freed_memory()  # batch after batch reuses the same buffers: see engine.allocator
     dev = resolve_device(device)
@@ -307,12 +312,11 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         done_rows = n - sum(store.chunk_rows(i).stop - store.chunk_rows(i).start for i in pending)
         with progress_bar(total=n, initial=done_rows, desc="sample", unit="samples", enabled=progress) as bar:
             if distributed:
-                from engine.distributed import run_distributed
                 stats = run_distributed(store, generator, list(predictors), pending, batch=batch, device=device,
                                         cluster=cluster, on_chunk=lambda i, rows: bar.update(rows))
             else:
-                computer = ChunkComputer(G, Ps, chosen, batch, dev)
-                stats = run_chunks(store, computer, pending, seed, on_chunk=lambda i, rows: bar.update(rows))
+                job = SamplingJob(int(seed), store.chunk, G.z_dim, computer=ChunkComputer(G, Ps, chosen, batch, dev))
+                stats = run_in_process(job, store, pending, on_chunk=lambda i, rows: bar.update(rows))
         if stats.rows:
             store.update_meta(device=str(dev), batch=int(batch), samples_per_s=round(stats.samples_per_s, 1))
         if stats.nan_scores:

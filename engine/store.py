@@ -1,15 +1,20 @@
-"""The Store: a Zarr v3 group with latent-engine's fixed layout (schema 1).
+"""The Store: a Zarr v3 group with latent-engine's fixed layout (schema 2; schema 1 stores open and read too).
 
 All zarr access of the project goes through this module, so the layout lives in one place:
 
     (group attrs) latent_engine   run metadata: schema, engine version, seed, n, chunk, models, spaces, ...
-    latents/z    (n, z_dim)             float32, chunks (chunk, z_dim)
-    latents/w    (n, w_dim)             float32, when the generator has a mapping network
-    latents/wp   (n, num_ws, w_dim)     float32, optional layer-wise codes
+    latents/z    (n, z_dim)             float32, chunks (chunk, z_dim); optional from schema 2 (imported W codes)
+    latents/w    (n, w_dim)             float32, the mapping network's output before truncation
+    latents/wp   (n, num_ws, w_dim)     float32, the per-layer codes the synthesis used (after truncation)
     scores       (n, m)                 float32, attrs `attributes`
     progress     (n_chunks,)            uint8, 1 once every array of that chunk is written
     directions/<method>/<name>  (k, d)  float32 unit rows, attrs: space, parameters, metrics
     tables/<name>               (r, c)  float32, attrs `rows`, `cols`
+
+Schema 2: every ``latents/*`` array's attrs carry ``source``, where its rows came from (``{"kind": "sampled",
+"seed", "draw", "chunk"}``, ``{"kind": "mapped", "from": "latents/z", "generator", ...}``, ``{"kind":
+"imported", "files", "format"}``, ``{"kind": "inverted", ...}``); ``Store.latent_source`` gives the same for
+schema 1 stores, derived from their run metadata.
 
 Every array names its dimensions, so plain ``zarr``, ``dask.array.from_zarr`` and ``xarray.open_zarr`` read
 it without this package. ``progress`` has one zarr chunk per sampler chunk: zarr loses writes when two
@@ -32,7 +37,8 @@ import zarr
 
 from engine.atomic import Staging
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
 # A store of more chunks than this makes `progress` (one zarr chunk per sampler chunk) too slow to read.
 MAX_CHUNKS = 100_000
 META_KEY = "latent_engine"
@@ -168,27 +174,36 @@ class Store:
         meta = group.attrs.get(META_KEY)
         if not isinstance(meta, dict):
             raise StoreError(f"{path} is a zarr group but not a latent-engine store (no '{META_KEY}' attrs)")
-        if meta.get("schema") != SCHEMA:
+        if meta.get("schema") not in READABLE_SCHEMAS:
             raise StoreError(f"{path} has store schema {meta.get('schema')!r}; this latent-engine reads "
-                             f"schema {SCHEMA}")
+                             f"schemas {', '.join(map(str, READABLE_SCHEMAS))}")
         return cls(group, path, mode)
 
     @classmethod
-    def create(cls, path: str | os.PathLike, *, n: int, chunk: int, z_dim: int, w_dim: int | None = None,
-               num_ws: int | None = None, spaces: Sequence[str] = ("z",), attributes: Sequence[str] = (),
-               meta: dict[str, Any] | None = None, overwrite: bool = False) -> "Store":
+    def create(cls, path: str | os.PathLike, *, n: int, chunk: int, z_dim: int | None = None,
+               w_dim: int | None = None, num_ws: int | None = None, spaces: Sequence[str] = ("z",),
+               attributes: Sequence[str] = (), meta: dict[str, Any] | None = None,
+               sources: dict[str, dict[str, Any]] | None = None, overwrite: bool = False) -> "Store":
         """Create an empty store for ``n`` rows in chunks of ``chunk`` rows.
 
+        ``sources`` gives, per space, where its rows come from (the ``source`` attrs of ``latents/<space>``).
         Refuses an existing path unless ``overwrite``; the caller holds the store's lock.
         """
         path = str(path)
         _check_positive("n", n)
         _check_positive("chunk", chunk)
         unknown = [s for s in spaces if s not in SPACES]
-        if unknown or "z" not in spaces:
-            raise ValueError(f"spaces must include 'z' and be among {SPACES}; got {list(spaces)}")
+        if unknown or not spaces:
+            raise ValueError(f"spaces must be among {SPACES} (at least one); got {list(spaces)}")
+        if "z" in spaces and not z_dim:
+            raise ValueError("space 'z' needs z_dim")
         if ("w" in spaces or "wp" in spaces) and not w_dim:
             raise ValueError("spaces 'w'/'wp' need a generator with a mapping network (w_dim)")
+        if "wp" in spaces and not num_ws:
+            raise ValueError("space 'wp' needs num_ws")
+        unsourced = set(sources or {}) - set(spaces)
+        if unsourced:
+            raise ValueError(f"sources names spaces the store does not have: {sorted(unsourced)}")
         n_chunks = -(-n // chunk)
         if n_chunks > MAX_CHUNKS:
             raise ValueError(f"n={n} in chunks of {chunk} makes {n_chunks} chunks; a store holds at most "
@@ -198,7 +213,7 @@ class Store:
                 raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
             group = zarr.open_group(path, mode="w")
             _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
-                     spaces=spaces, attributes=attributes, meta=meta)
+                     spaces=spaces, attributes=attributes, meta=meta, sources=sources)
             return cls(group, path, "r+")
         # Built complete beside the target, then renamed into place: a creation killed half-way leaves only
         # staging (deleted by the next writer), never a folder that is neither a store nor free to replace.
@@ -209,7 +224,8 @@ class Store:
         staged = staging.new_folder("create")
         try:
             _lay_out(zarr.open_group(str(staged), mode="w"), n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim,
-                     w_dim=w_dim, num_ws=num_ws, spaces=spaces, attributes=attributes, meta=meta)
+                     w_dim=w_dim, num_ws=num_ws, spaces=spaces, attributes=attributes, meta=meta,
+                     sources=sources)
             staging.install(staged, Path(path.removeprefix("file://")).absolute())
         except OSError as exc:
             staging.discard(staged)
@@ -263,6 +279,21 @@ class Store:
         if space not in self.spaces:
             raise StoreError(f"{self.path} has no {space!r} codes; it stores {self.spaces}")
         return self.array(f"latents/{space}")
+
+    def latent_source(self, space: str) -> dict[str, Any]:
+        """Where the rows of ``latents/<space>`` came from (schema 2 attrs; derived for schema 1 stores)."""
+        source = self.latent_array(space).attrs.get("source")
+        if isinstance(source, dict):
+            return dict(source)
+        meta = self.meta
+        if meta.get("imported_from"):
+            return {"kind": "imported", "files": [v for k, v in meta["imported_from"].items() if k != "format"],
+                    "format": meta["imported_from"].get("format")}
+        if space == "z":
+            return {"kind": "sampled", "seed": meta.get("seed"), "draw": meta.get("draw"), "chunk": self.chunk}
+        # Schema 1 stored w as the first layer's copy of the mapping output (no built-in truncated it).
+        return {"kind": "mapped", "from": "latents/z", "generator": meta.get("generator"),
+                "layer": 0 if space == "w" else None}
 
     def attribute_index(self, name: str) -> int:
         if name not in self.attributes:
@@ -437,11 +468,11 @@ class Store:
 
 def _lay_out(group: zarr.Group, *, n: int, chunk: int, n_chunks: int, z_dim: int, w_dim: int | None,
              num_ws: int | None, spaces: Sequence[str], attributes: Sequence[str],
-             meta: dict[str, Any] | None) -> None:
+             meta: dict[str, Any] | None, sources: dict[str, dict[str, Any]] | None) -> None:
     """Create every array of an empty store in ``group``; the run metadata is written last."""
     record = {
         "schema": SCHEMA, "engine_version": engine_version(), "n": int(n), "chunk": int(chunk),
-        "n_chunks": int(n_chunks), "z_dim": int(z_dim), "w_dim": int(w_dim) if w_dim else None,
+        "n_chunks": int(n_chunks), "z_dim": int(z_dim) if z_dim else None, "w_dim": int(w_dim) if w_dim else None,
         "num_ws": int(num_ws) if num_ws else None, "spaces": list(spaces), "attributes": list(attributes),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(meta or {}),
@@ -451,7 +482,8 @@ def _lay_out(group: zarr.Group, *, n: int, chunk: int, n_chunks: int, z_dim: int
     for space in spaces:
         shape = shapes[space]
         latents.create_array(space, shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
-                             fill_value=_float_fill(), dimension_names=LATENT_DIMS[space])
+                             fill_value=_float_fill(), dimension_names=LATENT_DIMS[space],
+                             attributes=_jsonable({"source": (sources or {}).get(space, {"kind": "unknown"})}))
     if attributes:
         group.create_array("scores", shape=(n, len(attributes)), chunks=(chunk, len(attributes)),
                            dtype="float32", fill_value=_float_fill(), dimension_names=("sample", "attribute"),

@@ -19,6 +19,7 @@ def summarize(store: Store) -> dict[str, Any]:
         "predictors": meta.get("predictors", []), "device": meta.get("device"),
         "samples_per_s": meta.get("samples_per_s"), "created": meta.get("created"),
         "arrays": {f"latents/{s}": list(store.latent_array(s).shape) for s in store.spaces},
+        "sources": {f"latents/{s}": store.latent_source(s) for s in store.spaces},
         "attributes": _attribute_stats(store, progress),
         "directions": {key: _direction_summary(store, key) for key in store.directions()},
         "tables": store.tables(),

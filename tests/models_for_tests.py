@@ -29,3 +29,32 @@ def half_nan() -> HalfNaN:
 
 def wrong_shape() -> WrongShape:
     return WrongShape()
+
+
+class TruncatingGenerator(nn.Module):
+    """A StyleGAN-like generator whose mapping truncates the first ``cutoff`` layers towards ``w_avg``."""
+
+    z_dim, w_dim, num_ws, has_mapping = 8, 8, 4, True
+
+    def __init__(self, psi: float = 0.5, cutoff: int = 2):
+        super().__init__()
+        self.psi, self.cutoff = psi, cutoff
+        self.net = nn.Linear(8, 8)
+        torch.nn.init.orthogonal_(self.net.weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.zeros_(self.net.bias)
+        self.register_buffer("w_avg", torch.full((8,), 0.25))
+
+    def mapping_w(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(z))
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        ws = self.mapping_w(z)[:, None, :].repeat(1, self.num_ws, 1)
+        ws[:, :self.cutoff] = self.w_avg + self.psi * (ws[:, :self.cutoff] - self.w_avg)
+        return ws
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(ws.mean(dim=1))[:, None, None, :].expand(-1, 1, 8, 8)
+
+
+def truncating_generator(psi: float = 0.5, cutoff: int = 2) -> TruncatingGenerator:
+    return TruncatingGenerator(psi, cutoff)

@@ -21,10 +21,10 @@ import zarr
 
 import engine
 from engine.distributed import (TRIM_VARIABLE, ClusterError, ClusterHandle, ClusterRequest, cluster_client,
-                                map_reduce_chunks, run_distributed, sample_chunk, validate_cluster_flags)
+                                map_reduce_chunks, validate_cluster_flags)
 from engine.lock import LockError
 from engine.models.registry import load_generator, load_predictor
-from engine.sampler import draw_codes, prepare_store
+from engine.sampler import draw_codes, prepare_store, run_distributed, sample_chunk
 from engine.store import Store
 from kernels.correlation import PearsonState, pearson
 from kernels.pca import PCA
@@ -186,10 +186,26 @@ def test_a_failing_chunk_surfaces_its_own_error_on_a_cluster_opened_by_the_calle
     assert store.pending_chunks() == [0, 1]
 
 
+def test_the_dask_executor_runs_any_chunked_job_like_the_in_process_one(tmp_path, cluster):
+    from engine.runtime import run_in_process, run_on_dask
+    from tests.test_runtime import NormJob, _store
+
+    address, client = cluster
+    here, there = _store(tmp_path / "here.zarr"), _store(tmp_path / "there.zarr")
+    local = run_in_process(NormJob(), here, range(10))
+    handle = ClusterHandle(client, ClusterRequest("address", address=address), 0.0, {}, 1)
+    remote = run_on_dask(NormJob(), there.path, range(10), handle)
+    np.testing.assert_array_equal(there.array("scores")[:], here.array("scores")[:])
+    assert remote.counters == local.counters and sorted(remote.chunks) == list(range(10)) and there.complete
+    with pytest.raises(RuntimeError, match="chunk 3 fails"):
+        run_on_dask(NormJob(fail_at=3), _store(tmp_path / "failing.zarr").path, range(10), handle)
+
+
 def test_sample_chunk_is_a_pure_function_of_its_arguments(tmp_path, slow_reference):
     store = _prepare(tmp_path / "p.zarr")
     for _ in range(2):   # a redone chunk writes the same values
-        assert sample_chunk(store.path, 5, SLOW, ("imagestats",), batch=128, device="cpu") == (5, 256, 0)
+        assert sample_chunk(store.path, 5, SLOW, ("imagestats",), batch=128, device="cpu") == \
+            (5, {"rows": 256, "nan_scores": 0})
     got = _arrays(tmp_path / "p.zarr")
     rows = slice(5 * 256, 6 * 256)
     np.testing.assert_array_equal(got["latents/z"][rows], slow_reference["latents/z"][rows])

@@ -81,3 +81,52 @@ def test_unfinished_chunks_are_pending_not_inferred_from_files(tmp_path):
     assert store.pending_chunks() == [0, 2]
     with pytest.raises(StoreError, match="incomplete: 2 of 3 chunks"):
         store.require_complete()
+
+
+def test_schema_2_records_where_latent_rows_came_from(tmp_path):
+    import engine
+
+    store = engine.sample(str(tmp_path / "s.zarr"), "tests.models_for_tests:truncating_generator", n=64, chunk=32,
+                          seed=3, spaces=["z", "w", "wp"], progress=False)
+    assert store.meta["schema"] == SCHEMA == 2
+    source = zarr.open_group(store.path, mode="r")["latents/z"].attrs["source"]   # plain zarr reads it
+    assert source["kind"] == "sampled" and source["seed"] == 3 and source["chunk"] == 32
+    assert store.latent_source("w")["kind"] == "mapped" and store.latent_source("w")["from"] == "latents/z"
+    # w is the mapping output before truncation; wp the per-layer codes the synthesis used.
+    from tests.models_for_tests import truncating_generator
+    import torch
+    G = truncating_generator()
+    z = torch.from_numpy(store.array("latents/z")[:])
+    with torch.no_grad():
+        np.testing.assert_allclose(store.array("latents/w")[:], G.mapping_w(z).numpy(), atol=1e-6)
+        np.testing.assert_allclose(store.array("latents/wp")[:], G.mapping(z).numpy(), atol=1e-6)
+    assert not np.allclose(store.array("latents/w")[:], store.array("latents/wp")[:, 0])
+
+
+def test_schema_1_stores_open_and_read_as_before(tmp_path):
+    store = Store.create(tmp_path / "old.zarr", n=10, chunk=5, z_dim=4, spaces=["z", "w"], w_dim=4,
+                         meta={"seed": 5, "draw": "recipe", "generator": "g"})
+    group = zarr.open_group(str(tmp_path / "old.zarr"), mode="r+")
+    for space in ("z", "w"):                                   # schema 1 had no source attrs
+        group[f"latents/{space}"].attrs.clear()
+    group.attrs["latent_engine"] = dict(store.meta, schema=1)
+    old = Store.open(tmp_path / "old.zarr")
+    assert old.meta["schema"] == 1 and old.spaces == ["z", "w"]
+    assert old.latent_source("z") == {"kind": "sampled", "seed": 5, "draw": "recipe", "chunk": 5}
+    assert old.latent_source("w") == {"kind": "mapped", "from": "latents/z", "generator": "g", "layer": 0}
+
+
+def test_a_store_of_w_codes_has_no_z(tmp_path):
+    from engine.interop import import_interfacegan
+
+    w = np.random.default_rng(0).standard_normal((50, 6)).astype(np.float32)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "smile_scores.npy", w[:, :1])
+    store = import_interfacegan(tmp_path / "w.npy", tmp_path / "smile_scores.npy", tmp_path / "s.zarr",
+                                chunk=20, space="w")
+    assert store.spaces == ["w"] and "latents/z" not in zarr.open_group(store.path, mode="r")
+    np.testing.assert_array_equal(store.array("latents/w")[:], w)
+    assert store.latent_source("w") == {"kind": "imported", "format": "interfacegan",
+                                        "files": [str((tmp_path / "w.npy").absolute())]}
+    with pytest.raises(StoreError, match="has no 'z' codes"):
+        store.latent_array("z")

@@ -236,21 +236,24 @@ def export(store: str, outdir: str, fmt: str) -> None:
 @click.command("import-interfacegan", epilog="""\b
 Examples:
   latent-engine import-interfacegan z.npy smile_scores.npy run.zarr
-  latent-engine import-interfacegan w.npy attributes.npy run.zarr --attribute age --attribute smile
+  latent-engine import-interfacegan w.npy attributes.npy run.zarr --space w --attribute age --attribute smile
 """)
 @click.argument("codes")
 @click.argument("scores")
 @click.argument("store")
 @click.option("--attribute", "attributes", multiple=True, help="Name of each score column (default from the file name).")
 @click.option("--chunk", type=int, default=4096, help="Rows per store chunk.")
+@click.option("--space", type=SPACE_CHOICE, default="z", help="What the codes are, as InterFaceGAN names its files: z.npy, w.npy (N, d) or wp.npy (N, L, d); stored as latents/<space>.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
-def import_interfacegan(codes: str, scores: str, store: str, attributes: tuple[str, ...], chunk: int,
+def import_interfacegan(codes: str, scores: str, store: str, attributes: tuple[str, ...], chunk: int, space: str,
                         overwrite: bool) -> None:
-    """Build a store from InterFaceGAN's CODES.npy (N, d) and SCORES.npy (N, 1), read memory-mapped."""
+    """Build a store from InterFaceGAN's CODES.npy and SCORES.npy (N, 1), read memory-mapped."""
     from engine.interop import import_interfacegan as run
 
-    result = run(codes, scores, store, attributes=list(attributes) or None, chunk=chunk, overwrite=overwrite)
-    click.echo(f"wrote {result.path}: {result.n} codes of size {result.meta['z_dim']}, "
+    result = run(codes, scores, store, attributes=list(attributes) or None, chunk=chunk, space=space,
+                 overwrite=overwrite)
+    shape = tuple(result.latent_array(space).shape[1:])
+    click.echo(f"wrote {result.path}: {result.n} {space} codes of shape {shape} in latents/{space}, "
                f"attributes {', '.join(result.attributes)}")
 
 

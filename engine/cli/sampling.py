@@ -73,6 +73,17 @@ def info(store: str, as_json: bool) -> None:
         _print_summary(summary)
 
 
+def _describe_source(source: dict) -> str:
+    kind = source.get("kind", "unknown")
+    if kind == "sampled":
+        return f"sampled, seed {source.get('seed')}"
+    if kind == "imported":
+        return f"imported from {', '.join(source.get('files') or []) or '?'}"
+    if kind == "mapped":
+        return f"mapped from {source.get('from')}"
+    return kind
+
+
 def _print_summary(s: dict) -> None:
     state = "complete" if s["complete"] else f"INCOMPLETE ({s['chunks_done']}/{s['n_chunks']} chunks; use --resume)"
     click.echo(f"{s['path']}  schema {s['schema']}  latent-engine {s['engine_version']}")
@@ -81,7 +92,7 @@ def _print_summary(s: dict) -> None:
     if s.get("samples_per_s"):
         click.echo(f"  sampled on {s['device']} at {s['samples_per_s']} samples/s")
     for name, shape in s["arrays"].items():
-        click.echo(f"  {name:<12} {tuple(shape)}")
+        click.echo(f"  {name:<12} {str(tuple(shape)):<18} {_describe_source(s['sources'].get(name, {}))}")
     if s["attributes"]:
         click.echo("")
         echo_table([[name, st["mean"], st["std"], st["nan"]] for name, st in s["attributes"].items()],

@@ -28,7 +28,8 @@ class Generator(Protocol):
     has_mapping: bool
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_dim) -> ws (B, num_ws, w_dim), every layer's copy of w (StyleGAN's convention)."""
+        """(B, z_dim) -> ws (B, num_ws, w_dim): the per-layer codes the synthesis takes, after any truncation
+        (StyleGAN's convention). A generator whose mapping truncates also defines ``mapping_w`` (below)."""
         ...
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
@@ -62,6 +63,13 @@ class Predictor(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) in [-1, 1] -> scores (B, len(attributes))."""
         ...
+
+
+def mapped_w(G: Generator, z: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+    """w, the mapping network's output before truncation: ``G.mapping_w(z)`` where the generator defines it
+    (generators that truncate must), else the first layer's copy in ``ws`` (which is w when nothing truncates)."""
+    mapping_w = getattr(G, "mapping_w", None)
+    return mapping_w(z) if callable(mapping_w) else ws[:, 0]
 
 
 class IdentityMapping:
