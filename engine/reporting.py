@@ -270,7 +270,7 @@ def _rescore_figure(page: _Page, store: Store, table: str) -> str:
 
 def _rescore_table(store: Store, table: str) -> str:
     """One row per attribute (most changed first), one column per α: fits the page whatever the attribute count."""
-    from engine.methods.editing import alpha_label, strongest_changes
+    from engine.methods.editing import alpha_label, exact_zero, strongest_changes
 
     values, attrs = store.read_table(table)
     units = attrs.get("units", "raw")
@@ -279,8 +279,8 @@ def _rescore_table(store: Store, table: str) -> str:
     order = strongest_changes(values, spread)
     size = np.nanmax(np.abs(values), axis=0, initial=0.0) / np.where(spread > 0, spread, np.nan)
     rows = [[attrs["cols"][j], float(spread[j]), *map(float, values[:, j]), float(size[j])] for j in order]
-    headers = ["attribute", "std in store", *[f"α = {alpha_label(a, units)}" for a in attrs["alphas"]],
-               "max |Δ| / std"]
+    alphas = [f"α = {alpha_label(a, units)}" for a in exact_zero(attrs["alphas"])]
+    headers = ["attribute", "std in store", *alphas, "max |Δ| / std"]
     return (f"<details><summary>tables/{html.escape(table)}: mean score change per α, all {len(rows)} "
             f"attributes, most changed first</summary>{_table(rows, headers)}</details>")
 

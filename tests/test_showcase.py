@@ -86,9 +86,15 @@ def test_report_names_units_and_fits_its_tables(demo_run):
 def test_report_on_planted_says_its_images_are_not_pictures(tmp_path):
     store = engine.sample(str(tmp_path / "p.zarr"), "planted:z_dim=128,w_dim=128", ["planted"], n=1000, chunk=1000,
                           progress=False)
-    Store.open(store.path, mode="r+").write_direction("ganspace", "w", np.eye(2, 128), {"space": "w"})
+    writer = Store.open(store.path, mode="r+")
+    writer.write_direction("ganspace", "w", np.eye(2, 128), {"space": "w"})
+    # A re-scoring table as edit wrote it before α had units: raw α with linspace's rounding noise at 0.
+    alphas = [-7.01944, -2.3398133333333337, -8.881784197001252e-16, 2.339813333333333, 7.01944]
+    writer.write_table("rescore_ganspace_w_1", np.outer(np.round(alphas, 6), [1.0, 2.0]), [f"{a:g}" for a in alphas],
+                       ["a", "b"], {"direction": "ganspace/w", "row": 1, "space": "w", "alphas": alphas})
     html = report(str(tmp_path / "p.zarr"), tmp_path / "out", per_method=1, samples=2, progress=False).read_text()
     assert "not pictures" in html and "ganspace/w:0 (component 0)" in html
+    assert "re-scoring along ganspace/w:1" in html and "<th>α = 0</th>" in html and "e-16" not in html
 
 
 def test_report_says_why_when_the_generator_cannot_be_built(tmp_path):

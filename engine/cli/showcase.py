@@ -8,7 +8,7 @@ from engine.cli.options import echo_json, echo_table, json_option
 
 @click.command(epilog="""\b
 Examples:
-  latent-engine demo                       # into ./latent-engine-demo, a few minutes on 2 CPU cores
+  latent-engine demo                       # into ./latent-engine-demo, about a minute on 2 CPU cores
   latent-engine demo /tmp/demo -n 100000   # more samples, better boundaries
   latent-engine demo --device cuda
 """)

@@ -42,8 +42,14 @@ def parse_alphas(text: str | tuple | list) -> np.ndarray:
         raise ValueError(f"--alphas must be START,STOP,STEPS (e.g. -3,3,7); got {text!r}") from None
     if len(parts) != 3 or steps < 1 or not (np.isfinite(start) and np.isfinite(stop)):
         raise ValueError(f"--alphas must be START,STOP,STEPS with STEPS ≥ 1; got {text!r}")
-    grid = np.linspace(start, stop, steps)
-    grid[np.abs(grid) <= 1e-9 * max(abs(start), abs(stop))] = 0.0      # linspace's -8.9e-16 is the α = 0 column
+    return exact_zero(np.linspace(start, stop, steps))
+
+
+def exact_zero(alphas: Any) -> np.ndarray:
+    """``alphas`` with 0 where linspace left rounding noise (-8.9e-16 for the α = 0 of ±7.02): prints as 0."""
+    grid = np.array(alphas, np.float64)
+    if grid.size:
+        grid[np.abs(grid) <= 1e-9 * np.abs(grid).max()] = 0.0
     return grid
 
 
@@ -291,7 +297,7 @@ def rescore_plot(change: np.ndarray, attrs: dict[str, Any], attributes: list[str
     spread = np.array([np.nan if v is None else v for v in attrs.get("attribute_std") or [None] * len(attributes)],
                       np.float64)
     order = strongest_changes(change, spread)[:top]
-    alphas = np.asarray(attrs.get("alphas"), np.float64)
+    alphas = exact_zero(attrs.get("alphas"))
     units = attrs.get("units", "raw")
     usable = np.isfinite(spread) & (spread > 0)
     if usable[order].all():
