@@ -306,7 +306,7 @@ def _tables_section(page: _Page, store: Store, shown: set[str]) -> None:
         if name.startswith("rescore_"):
             page.add(f"<h3>{html.escape(name)}</h3>" + _rescore_figure(page, store, name) + _rescore_table(store, name))
         elif name.startswith("match_"):
-            page.add(f"<h3>{html.escape(name)}</h3>" + _match_table(values, attrs))
+            page.add(f"<h3>{html.escape(name)}</h3>" + _match_table(store, values, attrs))
         else:
             if rows == cols:                       # square tables of attributes: one order on every heatmap
                 order = _attribute_order(store, rows, [_attribute_of(store, name, r) for r in rows])
@@ -324,21 +324,26 @@ _HEATMAP_CAPTIONS = {
 
 
 def _attribute_of(store: Store, table: str, label: str) -> str:
-    """The attribute a heatmap row stands for: a boundary's recorded attribute, else the label itself."""
-    if table == "boundary_cosine" and f"interfacegan/{label}" in store.directions():
+    """The attribute a row stands for: a boundary's recorded attribute, else the label itself."""
+    if table != "attribute_pearson" and f"interfacegan/{label}" in store.directions():
         return dict(store.array(f"directions/interfacegan/{label}").attrs).get("attribute") or label
     return label
 
 
-def _match_table(values: np.ndarray, attrs: dict[str, Any]) -> str:
-    """Method matching (SeFa Table 1) with both sides named as ``edit --direction`` takes them."""
+def _match_table(store: Store, values: np.ndarray, attrs: dict[str, Any]) -> str:
+    """Method matching (SeFa Table 1) with both sides named as ``edit --direction`` takes them; boundaries in
+    the store's attribute order, as on the heatmaps."""
     reference, candidates = attrs.get("reference", "?"), attrs.get("candidates", "?")
+    labels = list(attrs["rows"])
+    if reference == "interfacegan":
+        order = _attribute_order(store, labels, [_attribute_of(store, "match", r) for r in labels])
+        labels, values = [labels[i] for i in order], values[order]
 
     def named(label: str) -> str:
         match = re.fullmatch(r"(.+)\[(\d+)\]", label)
         return f"{reference}/{match.group(1)}:{match.group(2)}" if match else f"{reference}/{label}"
 
-    rows = [[named(r), f"{candidates}:{int(v[0])}", float(v[1])] for r, v in zip(attrs["rows"], values)]
+    rows = [[named(r), f"{candidates}:{int(v[0])}", float(v[1])] for r, v in zip(labels, values)]
     return (f"<p class='muted'>For each {html.escape(reference)} direction, the closest of "
             f"{html.escape(candidates)}'s rows and its cosine distance (SeFa Table 1).</p>"
             + _table(rows, [f"{reference} direction", f"closest {candidates} row", "cosine distance"]))
