@@ -104,8 +104,9 @@ def strongest_directions(store: Store, per_method: int) -> list[tuple[str, str]]
         if method == "interfacegan":
             accuracy = _metric(attrs.get("val_accuracy"), attrs.get("train_accuracy"))
             remaining = _metric(attrs.get("remaining_accuracy"))
-            caption = (f"{key} (val acc {accuracy:.3f}, remaining rows {remaining:.3f})" if accuracy >= 0
-                       else key)
+            metrics = [f"val acc {accuracy:.3f}"] if accuracy >= 0 else []
+            metrics += [f"acc on the remaining rows {remaining:.3f}"] if remaining >= 0 else []
+            caption = f"{key} ({', '.join(metrics)})" if metrics else key
             boundaries.append(((-accuracy, -remaining, key), key, caption))
         else:
             label = {"sefa": "eigenvector", "ganspace": "component"}.get(method, "row")
@@ -270,12 +271,11 @@ def _rescore_figure(page: _Page, store: Store, table: str) -> str:
 
 def _rescore_table(store: Store, table: str) -> str:
     """One row per attribute (most changed first), one column per α: fits the page whatever the attribute count."""
-    from engine.methods.editing import alpha_label, exact_zero, strongest_changes
+    from engine.methods.editing import alpha_label, attribute_spread, exact_zero, strongest_changes
 
     values, attrs = store.read_table(table)
     units = attrs.get("units", "raw")
-    spread = np.array([np.nan if v is None else v for v in attrs.get("attribute_std") or [None] * len(attrs["cols"])],
-                      np.float64)
+    spread = attribute_spread(attrs)
     order = strongest_changes(values, spread)
     size = np.nanmax(np.abs(values), axis=0, initial=0.0) / np.where(spread > 0, spread, np.nan)
     rows = [[attrs["cols"][j], float(spread[j]), *map(float, values[:, j]), float(size[j])] for j in order]
@@ -304,12 +304,13 @@ def _tables_section(page: _Page, store: Store, shown: set[str]) -> None:
         values, attrs = store.read_table(name)
         rows, cols = list(attrs["rows"]), list(attrs["cols"])
         if name.startswith("rescore_"):
-            page.add(f"<h3>{html.escape(name)}</h3>" + _rescore_figure(page, store, name) + _rescore_table(store, name))
+            page.add(f"<h3>{html.escape(name)}</h3>" + _rescore_figure(page, store, name)
+                     + _rescore_table(store, name))
         elif name.startswith("match_"):
             page.add(f"<h3>{html.escape(name)}</h3>" + _match_table(store, values, attrs))
         else:
             if rows == cols:                       # square tables of attributes: one order on every heatmap
-                order = _attribute_order(store, rows, [_attribute_of(store, name, r) for r in rows])
+                order = _attribute_order(store, rows, _attribute_names(store, rows))
                 values, rows = values[np.ix_(order, order)], [rows[i] for i in order]
                 cols = rows
             title = name.replace("_", " ")
@@ -323,11 +324,11 @@ _HEATMAP_CAPTIONS = {
 }
 
 
-def _attribute_of(store: Store, table: str, label: str) -> str:
-    """The attribute a row stands for: a boundary's recorded attribute, else the label itself."""
-    if table != "attribute_pearson" and f"interfacegan/{label}" in store.directions():
-        return dict(store.array(f"directions/interfacegan/{label}").attrs).get("attribute") or label
-    return label
+def _attribute_names(store: Store, labels: list[str]) -> list[str]:
+    """The attribute each row label stands for: the attribute a boundary of that name records, else the label."""
+    boundaries = set(store.directions())
+    return [dict(store.array(f"directions/interfacegan/{label}").attrs).get("attribute") or label
+            if f"interfacegan/{label}" in boundaries else label for label in labels]
 
 
 def _match_table(store: Store, values: np.ndarray, attrs: dict[str, Any]) -> str:
@@ -336,7 +337,7 @@ def _match_table(store: Store, values: np.ndarray, attrs: dict[str, Any]) -> str
     reference, candidates = attrs.get("reference", "?"), attrs.get("candidates", "?")
     labels = list(attrs["rows"])
     if reference == "interfacegan":
-        order = _attribute_order(store, labels, [_attribute_of(store, "match", r) for r in labels])
+        order = _attribute_order(store, labels, _attribute_names(store, labels))
         labels, values = [labels[i] for i in order], values[order]
 
     def named(label: str) -> str:

@@ -294,8 +294,7 @@ def rescore_plot(change: np.ndarray, attrs: dict[str, Any], attributes: list[str
     """
     from engine.plots import line_plot
 
-    spread = np.array([np.nan if v is None else v for v in attrs.get("attribute_std") or [None] * len(attributes)],
-                      np.float64)
+    spread = attribute_spread(attrs)
     order = strongest_changes(change, spread)[:top]
     alphas = exact_zero(attrs.get("alphas"))
     units = attrs.get("units", "raw")
@@ -308,6 +307,12 @@ def rescore_plot(change: np.ndarray, attrs: dict[str, Any], attributes: list[str
         ylabel = "mean score change"
     return line_plot(alphas, series, xlabel=units_label(units, attrs.get("sigma"), attrs.get("space")),
                      ylabel=ylabel, title=f"re-scoring along {rescore_label(attrs)}")
+
+
+def attribute_spread(attrs: dict[str, Any]) -> np.ndarray:
+    """The per-attribute std a re-scoring table records (NaN where unknown, or for tables written before)."""
+    recorded = attrs.get("attribute_std") or [None] * len(attrs["cols"])
+    return np.array([np.nan if v is None else v for v in recorded], np.float64)
 
 
 def rescore_label(attrs: dict[str, Any]) -> str:
