@@ -1,4 +1,4 @@
-"""``latent-engine demo``: the whole pipeline on the built-in digits models, in a few minutes on a laptop.
+"""``latent-engine demo``: the whole pipeline on the built-in digits models, on a laptop's CPU.
 
 sample -> InterFaceGAN boundaries for every attribute -> SeFa on the generator's first layer -> GANSpace PCA
 on W -> correlation tables -> edits with re-scoring along each method's strongest directions -> HTML report.
@@ -41,7 +41,7 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
     from engine.methods.ganspace import pca
     from engine.methods.interfacegan import boundaries
     from engine.methods.sefa import sefa
-    from engine.reporting import direction_spread, report
+    from engine.reporting import REPORT_STAGE, report, strongest_directions
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,15 +58,12 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
         pca(path, array=f"latents/{SPACE}", k=10)
     with _stage("correlation tables", timings, echo):
         correlate(path)
-    store = Store.open(path)
-    targets = _strongest(store, fitted, edits_per_method)
+    targets = [key for key, _ in strongest_directions(Store.open(path), edits_per_method)]
     with _stage(f"edits with re-scoring along {len(targets)} directions", timings, echo):
-        for key in targets:
-            sigma = direction_spread(store, key)     # steps of ±3σ along each direction, whatever its space
-            edit(path, key, alphas=f"{-3 * sigma:.6g},{3 * sigma:.6g},7", samples=8, seed=seed, rescore=True,
-                 device="cpu")
+        for key in targets:                       # ±3σ: a large edit along every direction, whatever its space
+            edit(path, key, alphas="-3,3,7", units="sigma", samples=8, seed=seed, rescore=True, device="cpu")
     Store.open(path, mode="r+").update_meta(timings=timings)
-    with _stage("HTML report", timings, echo):
+    with _stage(REPORT_STAGE, timings, echo):
         page = report(path, out / "report", per_method=edits_per_method, progress=progress)
     Store.open(path, mode="r+").update_meta(timings=timings)
     accuracies = {name: r["val_accuracy"] for name, r in fitted.items() if r.get("val_accuracy") is not None}
@@ -74,12 +71,3 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
             "mean_val_accuracy": sum(accuracies.values()) / max(len(accuracies), 1),
             "directions": Store.open(path).directions()}
 
-
-def _strongest(store: Store, fitted: dict[str, dict[str, Any]], per_method: int) -> list[str]:
-    """The best boundaries by validation accuracy, then the top eigenvectors / components."""
-    ranked = sorted(fitted, key=lambda name: -(fitted[name].get("val_accuracy") or 0.0))
-    keys = [f"interfacegan/{name}" for name in ranked[:per_method]]
-    for key in store.directions():
-        if key.startswith(("sefa/", "ganspace/")):
-            keys += [f"{key}:{row}" for row in range(per_method)]
-    return keys

@@ -12,16 +12,20 @@ import numpy as np
 from PIL import Image
 
 
-def image_grid(images, pad: int = 2, scale: int = 1, background: float = 1.0) -> Image.Image:
+def image_grid(images, pad: int = 2, scale: int = 1, background: float = 1.0,
+               col_labels: Sequence[str] | None = None) -> Image.Image:
     """images (rows, cols, C, H, W) with values in [-1, 1] (numpy or torch; C = 1 or 3) -> one RGB image.
 
     ``pad`` pixels of ``background`` (in [-1, 1]) separate the cells; ``scale`` enlarges by pixel repetition
-    (small generators' 16×16 images stay crisp).
+    (small generators' 16×16 images stay crisp). ``col_labels`` (one per column, e.g. the α of an edit) are
+    written in a band above the cells.
     """
     array = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float32)
     if array.ndim != 5 or array.shape[2] not in (1, 3):
         raise ValueError(f"image_grid needs images shaped (rows, cols, C, H, W) with C = 1 or 3; got {array.shape}")
     rows, cols, channels, h, w = array.shape
+    if col_labels is not None and len(col_labels) != cols:
+        raise ValueError(f"image_grid got {len(col_labels)} column labels for {cols} columns")
     if channels == 1:
         array = np.repeat(array, 3, axis=2)
     if scale > 1:
@@ -33,7 +37,34 @@ def image_grid(images, pad: int = 2, scale: int = 1, background: float = 1.0) ->
             top, left = pad + r * (h + pad), pad + c * (w + pad)
             canvas[:, top:top + h, left:left + w] = array[r, c]
     pixels = np.clip((canvas + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    return Image.fromarray(pixels, mode="RGB")
+    grid = Image.fromarray(pixels, mode="RGB")
+    return grid if col_labels is None else _label_columns(grid, [str(t) for t in col_labels], w, pad)
+
+
+def _label_columns(grid: Image.Image, labels: list[str], cell: int, pad: int) -> Image.Image:
+    """``grid`` under a white band with one centred label per column of ``cell``-pixel cells."""
+    from PIL import ImageDraw
+
+    font = _font(max(10, min(14, cell // 4)))
+    boxes = [font.getbbox(t) for t in labels]
+    band = max(b[3] for b in boxes) + 6
+    labelled = Image.new("RGB", (grid.width, grid.height + band), "white")
+    labelled.paste(grid, (0, band))
+    draw = ImageDraw.Draw(labelled)
+    for c, (text, box) in enumerate(zip(labels, boxes)):
+        centre = pad + c * (cell + pad) + cell / 2
+        draw.text((centre - (box[2] - box[0]) / 2 - box[0], 3), text, fill=(40, 40, 40), font=font)
+    return labelled
+
+
+def _font(size: int):
+    """matplotlib's DejaVu Sans (it has σ, α, −; PIL's built-in font does not) at ``size`` pixels."""
+    from pathlib import Path
+
+    import matplotlib
+    from PIL import ImageFont
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
 
 
 def _figure(width: float, height: float):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,20 @@ import numpy as np
 from engine.store import Store
 from engine.summary import summarize
 
+REPORT_STAGE = "HTML report"      # the report's own row in the Timings table (the demo records it too)
+
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+h3{margin:1.5em 0 .3em} .scroll{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em}
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.total td{font-weight:600;border-top:2px solid #bbb}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top} figcaption{font-size:.85em;color:#555}
-img{image-rendering:pixelated;max-width:100%} img.plot{max-width:460px;image-rendering:auto} img.wide{max-width:820px;image-rendering:auto} .note{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em}
-.muted{color:#777;font-size:.9em}
+.row{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0 1em} .row figure{margin-right:0}
+img{image-rendering:pixelated;max-width:100%} img.plot{max-width:460px;image-rendering:auto}
+img.wide{max-width:820px;image-rendering:auto} .note{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em}
+.muted{color:#777;font-size:.9em} details{margin:.3em 0 1em} summary{cursor:pointer;color:#444;font-size:.9em}
 """
 
 
@@ -35,16 +43,21 @@ def default_out(store_path: str) -> Path:
     return base.with_name(base.stem + ".report")
 
 
-def _table(rows: list[list[Any]], headers: list[str]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, (float, np.floating)):
-            return f'<td class="num">{v:.4g}</td>'
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            return f'<td class="num">{v}</td>'
-        return f"<td>{html.escape(str(v))}</td>"
+def _cell(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f'<td class="num">{v:.4g}</td>' if np.isfinite(v) else '<td class="num">-</td>'
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return f'<td class="num">{v}</td>'
+    return f"<td>{html.escape(str(v))}</td>"
+
+
+def _table(rows: list[list[Any]], headers: list[str], total: list[Any] | None = None) -> str:
+    """An HTML table (numbers right-aligned, 4 significant digits) that scrolls rather than overflow the page."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    if total is not None:
+        body += '<tr class="total">' + "".join(_cell(v) for v in total) + "</tr>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 class _Page:
@@ -74,31 +87,56 @@ class _Page:
         return path
 
 
-def _edit_targets(store: Store, per_method: int) -> list[tuple[str, str]]:
-    """(direction key with row, caption) for the strongest directions of each method."""
+def strongest_directions(store: Store, per_method: int) -> list[tuple[str, str]]:
+    """The directions the demo edits and the report shows: [(key as ``edit`` takes it, caption)].
+
+    InterFaceGAN boundaries rank by validation accuracy (training accuracy when there was no validation),
+    ties broken by the accuracy on the remaining, less extreme rows, then by name; SeFa eigenvectors and
+    GANSpace components are their first ``per_method`` rows. The demo and the report both call this, so the
+    grids and the re-scoring curves are always about the same directions.
+    """
     targets: list[tuple[str, str]] = []
-    boundaries = []
+    boundaries: list[tuple[tuple, str, str]] = []
     for key in store.directions():
-        method, name = key.split("/", 1)
+        method = key.split("/", 1)[0]
         array = store.array(f"directions/{key}")
         attrs = dict(array.attrs)
         if method == "interfacegan":
-            boundaries.append((attrs.get("val_accuracy") or attrs.get("train_accuracy") or 0.0, key))
+            accuracy = _metric(attrs.get("val_accuracy"), attrs.get("train_accuracy"))
+            remaining = _metric(attrs.get("remaining_accuracy"))
+            metrics = [f"val acc {accuracy:.3f}"] if accuracy >= 0 else []
+            metrics += [f"acc on the remaining rows {remaining:.3f}"] if remaining >= 0 else []
+            caption = f"{key} ({', '.join(metrics)})" if metrics else key
+            boundaries.append(((-accuracy, -remaining, key), key, caption))
         else:
             label = {"sefa": "eigenvector", "ganspace": "component"}.get(method, "row")
             for row in range(min(per_method, array.shape[0])):
-                targets.append((f"{key}:{row}", f"{key} {label} {row}"))
-    for accuracy, key in sorted(boundaries, reverse=True)[:per_method]:
-        targets.append((key, f"{key} (val acc {accuracy:.3f})"))
+                targets.append((f"{key}:{row}", f"{key}:{row} ({label} {row})"))
+    targets += [(key, caption) for _, key, caption in sorted(boundaries)[:per_method]]
     return targets
 
 
-def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = None, *, per_method: int = 4,
-           samples: int = 5, alphas: str = "-3,3,7", device: str = "cpu", progress: bool = True) -> Path:
-    """Write the HTML report of ``store`` into ``out`` (default ``<store>.report/``); returns index.html."""
-    from engine.plots import heatmap, image_grid, line_plot
-    from engine.progress import progress_bar
+def _metric(*values: Any) -> float:
+    """The first recorded metric among ``values``; -1 (below every accuracy) when none is."""
+    for value in values:
+        if value is not None and np.isfinite(value):
+            return float(value)
+    return -1.0
 
+
+def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = None, *, per_method: int = 4,
+           samples: int = 5, alphas: str = "-3,3,7", units: str = "sigma", device: str = "cpu",
+           progress: bool = True) -> Path:
+    """Write the HTML report of ``store`` into ``out`` (default ``<store>.report/``); returns index.html.
+
+    The edit grids show ``strongest_directions(store, per_method)`` at ``alphas`` in ``units`` ('sigma' or
+    'raw', as ``edit`` takes them), each beside its re-scoring table when ``edit --rescore`` wrote one.
+    """
+    from engine.methods.editing import check_units, parse_alphas
+
+    started = time.perf_counter()
+    check_units(units)
+    parse_alphas(alphas)
     reader = store if isinstance(store, Store) else Store.open(store)
     out_dir = Path(out) if out is not None else default_out(reader.path)
     page = _Page(out_dir)
@@ -113,22 +151,28 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
                 ["spaces", ", ".join(reader.spaces)], ["created", summary["created"]],
                 ["sampling speed", f"{summary['samples_per_s']} samples/s on {summary['device']}"]]
     page.add("<h2>Run</h2>" + _table(run_rows, ["run", "value"]))
-    timings = meta.get("timings") or {}
-    if timings:
-        page.add("<h3>Timings</h3>" + _table([[k, float(v)] for k, v in timings.items()], ["stage", "seconds"]))
+    timings_at = len(page.parts)
     if summary["attributes"]:
         page.add("<h2>Attributes</h2>" + _table(
             [[a, s["mean"], s["std"], s["nan"]] for a, s in summary["attributes"].items()],
             ["attribute", "mean", "std", "NaN scores"]))
 
-    _directions_section(page, reader, line_plot)
-    _edits_section(page, reader, image_grid, progress_bar, per_method=per_method, samples=samples,
-                   alphas=alphas, device=device, progress=progress)
-    _tables_section(page, reader, heatmap, line_plot)
+    _directions_section(page, reader)
+    shown = _edits_section(page, reader, per_method=per_method, samples=samples, alphas=alphas,
+                           units=units, device=device, progress=progress)
+    _tables_section(page, reader, shown)
+    page.parts.insert(timings_at, _timings(meta.get("timings") or {}, time.perf_counter() - started))
     return page.write(f"latent-engine report: {Path(reader.path).name}")
 
 
-def _directions_section(page: _Page, store: Store, line_plot: Any) -> None:
+def _timings(recorded: dict[str, Any], this_report: float) -> str:
+    """The stages recorded in the store (the demo's, a sweep's), this report, and their total."""
+    rows = [[stage, float(seconds)] for stage, seconds in recorded.items() if stage != REPORT_STAGE]
+    rows.append([f"{REPORT_STAGE} (this page)", round(this_report, 2)])
+    return "<h3>Timings</h3>" + _table(rows, ["stage", "seconds"], total=["total", sum(r[1] for r in rows)])
+
+
+def _directions_section(page: _Page, store: Store) -> None:
     keys = store.directions()
     page.add("<h2>Directions</h2>")
     if not keys:
@@ -146,12 +190,12 @@ def _directions_section(page: _Page, store: Store, line_plot: Any) -> None:
         elif "explained_variance_ratio" in attrs:
             ratio = np.asarray(attrs["explained_variance_ratio"], float)
             metric = f"top-{ratio.size} explain {ratio.sum():.1%} of the variance"
-            figures.append(_spectrum(page, line_plot, key, ratio, "component", "explained variance ratio",
+            figures.append(_spectrum(page, key, ratio, "component", "explained variance ratio",
                                      "GANSpace", "explained variance per component"))
         elif "eigenvalues" in attrs:
             values = np.asarray(attrs["eigenvalues"], float)
             metric = f"eigenvalues {', '.join(f'{v:.3g}' for v in values[:4])}…"
-            figures.append(_spectrum(page, line_plot, key, values, "eigenvector", "eigenvalue of AᵀA", "SeFa",
+            figures.append(_spectrum(page, key, values, "eigenvector", "eigenvalue of AᵀA", "SeFa",
                                      "eigenvalue spectrum (descending)"))
         elif "parents" in attrs:
             metric = f"conditioned on {attrs['parents']}"
@@ -159,90 +203,151 @@ def _directions_section(page: _Page, store: Store, line_plot: Any) -> None:
     page.add(_table(rows, ["direction", "shape", "space", "metrics"]) + "".join(figures))
 
 
-def _spectrum(page: _Page, line_plot: Any, key: str, values: np.ndarray, xlabel: str, ylabel: str, method: str,
+def _spectrum(page: _Page, key: str, values: np.ndarray, xlabel: str, ylabel: str, method: str,
               what: str) -> str:
     """A per-direction curve (eigenvalues, explained variance) as a figure of the page."""
+    from engine.plots import line_plot
+
     plot = line_plot(np.arange(values.size), {key: values}, xlabel=xlabel, ylabel=ylabel, title=f"{method} {key}")
     return page.figure(plot, f"{_slug(key)}_spectrum", f"{key}: {what}", plot=True)
 
 
-def _edits_section(page: _Page, store: Store, image_grid: Any, progress_bar: Any, *, per_method: int,
-                   samples: int, alphas: str, device: str, progress: bool) -> None:
-    from engine.methods.editing import edit, parse_alphas
-
-    targets = _edit_targets(store, per_method)
-    if not targets:
-        return
-    page.add(f"<h2>Edits</h2><p>Rows are samples, columns move along the direction by α = "
-             f"{', '.join(f'{a:g}' for a in parse_alphas(alphas))} times σ, the standard deviation of the "
-             f"stored codes along that direction (so a step means the same in z, w and W+).</p>")
+def _edits_section(page: _Page, store: Store, *, per_method: int, samples: int,
+                   alphas: str, units: str, device: str, progress: bool) -> set[str]:
+    """Edit grids of the strongest directions, each with its re-scoring; returns the tables shown here."""
+    from engine.methods.editing import edit, edit_grid, parse_alphas, rescore_table_name, split_direction_key
     from engine.models.registry import load_generator
+    from engine.progress import progress_bar
+
+    targets = strongest_directions(store, per_method)
+    if not targets:
+        return set()
+    steps = ", ".join(f"{a:g}" for a in parse_alphas(alphas))
+    unit_text = ("σ, the standard deviation of the stored codes along that direction (so a step means the same "
+                 "in z, w and W+)" if units == "sigma" else "raw units of the direction's space")
+    page.add(f"<h2>Edits</h2><p>The {len(targets)} strongest directions (InterFaceGAN: best validation "
+             f"accuracy; SeFa, GANSpace: first {per_method} rows). Rows are samples; columns move along the "
+             f"direction by α = {steps} in {unit_text}. Beside each grid, when <code>edit --rescore</code> "
+             f"was run on it, the mean change of the attributes that change most, in units of each "
+             f"attribute's std in the store.</p>")
     try:
         generator = load_generator(store.meta["generator"], device)
     except (ValueError, ImportError) as exc:
         page.add(f"<p class='note'>Edit grids skipped: cannot build the generator "
                  f"{html.escape(str(store.meta.get('generator')))} ({html.escape(str(exc))}).</p>")
-        return
-    figures = []
+        generator = None
+    tables = set(store.tables())
+    shown: set[str] = set()
+    note = None
     with progress_bar(total=len(targets), desc="report edits", unit="grids", enabled=progress) as bar:
         for key, caption in targets:
-            sigma = direction_spread(store, key)
-            scaled = ",".join(f"{v:.6g}" for v in _scaled(alphas, sigma))
-            result = edit(store, key, alphas=scaled, samples=samples, seed=0, generator=generator, device=device)
-            caption = f"{caption}; σ = {sigma:.3g}"
-            images = result["images"]
-            grid = image_grid(images, scale=max(1, 64 // images.shape[-1]))
-            figures.append(page.figure(grid, _slug(key) + "_edit", caption))
+            parts = []
+            if generator is not None:
+                result = edit(store, key, alphas=alphas, units=units, samples=samples, seed=0,
+                              generator=generator, device=device)
+                note = result.get("note", note)
+                parts.append(page.figure(edit_grid(result), _slug(key) + "_edit",
+                                         f"σ = {result['sigma']:.3g} in {result['space']}"))
+            table = rescore_table_name(*split_direction_key(key))
+            if table in tables:
+                parts.append(_rescore_figure(page, store, table))
+                shown.add(table)
+            page.add(f"<h3>{html.escape(caption)}</h3><div class='row'>{''.join(parts)}</div>")
+            if table in shown:
+                page.add(_rescore_table(store, table))
             bar.update(1)
-    page.add("".join(figures))
+    if note:
+        page.add(f"<p class='note'>{html.escape(note[0].upper() + note[1:])}.</p>")
+    return shown
 
 
-def _tables_section(page: _Page, store: Store, heatmap: Any, line_plot: Any) -> None:
-    names = store.tables()
+def _rescore_figure(page: _Page, store: Store, table: str) -> str:
+    from engine.methods.editing import rescore_label, rescore_plot
+
+    values, attrs = store.read_table(table)
+    caption = f"tables/{table}: re-scoring along {rescore_label(attrs)} ({attrs.get('samples', '?')} samples)"
+    return page.figure(rescore_plot(values, attrs, list(attrs["cols"])), table, caption, plot=True)
+
+
+def _rescore_table(store: Store, table: str) -> str:
+    """One row per attribute (most changed first), one column per α: fits the page whatever the attribute count."""
+    from engine.methods.editing import alpha_label, attribute_spread, exact_zero, strongest_changes
+
+    values, attrs = store.read_table(table)
+    units = attrs.get("units", "raw")
+    spread = attribute_spread(attrs)
+    order = strongest_changes(values, spread)
+    size = np.nanmax(np.abs(values), axis=0, initial=0.0) / np.where(spread > 0, spread, np.nan)
+    rows = [[attrs["cols"][j], float(spread[j]), *map(float, values[:, j]), float(size[j])] for j in order]
+    alphas = [f"α = {alpha_label(a, units)}" for a in exact_zero(attrs["alphas"])]
+    headers = ["attribute", "std in store", *alphas, "max |Δ| / std"]
+    return (f"<details><summary>tables/{html.escape(table)}: mean score change per α, all {len(rows)} "
+            f"attributes, most changed first</summary>{_table(rows, headers)}</details>")
+
+
+def _attribute_order(store: Store, labels: list[str], names: list[str] | None = None) -> list[int]:
+    """Positions of ``labels`` in the store's attribute order (by ``names``, the attribute each label stands
+    for); labels that are no attribute keep their order after the rest."""
+    names = names or labels
+    rank = {a: i for i, a in enumerate(store.attributes)}
+    return sorted(range(len(labels)), key=lambda i: (rank.get(names[i], len(rank)), i))
+
+
+def _tables_section(page: _Page, store: Store, shown: set[str]) -> None:
+    from engine.plots import heatmap
+
+    names = [n for n in store.tables() if n not in shown]
     if not names:
         return
     page.add("<h2>Tables</h2>")
     for name in names:
         values, attrs = store.read_table(name)
-        rows, cols = attrs["rows"], attrs["cols"]
+        rows, cols = list(attrs["rows"]), list(attrs["cols"])
         if name.startswith("rescore_"):
-            alphas = [float(r) for r in rows]
-            strongest = np.argsort(-np.nanmax(np.abs(values), axis=0))[:6]
-            plot = line_plot(alphas, {cols[j]: values[:, j] for j in strongest}, xlabel="α",
-                             ylabel="mean score change", title=f"re-scoring: {attrs.get('direction', name)}")
-            page.add(f"<h3>{html.escape(name)}</h3>" + page.figure(plot, name, "the six attributes that change most", plot=True)
-                     + _table([[r, *map(float, v)] for r, v in zip(rows, values)], ["α", *cols]))
+            page.add(f"<h3>{html.escape(name)}</h3>" + _rescore_figure(page, store, name)
+                     + _rescore_table(store, name))
         elif name.startswith("match_"):
-            page.add(f"<h3>{html.escape(name)}</h3><p class='muted'>For each reference direction: index of the "
-                     f"best-matching candidate and its cosine distance (SeFa Table 1).</p>"
-                     + _table([[r, int(v[0]), float(v[1])] for r, v in zip(rows, values)],
-                              ["reference", "best index", "cosine distance"]))
+            page.add(f"<h3>{html.escape(name)}</h3>" + _match_table(store, values, attrs))
         else:
-            page.add(f"<h3>{html.escape(name)}</h3>" + page.figure(
-                heatmap(values, rows, cols, title=name.replace("_", " ")), name, name.replace("_", " "), wide=True))
+            if rows == cols:                       # square tables of attributes: one order on every heatmap
+                order = _attribute_order(store, rows, _attribute_names(store, rows))
+                values, rows = values[np.ix_(order, order)], [rows[i] for i in order]
+                cols = rows
+            title = name.replace("_", " ")
+            page.add(f"<h3>{html.escape(name)}</h3>" + page.figure(heatmap(values, rows, cols, title=title), name,
+                                                                   _HEATMAP_CAPTIONS.get(name, title), wide=True))
 
 
-def direction_spread(store: Store, key: str) -> float:
-    """σ of the stored codes projected on direction ``key`` ('METHOD/NAME[:ROW]'), from the first chunk.
-
-    Edit steps in units of σ read the same in every space: W is often far narrower or wider than z.
-    """
-    from engine.methods.editing import split_direction_key
-
-    name, row = split_direction_key(key)
-    values, attrs = store.read_direction(name)
-    n = values[row].astype(np.float64)
-    codes = np.asarray(store.latent_array(attrs["space"])[: store.chunk], np.float64)
-    if attrs["space"] == "wp":
-        codes = codes[:, int(attrs["layer"])] if attrs.get("layer") is not None else codes.reshape(len(codes), -1)
-    return float(np.std(codes @ (n / np.linalg.norm(n))))
+_HEATMAP_CAPTIONS = {
+    "boundary_cosine": "cosine between the InterFaceGAN boundaries' normals (attributes in the store's order)",
+    "attribute_pearson": "Pearson correlation of the stored scores (attributes in the store's order)",
+}
 
 
-def _scaled(alphas: str, sigma: float) -> tuple[float, float, int]:
-    from engine.methods.editing import parse_alphas
+def _attribute_names(store: Store, labels: list[str]) -> list[str]:
+    """The attribute each row label stands for: the attribute a boundary of that name records, else the label."""
+    boundaries = set(store.directions())
+    return [dict(store.array(f"directions/interfacegan/{label}").attrs).get("attribute") or label
+            if f"interfacegan/{label}" in boundaries else label for label in labels]
 
-    grid = parse_alphas(alphas)
-    return grid[0] * sigma, grid[-1] * sigma, grid.size
+
+def _match_table(store: Store, values: np.ndarray, attrs: dict[str, Any]) -> str:
+    """Method matching (SeFa Table 1) with both sides named as ``edit --direction`` takes them; boundaries in
+    the store's attribute order, as on the heatmaps."""
+    reference, candidates = attrs.get("reference", "?"), attrs.get("candidates", "?")
+    labels = list(attrs["rows"])
+    if reference == "interfacegan":
+        order = _attribute_order(store, labels, _attribute_names(store, labels))
+        labels, values = [labels[i] for i in order], values[order]
+
+    def named(label: str) -> str:
+        match = re.fullmatch(r"(.+)\[(\d+)\]", label)
+        return f"{reference}/{match.group(1)}:{match.group(2)}" if match else f"{reference}/{label}"
+
+    rows = [[named(r), f"{candidates}:{int(v[0])}", float(v[1])] for r, v in zip(labels, values)]
+    return (f"<p class='muted'>For each {html.escape(reference)} direction, the closest of "
+            f"{html.escape(candidates)}'s rows and its cosine distance (SeFa Table 1).</p>"
+            + _table(rows, [f"{reference} direction", f"closest {candidates} row", "cosine distance"]))
 
 
 def _slug(key: str) -> str:

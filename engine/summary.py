@@ -20,14 +20,17 @@ def summarize(store: Store) -> dict[str, Any]:
         "samples_per_s": meta.get("samples_per_s"), "created": meta.get("created"),
         "arrays": {f"latents/{s}": list(store.latent_array(s).shape) for s in store.spaces},
         "sources": {f"latents/{s}": store.latent_source(s) for s in store.spaces},
-        "attributes": _attribute_stats(store, progress),
+        "attributes": attribute_stats(store, progress),
         "directions": {key: _direction_summary(store, key) for key in store.directions()},
         "tables": store.tables(),
     }
     return summary
 
 
-def _attribute_stats(store: Store, progress: np.ndarray) -> dict[str, dict[str, float | int]]:
+def attribute_stats(store: Store, progress: np.ndarray | None = None) -> dict[str, dict[str, float | int]]:
+    """{attribute: {"mean", "std", "nan"}} over the committed chunks (all chunks marked in ``progress``)."""
+    if progress is None:
+        progress = store.progress()
     if not store.attributes:
         return {}
     m = len(store.attributes)

@@ -5,11 +5,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zarr
 
 import engine
-from engine.reporting import report
+from engine.reporting import _attribute_order, report, strongest_directions
+from engine.store import Store
 from tests.conftest import run_cli
 
 
@@ -41,7 +43,64 @@ def test_demo_report_is_a_page_whose_images_exist(demo_run):
         assert f"<h2>{section}</h2>" in html
     images = re.findall(r'src="([^"]+)"', html)
     assert len(images) >= 12 and all((page.parent / src).is_file() for src in images)
-    assert "sefa/layers_all eigenvector 0" in html and "attribute_pearson" in html
+    assert "sefa/layers_all:0 (eigenvector 0)" in html and "attribute_pearson" in html
+
+
+def test_demo_and_report_show_the_same_strongest_directions(demo_run):
+    out, result = demo_run
+    store = Store.open(result["store"])
+    chosen = [key for key, _ in strongest_directions(store, 3)]
+    boundaries = [key for key in chosen if key.startswith("interfacegan/")]
+    rescored = {store.read_table(t)[1]["label"] for t in store.tables() if t.startswith("rescore_")}
+    assert rescored == set(chosen) and len(boundaries) == 3
+    # Ties in validation accuracy are broken by the remaining rows' accuracy, then the name: a total order.
+    metrics = [(-store.read_direction(k)[1]["val_accuracy"], -store.read_direction(k)[1]["remaining_accuracy"], k)
+               for k in store.directions() if k.startswith("interfacegan/")]
+    assert boundaries == [k for *_, k in sorted(metrics)[:3]]
+    html = Path(result["report"]).read_text()
+    shown = re.findall(r"<h3>(interfacegan/[^ <]+)", html)
+    assert shown == boundaries                                   # one heading per grid, each beside its re-scoring
+    for key in boundaries:
+        section = html.split(f"<h3>{key} ")[1].split("<h3>")[0]
+        assert "_edit.png" in section and f"re-scoring along {key}" in section
+
+
+def test_report_names_units_and_fits_its_tables(demo_run):
+    out, result = demo_run
+    html = Path(result["report"]).read_text()
+    assert "e-16" not in html and "e-15" not in html
+    assert "α = -3σ" in html and "α = 0σ" in html and "in σ, the standard deviation" in html
+    # Every table fits the 1100 px page: the re-scoring tables list attributes down, α across.
+    assert max(len(re.findall(r"<th>", t)) for t in re.findall(r"<table>.*?</tr>", html)) <= 10
+    # GANSpace and SeFa re-scoring plots name their row; match tables name directions as edit takes them.
+    for key in ("ganspace/w:1", "ganspace/w:2", "sefa/layers_all:1"):
+        assert f"re-scoring along {key}" in html
+    assert "<td>ganspace/w:0</td>" in html and "w[0]" not in html
+    # Attributes come in the store's order on both heatmaps and in the match tables (not alphabetically).
+    store = Store.open(result["store"])
+    section = html.split("<h3>match_interfacegan_vs_ganspace_w</h3>")[1].split("<h3>")[0]
+    assert re.findall(r"<td>interfacegan/(\w+)</td>", section) == store.attributes
+    labels = store.read_table("boundary_cosine")[1]["rows"]
+    assert labels != store.attributes and [labels[i] for i in _attribute_order(store, labels)] == store.attributes
+    # Timings: the demo's stages, this report, and their total.
+    timings = re.search(r"<h3>Timings</h3>(.*?)</table>", html).group(1)
+    seconds = [float(v) for v in re.findall(r'<td class="num">([\d.]+)</td>', timings)]
+    assert "HTML report (this page)" in timings and "<td>total</td>" in timings
+    assert seconds[-1] == pytest.approx(sum(seconds[:-1]), rel=1e-3)
+
+
+def test_report_on_planted_says_its_images_are_not_pictures(tmp_path):
+    store = engine.sample(str(tmp_path / "p.zarr"), "planted:z_dim=128,w_dim=128", ["planted"], n=1000, chunk=1000,
+                          progress=False)
+    writer = Store.open(store.path, mode="r+")
+    writer.write_direction("ganspace", "w", np.eye(2, 128), {"space": "w"})
+    # A re-scoring table as edit wrote it before α had units: raw α with linspace's rounding noise at 0.
+    alphas = [-7.01944, -2.3398133333333337, -8.881784197001252e-16, 2.339813333333333, 7.01944]
+    writer.write_table("rescore_ganspace_w_1", np.outer(np.round(alphas, 6), [1.0, 2.0]), [f"{a:g}" for a in alphas],
+                       ["a", "b"], {"direction": "ganspace/w", "row": 1, "space": "w", "alphas": alphas})
+    html = report(str(tmp_path / "p.zarr"), tmp_path / "out", per_method=1, samples=2, progress=False).read_text()
+    assert "not pictures" in html and "ganspace/w:0 (component 0)" in html
+    assert "re-scoring along ganspace/w:1" in html and "<th>α = 0</th>" in html and "e-16" not in html
 
 
 def test_report_says_why_when_the_generator_cannot_be_built(tmp_path):

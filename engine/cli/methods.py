@@ -92,40 +92,65 @@ Examples:
   latent-engine edit run.zarr --direction interfacegan/smile --out smile.png
   latent-engine edit run.zarr --direction interfacegan/age --alphas -5,5,11 --samples 8 --rescore --out age.png
   latent-engine edit run.zarr --direction sefa/layers_all:2 --stored --distance --out sefa2.png
+  latent-engine edit run.zarr --direction ganspace/w:0 --alphas -10,10,5 --units raw --out pc0.png
+\b
+α counts in σ by default: the standard deviation of the store's codes along the direction, so
+--alphas -3,3,7 is a large edit in z, w and W+ alike; --units raw takes α as the step length itself.
 """)
 @click.argument("store")
 @click.option("--direction", required=True, help="METHOD/NAME, or METHOD/NAME:ROW for a multi-row direction.")
-@click.option("--alphas", default="-3,3,7", help="START,STOP,STEPS of the edit strengths.")
+@click.option("--alphas", default="-3,3,7", show_default=True, help="START,STOP,STEPS of the edit strengths, in --units.")
+@click.option("--units", type=click.Choice(["sigma", "raw"]), default="sigma", show_default=True,
+              help="Unit of α: sigma = std of the store's codes along the direction; raw = step length in the space.")
 @click.option("--samples", type=int, default=4, help="Codes to edit (grid rows).")
 @click.option("--seed", type=int, default=0, help="Seed of the drawn codes.")
 @click.option("--stored", is_flag=True, help="Edit the store's first codes instead of drawing new ones.")
 @click.option("--distance", is_flag=True, help="InterFaceGAN's form: move each code to signed distance α from the boundary.")
-@click.option("--rescore", is_flag=True, help="Re-score edited images: writes tables/rescore_<method>_<name> and a line plot.")
+@click.option("--rescore", is_flag=True, help="Re-score edited images: writes tables/rescore_<method>_<name>[_<row>] and a line plot.")
+@click.option("--overwrite", is_flag=True, help="With --rescore: replace an existing re-scoring table of this direction.")
 @click.option("--out", default=None, help="PNG of the image grid (rows samples, columns α).")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:<index>.")
 @json_option
-def edit(store: str, direction: str, alphas: str, samples: int, seed: int, stored: bool, distance: bool,
-         rescore: bool, out: str | None, device: str, as_json: bool) -> None:
-    """Edit codes along a stored direction (z + αn) and synthesize the image grid; optionally re-score."""
-    from engine.devices import resolve_device
-    from engine.methods.editing import edit as run
+def edit(store: str, direction: str, alphas: str, units: str, samples: int, seed: int, stored: bool,
+         distance: bool, rescore: bool, overwrite: bool, out: str | None, device: str, as_json: bool) -> None:
+    """Edit codes along a stored direction (x + α·n) and synthesize the image grid; optionally re-score.
 
-    result = run(store, direction, alphas=alphas, samples=samples, seed=seed, stored=stored, distance=distance,
-                 rescore=rescore, out=out, device=str(resolve_device(device)))
-    summary = {k: result[k] for k in ("direction", "row", "space", "png", "plot", "table") if k in result}
+    With --rescore the attributes are listed most changed first, measured in each attribute's std in the
+    store (so an image statistic that moves by 2σ ranks above a logit that moves more raw units but less of
+    its range).
+    """
+    from engine.devices import resolve_device
+    from engine.methods.editing import alpha_label, edit as run, units_label
+
+    result = run(store, direction, alphas=alphas, units=units, samples=samples, seed=seed, stored=stored,
+                 distance=distance, rescore=rescore, out=out, device=str(resolve_device(device)),
+                 overwrite=overwrite)
+    summary = {k: result[k] for k in ("direction", "row", "space", "units", "sigma", "png", "plot", "table", "note")
+               if k in result}
     summary["alphas"] = [float(a) for a in result["alphas"]]
+    summary["alphas_raw"] = [float(a) for a in result["alphas_raw"]]
     if rescore:
-        summary["rescore"] = {a: [float(v) for v in result["rescore"][:, j]]
-                              for j, a in enumerate(result["attributes"])}
+        order = result["order"]
+        summary["rescore"] = {result["attributes"][j]: [float(v) for v in result["rescore"][:, j]] for j in order}
+        summary["attribute_std"] = {result["attributes"][j]: float(result["attribute_std"][j]) for j in order}
     if as_json:
         echo_json(summary)
         return
+    if "note" in summary:
+        click.echo(f"note: {summary['note']}", err=True)
     for key in ("png", "plot", "table"):
         if key in summary:
             click.echo(f"wrote {summary[key] if key != 'table' else 'tables/' + summary[key]}")
+    click.echo(f"{units_label(result['units'], result['sigma'], result['space'])}: "
+               f"{', '.join(alpha_label(a, result['units']) for a in result['alphas'])}")
     if rescore:
-        echo_table([[a, *v] for a, v in summary["rescore"].items()],
-                   ["attribute", *[f"α={a:g}" for a in summary["alphas"]]])
+        rows = []
+        for attribute, changes in summary["rescore"].items():
+            std = summary["attribute_std"][attribute]
+            relative = max(abs(v) for v in changes) / std if std > 0 else float("nan")
+            rows.append([attribute, std, *changes, relative])
+        echo_table(rows, ["attribute", "std", *[f"α={alpha_label(a, result['units'])}" for a in result["alphas"]],
+                          "max|Δ|/std"])
 
 
 @click.command(epilog="""\b

@@ -5,8 +5,14 @@ distance α from the boundary nᵀx = 0, as InterFaceGAN's ``linear_interpolate`
 The code lives in the direction's space: z codes go through the mapping; w codes are moved on every layer; a
 flattened wp direction moves every layer by its own slice; a wp direction of one ``layer`` moves that layer.
 
+α has a unit, ``units``: ``"sigma"`` (the default) counts in σ, the standard deviation of the store's codes
+along the direction, so α = 3 is a large edit in z, w and W+ alike; ``"raw"`` is the length of the step in
+the space itself. Every result, table and plot names the unit.
+
 Re-scoring runs the store's predictors on the edited images and reports, per α, the mean change of every
-attribute from the unedited images: ``tables/rescore_<method>_<name>`` (rows α, columns attributes).
+attribute from the unedited images: ``tables/rescore_<method>_<name>[_<row>]`` (rows α, columns attributes).
+Attributes are compared in units of their own spread (the std of their stored scores), so a slant that moves
+by 2.5 of its σ ranks above a logit that moves by more raw units but less of its own range.
 """
 from __future__ import annotations
 
@@ -18,13 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.methods._common import check_positive_int, open_for_reading, writing
+from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
 from engine.sampler import draw_codes
 from engine.store import Store
 
+UNITS = ("sigma", "raw")
+SPREAD_ROWS = 4096      # codes whose spread along a direction defines σ: the store's first committed rows
+
 
 def parse_alphas(text: str | tuple | list) -> np.ndarray:
-    """'START,STOP,STEPS' (or a 3-sequence) -> np.linspace(START, STOP, STEPS)."""
+    """'START,STOP,STEPS' (or a 3-sequence) -> np.linspace(START, STOP, STEPS), with an exact 0 where 0 falls."""
     parts = text.split(",") if isinstance(text, str) else list(text)
     try:
         start, stop, steps = float(parts[0]), float(parts[1]), parts[2]
@@ -33,13 +42,113 @@ def parse_alphas(text: str | tuple | list) -> np.ndarray:
         raise ValueError(f"--alphas must be START,STOP,STEPS (e.g. -3,3,7); got {text!r}") from None
     if len(parts) != 3 or steps < 1 or not (np.isfinite(start) and np.isfinite(stop)):
         raise ValueError(f"--alphas must be START,STOP,STEPS with STEPS ≥ 1; got {text!r}")
-    return np.linspace(start, stop, steps)
+    return exact_zero(np.linspace(start, stop, steps))
+
+
+def exact_zero(alphas: Any) -> np.ndarray:
+    """``alphas`` with 0 where linspace left rounding noise (-8.9e-16 for the α = 0 of ±7.02): prints as 0."""
+    grid = np.array(alphas, np.float64)
+    if grid.size:
+        grid[np.abs(grid) <= 1e-9 * np.abs(grid).max()] = 0.0
+    return grid
+
+
+def check_units(units: str) -> str:
+    """``units`` must be 'sigma' or 'raw'."""
+    if units not in UNITS:
+        raise ValueError(f"--units must be sigma or raw; got {units!r}")
+    return units
+
+
+def alpha_label(alpha: float, units: str) -> str:
+    """α as printed in tables and plots: '-3σ', '0σ', '2.5' (raw)."""
+    value = f"{float(alpha) + 0.0:g}"                                      # + 0.0 turns -0.0 into 0
+    return f"{value}σ" if units == "sigma" else value
+
+
+def units_label(units: str, sigma: float | None = None, space: str | None = None) -> str:
+    """The axis / header text of α: 'α (σ = 2.52 in w)' or 'α (raw units of w)'."""
+    where = f" in {space}" if space else ""
+    if units == "sigma":
+        return f"α (in σ{f' = {sigma:.3g}' if sigma is not None else ''}{where})"
+    return f"α (raw units{' of ' + space if space else ''})"
 
 
 def split_direction_key(key: str) -> tuple[str, int]:
     """'METHOD/NAME' or 'METHOD/NAME:ROW' -> ('METHOD/NAME', row)."""
     match = re.fullmatch(r"(.+?)(?::(\d+))?", key)
     return match.group(1), int(match.group(2) or 0)
+
+
+def rescore_table_name(key: str, row: int = 0) -> str:
+    """The table ``edit --rescore`` writes for direction ``key`` ('METHOD/NAME') row ``row``."""
+    return f"rescore_{key.replace('/', '_')}" + (f"_{row}" if row else "")
+
+
+def strongest_changes(change: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Attribute order, most changed first: by max |mean change| over α in units of each attribute's spread.
+
+    ``change`` is (A, m) (α × attributes), ``spread`` (m,) the std of each attribute's stored scores; an
+    attribute without a usable spread (not in the store, constant) ranks after every one that has one.
+    """
+    spread = np.asarray(spread, np.float64)
+    usable = np.isfinite(spread) & (spread > 0)
+    size = np.nanmax(np.abs(np.asarray(change, np.float64)), axis=0, initial=0.0)
+    relative = np.where(usable, size / np.where(usable, spread, 1.0), -np.inf)
+    return np.lexsort((-size, -relative))
+
+
+def score_spread(store: Store, attributes: list[str]) -> np.ndarray:
+    """Std of each of ``attributes``' stored scores (NaN for one the store does not hold)."""
+    from engine.summary import attribute_stats
+
+    stats = attribute_stats(store)
+    return np.array([stats[a]["std"] if a in stats else np.nan for a in attributes], np.float64)
+
+
+def _to_space(z: np.ndarray, G: Any, space: str, layer: int | None, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """z codes (S, z_dim) -> ((S, D) codes of ``space`` as float64, (S, L, w_dim) ws, or None for z)."""
+    if space == "z":
+        return z.astype(np.float64), None
+    with torch.inference_mode():
+        ws = G.mapping(torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(device)).float().cpu().numpy()
+    if space == "w":
+        return ws[:, 0].astype(np.float64), ws
+    if layer is None:
+        return ws.reshape(len(ws), -1).astype(np.float64), ws
+    return ws[:, int(layer)].astype(np.float64), ws
+
+
+def _reference_codes(store: Store, space: str, layer: int | None, G: Any, device: str) -> np.ndarray:
+    """The codes σ is measured on: the store's first committed rows of ``space``, else the same draws mapped."""
+    committed = np.flatnonzero(store.progress())
+    if space in store.spaces and committed.size:
+        rows = store.chunk_rows(int(committed[0]))
+        rows = slice(rows.start, min(rows.stop, rows.start + SPREAD_ROWS))
+        array = store.latent_array(space)
+        if space == "wp":
+            codes = array[rows, int(layer)] if layer is not None else np.asarray(array[rows]).reshape(
+                rows.stop - rows.start, -1)
+        else:
+            codes = array[rows]
+        return np.asarray(codes, np.float64)
+    z = draw_codes(int(store.meta.get("seed") or 0), 0, store.chunk, G.z_dim, rows=min(store.chunk, SPREAD_ROWS))
+    return _to_space(z, G, space, layer, device)[0]
+
+
+def direction_spread(codes: np.ndarray, n: np.ndarray) -> float:
+    """σ: the standard deviation of (S, D) ``codes`` projected on the unit direction ``n``."""
+    return float(np.std(np.asarray(codes, np.float64) @ np.asarray(n, np.float64)))
+
+
+def _is_planted(G: Any) -> bool:
+    from engine.models.planted import PlantedGenerator
+
+    return isinstance(G, PlantedGenerator)
+
+
+PLANTED_NOTE = ("the planted generator's images are tanh(A·w) patterns, not pictures: its grids look like noise "
+                "by design; read the re-scoring numbers instead")
 
 
 def _moved(x: np.ndarray, n: np.ndarray, alphas: np.ndarray, distance: bool) -> np.ndarray:
@@ -51,21 +160,26 @@ def _moved(x: np.ndarray, n: np.ndarray, alphas: np.ndarray, distance: bool) -> 
     return x[:, None, :] + shift[..., None] * n
 
 
-def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,3,7", samples: int = 4,
-         seed: int = 0, stored: bool = False, distance: bool = False, rescore: bool = False,
+def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,3,7", units: str = "sigma",
+         samples: int = 4, seed: int = 0, stored: bool = False, distance: bool = False, rescore: bool = False,
          out: str | os.PathLike | None = None, generator: Any = None, predictors: Any = None,
-         batch: int = 256, device: str = "cpu") -> dict[str, Any]:
+         batch: int = 256, device: str = "cpu", overwrite: bool = False) -> dict[str, Any]:
     """Edit ``samples`` codes along ``direction`` ('METHOD/NAME[:ROW]') at each α; returns the results.
 
-    Codes are drawn with ``seed`` (or, with ``stored``, the store's first rows). ``out`` saves the image grid
-    (rows samples, columns α); with ``rescore`` the predictors re-score every edited image, the mean change
-    per α is written to ``tables/rescore_<method>_<name>`` and plotted beside ``out``. ``generator`` and
-    ``predictors`` default to the models the store was sampled with.
+    ``alphas`` count in ``units``: 'sigma' (σ of the store's codes along the direction, see the module
+    docstring) or 'raw'. Codes are drawn with ``seed`` (or, with ``stored``, the store's first rows). ``out``
+    saves the image grid (rows samples, columns α, labelled); with ``rescore`` the predictors re-score every
+    edited image, the mean change per α is written to ``tables/rescore_<method>_<name>[_<row>]`` (refused if
+    it exists, unless ``overwrite``) and plotted beside ``out``. ``generator`` and ``predictors`` default to
+    the models the store was sampled with. The result holds ``alphas`` (in ``units``), ``alphas_raw``,
+    ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
+    not pictures (the planted generator).
     """
     from engine.models.registry import load_generator, load_predictor
 
     samples = check_positive_int("--samples", samples)
     batch = check_positive_int("--batch", batch)
+    units = check_units(units)
     grid = parse_alphas(alphas)
     reader = open_for_reading(store, complete=stored)
     key, row = split_direction_key(direction)
@@ -81,6 +195,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         raise ValueError(f"--direction {key} lives in space {space!r}; edit moves z, w or wp codes")
     if stored and samples > reader.n:
         raise ValueError(f"--samples {samples} is more than the {reader.n} stored rows")
+    table = rescore_table_name(key, row)
+    if rescore:
+        require_new(reader, [f"tables/{table}"], overwrite)
 
     G = generator if generator is not None and not isinstance(generator, str) else \
         load_generator(generator or reader.meta.get("generator"), device)
@@ -97,22 +214,19 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     if out is not None and Path(out).suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file; got {out}")
 
+    sigma = direction_spread(_reference_codes(reader, space, layer, G, device), n)
+    if units == "sigma" and not sigma > 0:
+        raise ValueError(f"the store's codes do not vary along {direction} (σ = {sigma:g}); use units='raw' "
+                         "(--units raw)")
+    raw = grid * sigma if units == "sigma" else grid
+
     # Starting codes in the direction's space, as (S, D) rows.
     if stored:
         z = np.asarray(reader.latent_array("z")[:samples], np.float32)
     else:
         z = draw_codes(seed, 0, samples, G.z_dim)
-    with torch.inference_mode():
-        ws = G.mapping(torch.from_numpy(z).to(device)).float().cpu().numpy()        # (S, L, w_dim)
-    if space == "z":
-        x = z.astype(np.float64)
-    elif space == "w":
-        x = ws[:, 0].astype(np.float64)
-    elif layer is None:
-        x = ws.reshape(samples, -1).astype(np.float64)
-    else:
-        x = ws[:, int(layer)].astype(np.float64)
-    moved = _moved(x, n, grid, distance).astype(np.float32)                          # (S, A, D)
+    x, ws = _to_space(z, G, space, layer, device)
+    moved = _moved(x, n, raw, distance).astype(np.float32)                           # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
 
     flat = codes.reshape(-1, codes.shape[-1])
@@ -135,31 +249,76 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
             if rescore:
                 scores.append(torch.cat([P(img).float() for P in Ps], dim=1).cpu().numpy())
     images = torch.cat(images).reshape(samples, codes.shape[1], *images[0].shape[1:])
-    result: dict[str, Any] = {"alphas": grid, "codes": moved, "images": images[:, 1:], "space": space,
-                              "direction": key, "row": row}
+    result: dict[str, Any] = {"alphas": grid, "alphas_raw": raw, "units": units, "sigma": sigma, "codes": moved,
+                              "images": images[:, 1:], "space": space, "direction": key, "row": row}
+    if _is_planted(G):
+        result["note"] = PLANTED_NOTE
     if out is not None:
-        from engine.plots import image_grid
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images[:, 1:], scale=max(1, 64 // images.shape[-1])).save(out)
+        edit_grid(result).save(out)
         result["png"] = str(out)
     if rescore:
         attributes = [a for P in Ps for a in P.attributes]
         s = np.concatenate(scores).reshape(samples, codes.shape[1], -1).astype(np.float64)
         change = np.nanmean(s[:, 1:] - s[:, :1], axis=0)                              # (A, m)
-        table = f"rescore_{key.replace('/', '_')}" + (f"_{row}" if row else "")
-        rows = [f"{a:g}" for a in grid]
+        spread = score_spread(reader, attributes)
+        table_attrs = {"direction": key, "row": row, "label": key if values.shape[0] == 1 else f"{key}:{row}",
+                       "samples": samples, "seed": seed, "distance": bool(distance),
+                       "space": space, "units": units, "sigma": sigma, "alphas": grid, "alphas_raw": raw,
+                       "attribute_std": [float(v) if np.isfinite(v) else None for v in spread]}
         with writing(store, purpose="edit --rescore") as target:
-            target.write_table(table, change, rows, attributes,
-                               {"direction": key, "row": row, "samples": samples, "seed": seed,
-                                "distance": bool(distance), "space": space, "alphas": grid})
-        result.update(table=table, rescore=change, attributes=attributes)
+            require_new(target, [f"tables/{table}"], overwrite)
+            target.write_table(table, change, [f"{a:g}" for a in grid], attributes, table_attrs)
+        result.update(table=table, rescore=change, attributes=attributes, attribute_std=spread,
+                      order=strongest_changes(change, spread))
         if out is not None:
-            from engine.plots import line_plot
             plot = Path(out).with_name(Path(out).stem + "_rescore.png")
-            line_plot(grid, {a: change[:, j] for j, a in enumerate(attributes)}, xlabel="α",
-                      ylabel="mean score change", title=f"re-scoring along {direction}").save(plot)
+            rescore_plot(change, table_attrs, attributes).save(plot)
             result["plot"] = str(plot)
     return result
 
 
-__all__ = ["edit", "parse_alphas"]
+def edit_grid(result: dict[str, Any]) -> Any:
+    """The image grid of an ``edit`` result: rows samples, columns α, each column labelled with its α."""
+    from engine.plots import image_grid
+
+    images = result["images"]
+    return image_grid(images, scale=max(1, 64 // images.shape[-1]),
+                      col_labels=[alpha_label(a, result["units"]) for a in result["alphas"]])
+
+
+def rescore_plot(change: np.ndarray, attrs: dict[str, Any], attributes: list[str], top: int = 6) -> Any:
+    """The line plot of a re-scoring table: the ``top`` attributes that change most, in their own std.
+
+    ``attrs`` are the table's attrs (as ``edit`` writes them); tables written before α had units read as raw.
+    """
+    from engine.plots import line_plot
+
+    spread = attribute_spread(attrs)
+    order = strongest_changes(change, spread)[:top]
+    alphas = exact_zero(attrs.get("alphas"))
+    units = attrs.get("units", "raw")
+    usable = np.isfinite(spread) & (spread > 0)
+    if usable[order].all():
+        series = {f"{attributes[j]} (std {spread[j]:.3g})": change[:, j] / spread[j] for j in order}
+        ylabel = "mean score change / the attribute's std"
+    else:
+        series = {attributes[j]: change[:, j] for j in order}
+        ylabel = "mean score change"
+    return line_plot(alphas, series, xlabel=units_label(units, attrs.get("sigma"), attrs.get("space")),
+                     ylabel=ylabel, title=f"re-scoring along {rescore_label(attrs)}")
+
+
+def attribute_spread(attrs: dict[str, Any]) -> np.ndarray:
+    """The per-attribute std a re-scoring table records (NaN where unknown, or for tables written before)."""
+    recorded = attrs.get("attribute_std") or [None] * len(attrs["cols"])
+    return np.array([np.nan if v is None else v for v in recorded], np.float64)
+
+
+def rescore_label(attrs: dict[str, Any]) -> str:
+    """The edited direction of a re-scoring table, as ``--direction`` takes it ('ganspace/w:1')."""
+    return attrs.get("label") or f"{attrs['direction']}:{int(attrs.get('row') or 0)}"
+
+
+__all__ = ["edit", "edit_grid", "parse_alphas", "rescore_label", "rescore_plot", "rescore_table_name",
+           "strongest_changes"]
