@@ -153,7 +153,7 @@ class Store:
     # ------------------------------------------------------------------ open / create
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> "Store":
-        """Open an existing store; raises StoreError if ``path`` is not a latent-engine store of schema 1."""
+        """Open an existing store; raises StoreError if ``path`` is not a latent-engine store this version reads."""
         path = str(path)
         if mode not in ("r", "r+"):
             raise ValueError(f"Store.open mode must be 'r' or 'r+'; got {mode!r}")
