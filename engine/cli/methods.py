@@ -132,7 +132,7 @@ def edit(store: str, direction: str, alphas: str, samples: int, seed: int, store
 Examples:
   latent-engine sefa --generator planted --store run.zarr
   latent-engine sefa --checkpoint stylegan2-ffhq.pt --family stylegan2 --layers 0-3 -k 10 --store ffhq.zarr
-  latent-engine sefa --checkpoint g.pt --family stylegan2 --layers all --layers 0-1 --layers 2-5 --layers 6-17
+  latent-engine sefa --checkpoint g.pt --family stylegan2 --layers all --layers 0-1 --layers 2-5 --layers 6-16
   latent-engine sefa --checkpoint pggan.pth --family pggan --store pggan.zarr
   latent-engine sefa --checkpoint stylegan2-ffhq.pth --family stylegan2 --like sefa --layers 0-1
   latent-engine sefa --checkpoint 550000.pt --family stylegan2 --like rosinality
@@ -179,7 +179,8 @@ def sefa(generator: str | None, checkpoint: str | None, family: str | None, laye
         where = f"directions/sefa/{n} in {store}" if store else n
         share = [v / r["eigenvalue_sum"] for v in r["eigenvalues"][:shown]]
         entry = f", from the checkpoint's {r['checkpoint_entry']!r} entry" if r.get("checkpoint_entry") else ""
-        held = r["layer_names"] if len(r["layer_names"]) <= 6 else [*r["layer_names"][:3], "…", *r["layer_names"][-2:]]
+        held = r["layer_names"]
+        held = held if len(held) <= 6 else [*held[:3], "…", *held[-2:]]
         click.echo(f"{where}: {len(r['layers'])} layer(s) {', '.join(held)}, space {r['space']}, "
                    f"{r['directions'].shape[0]}×{r['directions'].shape[1]}{entry}")
         echo_table([[i, float(v), float(s)] for i, (v, s) in enumerate(zip(r["eigenvalues"][:shown], share))],
