@@ -157,36 +157,62 @@ def edit(store: str, direction: str, alphas: str, units: str, samples: int, seed
 Examples:
   latent-engine sefa --generator planted --store run.zarr
   latent-engine sefa --checkpoint stylegan2-ffhq.pt --family stylegan2 --layers 0-3 -k 10 --store ffhq.zarr
-  latent-engine sefa --checkpoint g.pt --family stylegan2 --layers all --layers 0-1 --layers 2-5 --layers 6-17
+  latent-engine sefa --checkpoint g.pt --family stylegan2 --layers all --layers 0-1 --layers 2-5 --layers 6-16
   latent-engine sefa --checkpoint pggan.pth --family pggan --store pggan.zarr
+  latent-engine sefa --checkpoint stylegan2-ffhq.pth --family stylegan2 --like sefa --layers 0-1
+  latent-engine sefa --checkpoint 550000.pt --family stylegan2 --like rosinality
+
+\b
+Layer conventions (--like; they differ for StyleGAN2 only):
+  engine      layer i = the i-th modulated conv (rosinality conv1 = 0, convs.N = N+1;
+              genforce layerN = N; NVlabs synthesis.bRES.conv0/conv1 in order); all = every conv;
+              --include-torgb appends the ToRGBs after them; rows normalised
+  sefa        genforce/sefa's numbering: the convs, then one more index for the final ToRGB only;
+              all = the convs + the final ToRGB; rows normalised
+  rosinality  closed_form_factorization.py: conv1, convs.*, to_rgb1; rows not normalised;
+              --layers all only; eigenvalues are its squared singular values
+\b
+Default result names say what they hold: layers_0-3 (all resolves to its indices), layer_fc (one
+layer), like_sefa_layers_0-17 / like_rosinality_layers_0-17 for the reference conventions.
 """)
 @click.option("--generator", "-g", default=None, help="Generator SPEC exposing latent_weights() (e.g. planted).")
-@click.option("--checkpoint", default=None, help="Checkpoint file (.pt/.pth state dict); needs --family.")
+@click.option("--checkpoint", default=None, help="Checkpoint file (.pt/.pth state dict); needs --family. Inside g_ema, generator_smooth (before generator), state_dict, ... is read; the result records which.")
 @click.option("--family", type=click.Choice(["stylegan2", "stylegan", "pggan", "biggan"]), default=None, help="Weight layout of --checkpoint.")
-@click.option("--layers", "layers", multiple=True, default=["all"], help="all | 0-3 | 0,2,5 (repeatable: all selections in one batched eigh).")
+@click.option("--layers", "layers", multiple=True, default=["all"], help="all | 0-3 | 0,2,5 (repeatable: all selections in one batched eigh), numbered as --like says.")
+@click.option("--like", type=click.Choice(["engine", "sefa", "rosinality"]), default="engine", show_default=True, help="Layer set and normalisation of the engine or of a reference tool (see below).")
 @click.option("-k", "k", type=int, default=10, help="Directions kept per selection.")
 @click.option("--store", default=None, help="Store to write directions/sefa/<name> into (created if missing).")
-@click.option("--name", default=None, help="Name of the result (one --layers only; default layers_<spec>).")
-@click.option("--include-torgb", is_flag=True, help="StyleGAN2: also factorize the ToRGB modulations.")
+@click.option("--name", default=None, help="Name of the result (one --layers only; default: the layers it holds).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing directions/sefa/<name> in --store.")
+@click.option("--include-torgb", is_flag=True, help="StyleGAN2, --like engine: also factorize the ToRGB modulations.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary unpickling of --checkpoint (runs code from the file!).")
 @json_option
-def sefa(generator: str | None, checkpoint: str | None, family: str | None, layers: tuple[str, ...], k: int,
-         store: str | None, name: str | None, include_torgb: bool, trust_checkpoint: bool, as_json: bool) -> None:
+def sefa(generator: str | None, checkpoint: str | None, family: str | None, layers: tuple[str, ...], like: str,
+         k: int, store: str | None, name: str | None, overwrite: bool, include_torgb: bool, trust_checkpoint: bool,
+         as_json: bool) -> None:
     """SeFa: closed-form directions, the eigenvectors of AᵀA of the layers that take the code in."""
     from engine.methods.sefa import sefa as run
 
     result = run(generator=generator, checkpoint=checkpoint, family=family, layers=list(layers), k=k, store=store,
-                 include_torgb=include_torgb, trust_checkpoint=trust_checkpoint, name=name)
+                 include_torgb=include_torgb, like=like, trust_checkpoint=trust_checkpoint, name=name,
+                 overwrite=overwrite)
     if as_json:
         echo_json({n: {key: v for key, v in r.items() if key != "directions"} for n, r in result.items()})
         return
+    shown = 10
     for n, r in result.items():
         where = f"directions/sefa/{n} in {store}" if store else n
-        share = [v / r["eigenvalue_sum"] for v in r["eigenvalues"][:5]]
-        click.echo(f"{where}: {len(r['layers'])} layer(s) {r['layers_spec']}, space {r['space']}, "
-                   f"{r['directions'].shape[0]}×{r['directions'].shape[1]}")
-        echo_table([[i, float(v), float(s)] for i, (v, s) in enumerate(zip(r["eigenvalues"][:5], share))],
+        share = [v / r["eigenvalue_sum"] for v in r["eigenvalues"][:shown]]
+        entry = f", from the checkpoint's {r['checkpoint_entry']!r} entry" if r.get("checkpoint_entry") else ""
+        held = r["layer_names"]
+        held = held if len(held) <= 6 else [*held[:3], "…", *held[-2:]]
+        click.echo(f"{where}: {len(r['layers'])} layer(s) {', '.join(held)}, space {r['space']}, "
+                   f"{r['directions'].shape[0]}×{r['directions'].shape[1]}{entry}")
+        echo_table([[i, float(v), float(s)] for i, (v, s) in enumerate(zip(r["eigenvalues"][:shown], share))],
                    ["index", "eigenvalue", "share"])
+        if len(r["eigenvalues"]) > shown:
+            click.echo(f"({len(r['eigenvalues']) - shown} more rows not shown: {shown} of {len(r['eigenvalues'])}; "
+                       "--json prints all)")
 
 
 @click.command(epilog="""\b

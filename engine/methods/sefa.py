@@ -7,6 +7,20 @@ SeFa's ``factorize_weight``), and the directions are the eigenvectors of AᵀA i
 
 Weights come from a generator object exposing ``latent_weights()`` (``engine.models.base.Factorizable``) or
 from a checkpoint read by ``engine.models.checkpoints`` (no network is built).
+
+Layer conventions (``like``, checkpoints only; they differ for StyleGAN2 alone):
+
+* ``engine`` (default): layer i is the i-th modulated conv; ``all`` = every conv; the ToRGBs follow the convs
+  only with ``include_torgb``; rows normalised.
+* ``sefa``: genforce/sefa's numbering: the convs, then one more index for the final ToRGB; ``all`` = the convs
+  and the final ToRGB; rows normalised.
+* ``rosinality``: ``closed_form_factorization.py``: the convs and ``to_rgb1``, rows not normalised (its
+  eigenvectors are the right singular vectors of A; the eigenvalues here are the squared singular values);
+  ``layers`` must be ``all``.
+
+A result's default name says what it holds: ``layers_0-3`` (the resolved indices, ``all`` included), or
+``layer_<name>`` for a single layer (``layer_fc`` on a one-layer generator), prefixed ``like_<tool>_`` for the
+reference conventions.
 """
 from __future__ import annotations
 
@@ -18,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.methods._common import check_positive_int
+from engine.methods._common import check_positive_int, require_new
+from engine.models.checkpoints import LIKE
 from engine.store import Store, StoreError
 
 METHOD = "sefa"
@@ -47,37 +62,70 @@ def parse_layers(spec: str, count: int) -> list[int]:
     return sorted(chosen)
 
 
-def _selection_name(spec: str) -> str:
-    return "layers_" + re.sub(r"\s+", "", str(spec).lower()).replace(",", "_")
+def _compact(indices: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2_5'."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return "_".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in runs)
 
 
-def factorize(weights: Sequence[torch.Tensor], selections: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Eigen-decompose AᵀA for each selection of layers: (eigenvalues (b, d), eigenvectors as rows (b, d, d))."""
+def selection_name(chosen: Sequence[int], layer_names: Sequence[str], like: str = "engine") -> str:
+    """The default result name: the layers it holds, e.g. ``layers_0-3``, ``layer_fc``, ``like_sefa_layers_0-17``."""
+    if len(chosen) == 1:
+        base = "layer_" + re.sub(r"[^A-Za-z0-9_-]+", "_", layer_names[chosen[0]])
+    else:
+        base = "layers_" + _compact(chosen)
+    return base if like == "engine" else f"like_{like}_{base}"
+
+
+def factorize(weights: Sequence[torch.Tensor], selections: Sequence[Sequence[int]], *,
+              normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Eigen-decompose AᵀA for each selection of layers: (eigenvalues (b, d), eigenvectors as rows (b, d, d)).
+
+    A stacks the selected weights' rows, each scaled to unit length when ``normalise`` (zero rows stay zero).
+    """
     import kernels
 
     grams = []
     for chosen in selections:
         A = torch.cat([weights[i].to(torch.float64) for i in chosen])
-        norms = torch.linalg.vector_norm(A, dim=1, keepdim=True)
-        A = A / torch.where(norms > 0, norms, torch.ones_like(norms))
+        if normalise:
+            norms = torch.linalg.vector_norm(A, dim=1, keepdim=True)
+            A = A / torch.where(norms > 0, norms, torch.ones_like(norms))
         grams.append(A.T @ A)
     values, vectors = kernels.eigh(torch.stack(grams))
     return values.numpy(), vectors.transpose(-1, -2).numpy()
 
 
 def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = None, family: str | None = None,
-                 *, include_torgb: bool = False, trust_checkpoint: bool = False) -> tuple[list[tuple[str, torch.Tensor]], str, str]:
-    """(layers [(name, (out, d))], space of the code they act on, a source label)."""
+                 *, include_torgb: bool = False, like: str = "engine",
+                 trust_checkpoint: bool = False) -> tuple[list[tuple[str, torch.Tensor]], str, str, str | None]:
+    """(layers [(name, (out, d))], space of the code they act on, a source label, the checkpoint entry read).
+
+    The checkpoint entry is the wrapper key the weights came from (``g_ema``, ``generator_smooth``, ...), None
+    for a bare state dict or a generator object.
+    """
     if (generator is None) == (checkpoint is None):
         raise ValueError("sefa needs exactly one of --generator SPEC or --checkpoint PATH --family F")
+    if like not in LIKE:
+        raise ValueError(f"--like must be one of {', '.join(LIKE)}; got {like!r}")
     if checkpoint is not None:
-        from engine.models.checkpoints import FAMILIES, read_latent_weights
+        from engine.models.checkpoints import FAMILIES, check_like, read_checkpoint_weights
         if family not in FAMILIES:
             raise ValueError(f"--checkpoint needs --family, one of {', '.join(FAMILIES)}; got {family!r}")
-        layers = read_latent_weights(checkpoint, family, include_torgb=include_torgb, trust=trust_checkpoint)
-        return layers, LATENT_SPACE[family], f"{family}:{checkpoint}"
+        check_like(family, like, include_torgb)
+        layers, entry = read_checkpoint_weights(checkpoint, family, include_torgb=include_torgb, like=like,
+                                                trust=trust_checkpoint)
+        return layers, LATENT_SPACE[family], f"{family}:{checkpoint}", entry
     if family is not None:
         raise ValueError("--family goes with --checkpoint; a --generator knows its own layout")
+    if like != "engine":
+        raise ValueError(f"--like {like} reproduces a reference tool's checkpoint layout; it needs --checkpoint "
+                         "and --family, not --generator")
     if isinstance(generator, str):
         from engine.models.registry import load_generator
         G = load_generator(generator)
@@ -90,16 +138,20 @@ def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = N
     if not layers:
         raise ValueError(f"generator {getattr(G, 'spec', G)!r} returned no latent weights")
     space = "w" if getattr(G, "has_mapping", False) else "z"
-    return layers, space, f"generator:{getattr(G, 'spec', type(G).__name__)}"
+    return layers, space, f"generator:{getattr(G, 'spec', type(G).__name__)}", None
 
 
 def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, family: str | None = None,
          layers: str | Sequence[str] = "all", k: int = 10, store: str | os.PathLike | Store | None = None,
-         include_torgb: bool = False, trust_checkpoint: bool = False, name: str | None = None) -> dict[str, dict[str, Any]]:
+         include_torgb: bool = False, like: str = "engine", trust_checkpoint: bool = False, name: str | None = None,
+         overwrite: bool = False) -> dict[str, dict[str, Any]]:
     """SeFa directions for each layer selection in ``layers``; written to ``directions/sefa/<name>`` when
     ``store`` is given (created if missing). Returns {name: {"directions": (k, d), eigenvalues, layers, ...}}.
 
-    ``name`` overrides the default ``layers_<spec>`` (one selection only).
+    ``like`` ("engine", "sefa", "rosinality") picks the layer numbering and row normalisation of the engine or of
+    a reference tool (see the module docstring). ``name`` overrides the default name, which says the layers the
+    result holds (one selection only). An existing ``directions/sefa/<name>`` is refused, before any
+    computation, unless ``overwrite``.
     """
     k = check_positive_int("-k", k)
     specs = [layers] if isinstance(layers, str) else list(layers)
@@ -107,8 +159,11 @@ def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, 
         raise ValueError("--layers needs at least one selection")
     if name is not None and (len(specs) != 1 or "/" in name or not name):
         raise ValueError("--name needs exactly one --layers selection and a plain name without '/'")
-    weights, space, source = load_weights(generator, checkpoint, family, include_torgb=include_torgb,
-                                          trust_checkpoint=trust_checkpoint)
+    if like == "rosinality" and any(str(spec).strip().lower() != "all" for spec in specs):
+        raise ValueError("--like rosinality factorizes closed_form_factorization.py's fixed layer set; "
+                         f"--layers must be all; got {', '.join(map(str, specs))}")
+    weights, space, source, entry = load_weights(generator, checkpoint, family, include_torgb=include_torgb,
+                                                 like=like, trust_checkpoint=trust_checkpoint)
     names = [n for n, _ in weights]
     tensors = [w for _, w in weights]
     d = tensors[0].shape[1]
@@ -117,45 +172,51 @@ def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, 
     if k > d:
         raise ValueError(f"-k must be at most the code size {d}; got {k}")
     selections = [parse_layers(spec, len(tensors)) for spec in specs]
-    out_names = [name] if name else [_selection_name(spec) for spec in specs]
+    out_names = [name] if name else [selection_name(chosen, names, like) for chosen in selections]
     if len(set(out_names)) != len(out_names):
-        raise ValueError(f"--layers selections repeat: {specs}")
+        raise ValueError(f"--layers selections repeat: {', '.join(map(str, specs))} all name "
+                         f"{', '.join(sorted(set(out_names)))}")
     target_path = None if store is None else (store.path if isinstance(store, Store) else str(store))
     if target_path is not None:
-        _check_target(target_path, space, d)
+        _check_target(target_path, space, d, out_names, overwrite)
 
-    values, vectors = factorize(tensors, selections)
+    normalise = like != "rosinality"
+    values, vectors = factorize(tensors, selections, normalise=normalise)
     results: dict[str, dict[str, Any]] = {}
     for j, (out, chosen) in enumerate(zip(out_names, selections)):
         results[out] = {
             "directions": vectors[j, :k].astype(np.float32), "space": space, "method": METHOD,
             "eigenvalues": values[j, :k].astype(np.float64), "eigenvalue_sum": float(values[j].sum()),
             "layers": chosen, "layer_names": [names[i] for i in chosen], "layers_spec": str(specs[j]),
-            "family": family or "generator", "source": source, "include_torgb": bool(include_torgb),
+            "family": family or "generator", "source": source, "checkpoint_entry": entry,
+            "include_torgb": bool(include_torgb), "like": like, "rows_normalised": normalise,
         }
     if target_path is not None:
-        _write(target_path, results, d, source)
+        _write(target_path, results, d, source, overwrite)
     return results
 
 
-def _check_target(path: str, space: str, d: int) -> None:
+def _check_target(path: str, space: str, d: int, names: Sequence[str], overwrite: bool) -> None:
     from engine.store import _exists
     if not _exists(path):
         return
     existing = Store.open(path)
+    require_new(existing, [f"directions/{METHOD}/{n}" for n in names], overwrite)
     if space in existing.spaces:
         dim = existing.latent_array(space).shape[-1]
         if dim != d:
             raise StoreError(f"{path} stores {space} codes of size {dim}; these SeFa directions have size {d}")
 
 
-def _write(path: str, results: dict[str, dict[str, Any]], d: int, source: str) -> None:
+def _write(path: str, results: dict[str, dict[str, Any]], d: int, source: str, overwrite: bool) -> None:
     from engine.lock import StoreLock
     from engine.store import _exists
 
     with StoreLock(path, purpose="sefa"):
         if _exists(path):
             target = Store.open(path, mode="r+")
+            # Checked again under the lock: another writer may have stored one of these names meanwhile.
+            require_new(target, [f"directions/{METHOD}/{n}" for n in results], overwrite)
         else:
             # A directions-only store: one placeholder row, never sampled (info reports it incomplete).
             target = Store.create(path, n=1, chunk=1, z_dim=d, meta={"generator": source, "directions_only": True})

@@ -2,34 +2,47 @@
 
 Checkpoints load with ``torch.load(weights_only=True, map_location="cpu")``: tensors and plain containers only.
 One that needs arbitrary unpickling (a pickled network, a custom class) is refused unless the caller passes
-``trust=True`` (the CLI's ``--trust-checkpoint``): unpickling runs code from the file.
+``trust=True`` (the CLI's ``--trust-checkpoint``): unpickling runs code from the file. A file that cannot be read
+at all (random bytes, a truncated or damaged zip) is a ``CheckpointError`` naming the file, whatever
+``torch.load`` raised inside.
+
+The generator's weights are found inside the usual wrappers (``GENERATOR_KEYS``, first present wins): rosinality's
+``g_ema``, genforce's ``generator_smooth`` (the averaged weights, which SeFa's own loader prefers) before its raw
+``generator``, then ``state_dict``/``model``/``params``; ``module.`` prefixes are stripped.
 
 No network is built: each family's reader picks, by key name, the weights that take the latent code in and
 returns them as ``[(layer_name, weight (out_features, latent_dim))]`` in layer order:
 
-* ``stylegan2``: rosinality's ``g_ema`` layout (``conv1.conv.modulation.weight`` = layer 0,
-  ``convs.{i}.conv.modulation.weight`` = layer i+1; ToRGB ``to_rgb1`` / ``to_rgbs.{i}`` only with
-  ``include_torgb``), NVlabs' stylegan2-ada layout (``synthesis.b{res}.conv{0,1}.affine.weight``,
-  ``synthesis.b{res}.torgb.affine.weight``) and genforce's (``synthesis.layer{i}.style.weight``);
+* ``stylegan2``, three layouts, numbered alike: layer i is the i-th modulated conv, ToRGBs after them.
+  rosinality's ``g_ema`` (``conv1.conv.modulation.weight`` = layer 0, ``convs.{i}.conv.modulation.weight`` =
+  layer i+1; ToRGB ``to_rgb1``, ``to_rgbs.{i}``), NVlabs' stylegan2-ada-pytorch
+  (``synthesis.b{res}.conv0/conv1.affine.weight`` by resolution; ToRGB ``synthesis.b{res}.torgb.affine.weight``)
+  and genforce's (``synthesis.layer{i}.style.weight``; ToRGB ``synthesis.output{i}.style.weight``). StyleGAN3's
+  layout (``synthesis.L{i}_{res}_{channels}.affine.weight``) is not read.
 * ``stylegan``: the per-layer style affines (genforce ``synthesis.layer{i}.style.weight``, or
   ``...epilogue.style_mod.dense.weight``);
 * ``pggan``: the first layer, which takes z (``layer0.weight``; a 4-D conv kernel (out, z_dim, kh, kw)
   becomes out·kh·kw rows);
 * ``biggan``: the first linear layer (``generator.gen_z.weight`` / ``gen_z.weight``), keeping only the columns
   that act on the latent half of its input [z, class embedding], as the SeFa paper says.
+
+Which StyleGAN2 layers come back depends on ``like`` (see ``LIKE``): the engine's own convention (the convs,
+ToRGBs only with ``include_torgb``), genforce/sefa's (the convs, then the last ToRGB) or rosinality's
+``closed_form_factorization.py`` (the convs and the first ToRGB).
 """
 from __future__ import annotations
 
 import os
 import pickle
 import re
-import zipfile
+import warnings
 from collections.abc import Mapping
 
 import torch
 
 FAMILIES = ("stylegan2", "stylegan", "pggan", "biggan")
-WRAPPER_KEYS = ("g_ema", "G_ema", "state_dict", "generator", "model", "params")
+LIKE = ("engine", "sefa", "rosinality")
+GENERATOR_KEYS = ("g_ema", "G_ema", "generator_smooth", "generator", "state_dict", "model", "params")
 
 
 class CheckpointError(ValueError):
@@ -37,45 +50,68 @@ class CheckpointError(ValueError):
 
 
 def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> object:
-    """``torch.load`` of ``path`` on CPU; weights only unless ``trust``."""
+    """``torch.load`` of ``path`` on CPU; weights only unless ``trust``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` (one line naming the file) for every
+    file ``torch.load`` cannot read, including the refusal of one that needs arbitrary unpickling.
+    """
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # torch warns about odd pickle protocols of garbage files
+            return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         # The weights-only unpickler names a class it will not build as "Unsupported global"; anything else
         # it rejects (a bad opcode) is a file that is not a checkpoint at all.
         if trust or "unsupported global" not in str(exc).lower():
-            raise CheckpointError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
+            raise _unreadable(path, exc) from None
         raise CheckpointError(f"{path} needs arbitrary unpickling to load (it holds more than tensors); refused "
                               "for safety: pass --trust-checkpoint only if you trust its source") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, ImportError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes the unpickler raise almost anything
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: str, exc: BaseException) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})")
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    text = str(exc)
+    # torch's weights-only refusal is a paragraph of advice; the reason follows "WeightsUnpickler error:".
+    text = text.split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else "no message"
 
 
-def state_dict_of(obj: object, path: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The generator's flat {name: tensor} dict: unwraps ``g_ema`` and kin, strips ``module.`` prefixes."""
+def unwrap(obj: object, path: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str | None]:
+    """The generator's flat {name: tensor} dict and the wrapper key it came from (None: the top level).
+
+    The first of ``GENERATOR_KEYS`` that holds a mapping (or a module) is read; ``module.`` prefixes are stripped.
+    """
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} is not a state dict (it holds a {type(obj).__name__})")
-    for key in WRAPPER_KEYS:
+    source = None
+    for key in GENERATOR_KEYS:
         inner = obj.get(key)
         if isinstance(inner, torch.nn.Module):
             inner = inner.state_dict()
         if isinstance(inner, Mapping):
-            obj = inner
+            obj, source = inner, key
             break
     tensors = {str(k).removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise CheckpointError(f"{path} is not a state dict: it holds no tensors (keys: {_keys(obj)})")
-    return tensors
+        where = f"its {source!r} entry" if source else "it"
+        raise CheckpointError(f"{path} is not a state dict: {where} holds no tensors (keys: {_keys(obj)})")
+    return tensors, source
+
+
+def state_dict_of(obj: object, path: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The generator's flat {name: tensor} dict (``unwrap`` without the key)."""
+    return unwrap(obj, path)[0]
 
 
 def _keys(obj: Mapping, most: int = 6) -> str:
@@ -95,36 +131,45 @@ def _numbered(state: Mapping[str, torch.Tensor], pattern: str) -> list[tuple[int
     return sorted(found)
 
 
-def _stylegan2(state: Mapping[str, torch.Tensor], include_torgb: bool, path: str) -> list[tuple[str, torch.Tensor]]:
-    layers: list[tuple[str, torch.Tensor]] = []
+Layers = list[tuple[str, torch.Tensor]]
+
+
+def _stylegan2_parts(state: Mapping[str, torch.Tensor], path: str) -> tuple[Layers, Layers]:
+    """(modulated convs, ToRGBs), each in synthesis order, from whichever StyleGAN2 layout ``state`` has."""
     if "conv1.conv.modulation.weight" in state:                               # rosinality g_ema
-        layers.append(("conv1", state["conv1.conv.modulation.weight"]))
-        layers += [(f"convs.{i}", state[k]) for i, k in _numbered(state, r"convs\.(\d+)\.conv\.modulation\.weight")]
-        if include_torgb:
-            if "to_rgb1.conv.modulation.weight" in state:
-                layers.append(("to_rgb1", state["to_rgb1.conv.modulation.weight"]))
-            layers += [(f"to_rgbs.{i}", state[k])
-                       for i, k in _numbered(state, r"to_rgbs\.(\d+)\.conv\.modulation\.weight")]
-        return layers
-    nv = re.compile(r"synthesis\.b(\d+)\.(conv0|conv1|torgb)\.affine\.weight")  # NVlabs stylegan2-ada / 3
+        convs = [("conv1", state["conv1.conv.modulation.weight"])]
+        convs += [(f"convs.{i}", state[k]) for i, k in _numbered(state, r"convs\.(\d+)\.conv\.modulation\.weight")]
+        rgbs = [("to_rgb1", state["to_rgb1.conv.modulation.weight"])] if "to_rgb1.conv.modulation.weight" in state \
+            else []
+        rgbs += [(f"to_rgbs.{i}", state[k]) for i, k in _numbered(state, r"to_rgbs\.(\d+)\.conv\.modulation\.weight")]
+        return convs, rgbs
+    nv = re.compile(r"synthesis\.b(\d+)\.(conv0|conv1|torgb)\.affine\.weight")  # NVlabs stylegan2-ada-pytorch
     blocks = sorted(((int(m.group(1)), m.group(2), k) for k in state if (m := nv.fullmatch(k))),
                     key=lambda t: (t[0], ("conv0", "conv1", "torgb").index(t[1])))
     if blocks:
-        convs = [(f"b{r}.{kind}", state[k]) for r, kind, k in blocks if kind != "torgb"]
-        rgbs = [(f"b{r}.torgb", state[k]) for r, kind, k in blocks if kind == "torgb"]
-        return convs + (rgbs if include_torgb else [])
-    genforce = _numbered(state, r"synthesis\.layer(\d+)\.style\.weight")
-    layers = [(f"layer{i}", state[k]) for i, k in genforce]
-    if include_torgb:
-        layers += [(f"output{i}", state[k]) for i, k in _numbered(state, r"synthesis\.output(\d+)\.style\.weight")]
-    if not layers:
+        return ([(f"b{r}.{kind}", state[k]) for r, kind, k in blocks if kind != "torgb"],
+                [(f"b{r}.torgb", state[k]) for r, kind, k in blocks if kind == "torgb"])
+    convs = [(f"layer{i}", state[k]) for i, k in _numbered(state, r"synthesis\.layer(\d+)\.style\.weight")]
+    rgbs = [(f"output{i}", state[k]) for i, k in _numbered(state, r"synthesis\.output(\d+)\.style\.weight")]
+    if not convs:
         raise CheckpointError(f"{path} has none of the StyleGAN2 style-modulation weights SeFa needs "
-                              "(conv1.conv.modulation.weight, convs.N.conv.modulation.weight, or "
-                              f"synthesis.bRES.convK.affine.weight); its keys begin {_keys(state)}")
-    return layers
+                              "(conv1.conv.modulation.weight, convs.N.conv.modulation.weight, "
+                              "synthesis.bRES.convK.affine.weight or synthesis.layerN.style.weight); its keys begin "
+                              f"{_keys(state)}")
+    return convs, rgbs
 
 
-def _stylegan(state: Mapping[str, torch.Tensor], path: str) -> list[tuple[str, torch.Tensor]]:
+def _stylegan2(state: Mapping[str, torch.Tensor], include_torgb: bool, like: str, path: str) -> Layers:
+    convs, rgbs = _stylegan2_parts(state, path)
+    if like == "engine":
+        return convs + (rgbs if include_torgb else [])
+    if not rgbs:
+        raise CheckpointError(f"{path} has no ToRGB modulation weights, which like={like!r} factorizes")
+    # genforce/sefa's last layer index is the final ToRGB; rosinality's script keeps to_rgb1 and drops to_rgbs.*
+    return convs + [rgbs[-1] if like == "sefa" else rgbs[0]]
+
+
+def _stylegan(state: Mapping[str, torch.Tensor], path: str) -> Layers:
     for pattern in (r"synthesis\.layer(\d+)\.style\.weight",
                     r"synthesis\.layer(\d+)\.epilogue\.style_mod\.dense\.weight",
                     r"synthesis\.layer(\d+)\.epilogue\.style_mod\.dense\.fc\.weight"):
@@ -135,7 +180,7 @@ def _stylegan(state: Mapping[str, torch.Tensor], path: str) -> list[tuple[str, t
                           f"(synthesis.layerN.style.weight); its keys begin {_keys(state)}")
 
 
-def _pggan(state: Mapping[str, torch.Tensor], path: str) -> list[tuple[str, torch.Tensor]]:
+def _pggan(state: Mapping[str, torch.Tensor], path: str) -> Layers:
     for key in ("layer0.weight", "layer0.conv.weight", "layer0.fc.weight", "fc.weight"):
         if key in state:
             weight = state[key]
@@ -145,7 +190,7 @@ def _pggan(state: Mapping[str, torch.Tensor], path: str) -> list[tuple[str, torc
     raise CheckpointError(f"{path} has no PGGAN first layer (layer0.weight); its keys begin {_keys(state)}")
 
 
-def _biggan(state: Mapping[str, torch.Tensor], path: str) -> list[tuple[str, torch.Tensor]]:
+def _biggan(state: Mapping[str, torch.Tensor], path: str) -> Layers:
     for key in ("generator.gen_z.weight", "gen_z.weight", "generator.gen_z.weight_orig", "gen_z.weight_orig"):
         if key in state:
             weight = state[key]
@@ -157,13 +202,35 @@ def _biggan(state: Mapping[str, torch.Tensor], path: str) -> list[tuple[str, tor
                           f"{_keys(state)}")
 
 
+def check_like(family: str, like: str, include_torgb: bool = False) -> None:
+    """Refuse a ``like`` the reference tool does not define for ``family``, or one combined with ToRGB choice."""
+    if like not in LIKE:
+        raise ValueError(f"--like must be one of {', '.join(LIKE)}; got {like!r}")
+    if like == "engine":
+        return
+    if include_torgb:
+        raise ValueError(f"--like {like} fixes which ToRGB layers are factorized; drop --include-torgb")
+    if like == "rosinality" and family != "stylegan2":
+        raise ValueError(f"--like rosinality reproduces closed_form_factorization.py, which reads StyleGAN2 only; "
+                         f"got --family {family}")
+    if like == "sefa" and family == "biggan":
+        raise ValueError("--like sefa reproduces genforce/sefa's factorize_weight, which reads pggan, stylegan and "
+                         "stylegan2 only; use the engine's convention (the default) for biggan")
+
+
 def latent_weights(state: Mapping[str, torch.Tensor], family: str, *, include_torgb: bool = False,
-                   path: str = "checkpoint") -> list[tuple[str, torch.Tensor]]:
-    """The weights of ``family`` that act on the latent code: [(layer name, (out, latent_dim) float32)]."""
+                   like: str = "engine", path: str = "checkpoint") -> Layers:
+    """The weights of ``family`` that act on the latent code: [(layer name, (out, latent_dim) float32)].
+
+    ``like`` picks the StyleGAN2 layer set: "engine" (the convs; the ToRGBs after them with ``include_torgb``),
+    "sefa" (the convs, then the final ToRGB: genforce/sefa's numbering) or "rosinality" (the convs, then
+    ``to_rgb1``). For the other families "sefa" reads what "engine" reads.
+    """
     if family not in FAMILIES:
         raise ValueError(f"--family must be one of {', '.join(FAMILIES)}; got {family!r}")
+    check_like(family, like, include_torgb)
     if family == "stylegan2":
-        layers = _stylegan2(state, include_torgb, path)
+        layers = _stylegan2(state, include_torgb, like, path)
     elif family == "stylegan":
         layers = _stylegan(state, path)
     elif family == "pggan":
@@ -177,10 +244,17 @@ def latent_weights(state: Mapping[str, torch.Tensor], family: str, *, include_to
     return layers
 
 
-def read_latent_weights(path: str | os.PathLike, family: str, *, include_torgb: bool = False,
-                        trust: bool = False) -> list[tuple[str, torch.Tensor]]:
-    """Load ``path`` safely and return ``family``'s latent weights (see ``latent_weights``)."""
+def read_checkpoint_weights(path: str | os.PathLike, family: str, *, include_torgb: bool = False,
+                            like: str = "engine", trust: bool = False) -> tuple[Layers, str | None]:
+    """Load ``path`` safely: ``family``'s latent weights (see ``latent_weights``) and the wrapper key read."""
     if family not in FAMILIES:
         raise ValueError(f"--family must be one of {', '.join(FAMILIES)}; got {family!r}")
-    state = state_dict_of(load_checkpoint(path, trust=trust), str(path))
-    return latent_weights(state, family, include_torgb=include_torgb, path=str(path))
+    check_like(family, like, include_torgb)
+    state, source = unwrap(load_checkpoint(path, trust=trust), str(path))
+    return latent_weights(state, family, include_torgb=include_torgb, like=like, path=str(path)), source
+
+
+def read_latent_weights(path: str | os.PathLike, family: str, *, include_torgb: bool = False, like: str = "engine",
+                        trust: bool = False) -> Layers:
+    """Load ``path`` safely and return ``family``'s latent weights (see ``latent_weights``)."""
+    return read_checkpoint_weights(path, family, include_torgb=include_torgb, like=like, trust=trust)[0]
