@@ -43,7 +43,7 @@ def test_demo_report_is_a_page_whose_images_exist(demo_run):
         assert f"<h2>{section}</h2>" in html
     images = re.findall(r'src="([^"]+)"', html)
     assert len(images) >= 12 and all((page.parent / src).is_file() for src in images)
-    assert "sefa/layers_all:0 (eigenvector 0)" in html and "attribute_pearson" in html
+    assert "sefa/layer_fc:0 (eigenvector 0)" in html and "attribute_pearson" in html
 
 
 def test_demo_and_report_show_the_same_strongest_directions(demo_run):
@@ -73,7 +73,7 @@ def test_report_names_units_and_fits_its_tables(demo_run):
     # Every table fits the 1100 px page: the re-scoring tables list attributes down, α across.
     assert max(len(re.findall(r"<th>", t)) for t in re.findall(r"<table>.*?</tr>", html)) <= 10
     # GANSpace and SeFa re-scoring plots name their row; match tables name directions as edit takes them.
-    for key in ("ganspace/w:1", "ganspace/w:2", "sefa/layers_all:1"):
+    for key in ("ganspace/w:1", "ganspace/w:2", "sefa/layer_fc:1"):
         assert f"re-scoring along {key}" in html
     assert "<td>ganspace/w:0</td>" in html and "w[0]" not in html
     # Attributes come in the store's order on both heatmaps and in the match tables (not alphabetically).

@@ -64,7 +64,7 @@ def boundaries(store: str, space: str, layer: int | None, attributes: tuple[str,
 Examples:
   latent-engine condition run.zarr --primary smile --condition gender
   latent-engine condition run.zarr --primary age --condition eyeglasses --condition gender --name age_pure
-  latent-engine condition run.zarr --primary interfacegan/age --condition sefa/layers_all:0
+  latent-engine condition run.zarr --primary interfacegan/age --condition sefa/layers_0-3:0
 """)
 @click.argument("store")
 @click.option("--primary", required=True, help="Direction to keep: NAME (InterFaceGAN) or METHOD/NAME.")
@@ -91,7 +91,7 @@ def condition(store: str, primary: str, conditions: tuple[str, ...], name: str |
 Examples:
   latent-engine edit run.zarr --direction interfacegan/smile --out smile.png
   latent-engine edit run.zarr --direction interfacegan/age --alphas -5,5,11 --samples 8 --rescore --out age.png
-  latent-engine edit run.zarr --direction sefa/layers_all:2 --stored --distance --out sefa2.png
+  latent-engine edit run.zarr --direction sefa/layers_0-3:2 --stored --distance --out sefa2.png
   latent-engine edit run.zarr --direction ganspace/w:0 --alphas -10,10,5 --units raw --out pc0.png
 \b
 α counts in σ by default: the standard deviation of the store's codes along the direction, so
