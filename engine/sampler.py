@@ -80,7 +80,8 @@ class ChunkComputer:
         with torch.inference_mode():
             for start in range(0, rows, self.batch):
                 stop = min(start + self.batch, rows)
-                zb = torch.from_numpy(z[start:stop]).to(self.device)
+                # A copy torch owns (aligned as torch aligns), whatever offset the batch has inside the chunk.
+                zb = torch.from_numpy(z[start:stop]).to(self.device, copy=True)
                 ws = G.mapping(zb)
                 if "w" in self.spaces:
                     out["latents/w"][start:stop] = mapped_w(G, zb, ws).float().cpu().numpy()
@@ -221,15 +222,37 @@ def _spec_of(model: object) -> str:
     return getattr(model, "spec", None) or f"{type(model).__module__}:{type(model).__qualname__}"
 
 
+def numerics(batch: int, device: torch.device, distributed: bool = False) -> dict[str, object]:
+    """What decides the last float bits of w and the scores (never of z): recorded when a store is created and
+    compared when it is resumed. Thread counts are per worker on a cluster, so they are left out there."""
+    record = {"batch": int(batch), "device_type": device.type, "torch_version": torch.__version__,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    if not distributed:
+        record["torch_threads"] = torch.get_num_threads()
+    return record
+
+
+def _warn_if_numerics_differ(path: str, stored: dict, now: dict) -> None:
+    changed = [f"{key} {stored[key]!r} -> {now[key]!r}" for key in now if key in stored and stored[key] != now[key]]
+    if changed:
+        warnings.warn(f"{path}: this resume differs from the run that created it ({'; '.join(changed)}): latents/z "
+                      "stays identical, but w and scores of the resumed chunks may differ from an uninterrupted run "
+                      "in the last float bits", stacklevel=3)
+
+
 def prepare_store(path: str, generator: Generator, predictors: Sequence[Predictor], *, n: int, seed: int,
-                  chunk: int, spaces: Sequence[str], resume: bool, overwrite: bool) -> Store:
-    """Create the store for a run, or reopen it for ``resume`` after checking it is the same run."""
+                  chunk: int, spaces: Sequence[str], resume: bool, overwrite: bool,
+                  numerics: dict[str, object] | None = None) -> Store:
+    """Create the store for a run, or reopen it for ``resume`` after checking it is the same run.
+
+    ``numerics`` (see ``numerics()``) is recorded in a new store's metadata."""
     attributes = [a for P in predictors for a in P.attributes]
     if len(set(attributes)) != len(attributes):
         raise ValueError(f"attribute names collide across predictors: {attributes}")
     record = {"seed": int(seed), "generator": _spec_of(generator),
               "predictors": [_spec_of(P) for P in predictors], "draw": DRAW_RECIPE,
-              "torch_version": torch.__version__}
+              "torch_version": torch.__version__, **({"numerics": numerics} if numerics else {})}
     if resume and _exists(path):
         store = Store.open(path, mode="r+")          # a damaged or unfinished store says so, and how to redo it
         expected = {"n": n, "chunk": chunk, "z_dim": generator.z_dim, "spaces": list(spaces),
@@ -297,6 +320,7 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         validate_cluster_flags(workers, scheduler, gpus)      # bad flags fail before anything is written
     retain_freed_memory()  # batch after batch reuses the same buffers: see engine.allocator
     dev = resolve_device(device)
+    requested_batch = batch
     if batch is None:
         batch = default_batch("cuda" if gpus is not None else dev)
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
@@ -306,8 +330,12 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
             (cluster_client(workers, scheduler, gpus) if distributed else nullcontext()) as cluster:
         # The cluster is up (or the scheduler reached) before the store is created: no empty store is left
         # behind by an unreachable address.
-        store = prepare_store(path, G, Ps, n=n, seed=seed, chunk=chunk, spaces=chosen,
-                              resume=resume, overwrite=overwrite)
+        store = prepare_store(path, G, Ps, n=n, seed=seed, chunk=chunk, spaces=chosen, resume=resume,
+                              overwrite=overwrite, numerics=numerics(batch, dev, distributed))
+        stored = store.meta.get("numerics") or {}
+        if requested_batch is None and stored.get("batch"):
+            batch = int(stored["batch"])                # a resume computes in the batches the run began with
+        _warn_if_numerics_differ(path, stored, numerics(batch, dev, distributed))
         pending = store.pending_chunks()
         done_rows = n - sum(store.chunk_rows(i).stop - store.chunk_rows(i).start for i in pending)
         with progress_bar(total=n, initial=done_rows, desc="sample", unit="samples", enabled=progress) as bar:

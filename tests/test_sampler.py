@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import warnings
 import subprocess
 import sys
 
@@ -45,7 +46,7 @@ def test_batch_size_does_not_change_the_store(tmp_path):
 def test_sigkilled_run_resumes_to_the_uninterrupted_store(tmp_path):
     args = ["sample", "--generator", PLANTED_SMALL, "--predictor", "planted", "-n", "60000", "--chunk", "2048",
             "--seed", "5", "-q"]
-    run_cli("sample", str(tmp_path / "full.zarr"), *args[1:], check=True)
+    run_cli("sample", str(tmp_path / "full.zarr"), *args[1:], "--batch", "512", check=True)
     killed = tmp_path / "killed.zarr"
     proc = subprocess.Popen([sys.executable, "-m", "engine", "sample", str(killed), *args[1:], "--batch", "512"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -55,13 +56,40 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_store(tmp_path):
     proc.wait()
     store = Store.open(killed)
     assert 0 < len(store.pending_chunks()) < store.n_chunks
-    # The dead run's lock is stale (its pid is gone): taken over with a warning, not refused.
+    # The dead run's lock is stale (its pid is gone): taken over with a warning, not refused. The resume
+    # computes in the batches the run began with (recorded in the store), so every array is bit-identical.
     resumed = run_cli("sample", str(killed), *args[1:], "--resume", check=True)
-    assert "stale lock" in resumed.stderr
+    assert "stale lock" in resumed.stderr and "differs from the run" not in resumed.stderr
     a, b = _arrays(tmp_path / "full.zarr"), _arrays(killed)
-    np.testing.assert_array_equal(a["latents/z"], b["latents/z"])
-    np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-4, atol=1e-4)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert Store.open(killed).complete
+
+
+def test_a_resume_in_other_batches_says_which_bits_may_differ(tmp_path):
+    kwargs = dict(n=2060, chunk=1030, seed=2, progress=False)
+    reference = _arrays(engine.sample(str(tmp_path / "ref.zarr"), "digits", ["digits"], batch=256, **kwargs).path)
+    path = tmp_path / "s.zarr"
+    engine.sample(str(path), "digits", ["digits"], batch=256, **kwargs)
+
+    def forget_chunk_1():
+        group = zarr.open_group(str(path), mode="r+")
+        group["progress"][1] = 0
+        for name in ("latents/z", "latents/w", "scores"):
+            group[name][1030:] = np.nan
+
+    forget_chunk_1()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # same batch, threads, CPU: nothing to warn about
+        engine.sample(str(path), "digits", ["digits"], resume=True, **kwargs)
+    for name, values in _arrays(path).items():
+        np.testing.assert_array_equal(values, reference[name], err_msg=name)
+    forget_chunk_1()
+    with pytest.warns(UserWarning, match=r"batch 256 -> 100.*latents/z stays identical"):
+        engine.sample(str(path), "digits", ["digits"], resume=True, batch=100, **kwargs)
+    resumed = _arrays(path)
+    np.testing.assert_array_equal(resumed["latents/z"], reference["latents/z"])
+    np.testing.assert_allclose(resumed["scores"], reference["scores"], atol=1e-4)
 
 
 def test_second_sample_on_a_complete_store_is_refused_and_harmless(tmp_path):
