@@ -213,7 +213,8 @@ def _plans(names: Sequence[str], columns: Sequence[int], extremes: Sequence[Extr
                 raise
             skipped.append(str(exc))
     if not plans:
-        raise UnusableAttribute("no attribute can be fitted: " + "; ".join(skipped))
+        raise UnusableAttribute(skipped[0] if len(skipped) == 1 else "no attribute can be fitted: " +
+                                "; ".join(skipped))
     for message in skipped:
         warnings.warn(f"{message}; skipped it, the other attributes are fitted", stacklevel=3)
     return plans
