@@ -33,7 +33,7 @@ Threads: on a CPU the batch is split over the single-threaded workers that ``ker
 ``_solve_batch``): each worker solves a contiguous share of the problems with one intra-op thread, so no OpenMP
 barrier is ever entered. The solver is thousands of small ops, each a parallel region ending in a barrier when
 torch has two or more threads, and when other processes load the cores a team member that spins or is
-descheduled at a barrier stalls it for a scheduler time slice: fits then ran 10-30x slower on two threads,
+descheduled at a barrier stalls it for a scheduler time slice: fits then ran many times slower on two threads,
 never on one thread or with OMP_WAIT_POLICY=passive.
 
 Precision: X stays in its dtype (float32 GEMMs and mat-vecs); margins, gradients, the Hessian accumulator, the
