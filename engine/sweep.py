@@ -26,7 +26,9 @@ name the place, e.g. ``runs[1].seed: ...``)::
 Each run gets a folder under ``out`` named from its parameters (``planted__planted+imagestats__seed0__n10000``)
 holding ``store.zarr`` and ``run.json`` (its parameters, the stages done, its summary, the error of a failed
 attempt). A re-run skips finished runs and stages, resumes an interrupted store (``sample --resume``) and
-retries what failed; a failed run is reported and the others continue. ``summary.md`` and ``summary.json`` in
+retries what failed; a failed run is reported and the others continue. The run's store belongs to the sweep:
+an analysis that takes ``overwrite`` gets ``overwrite=True`` unless its options set it, so that a stage retried
+after a failure or an interruption replaces what its earlier attempt wrote instead of being refused. ``summary.md`` and ``summary.json`` in
 ``out`` list per run: status, rows, samples/s and the InterFaceGAN boundaries' validation accuracies.
 
 The analyses are looked up at run time in ``ANALYSES`` (the ``engine.<name>`` twins), so a sweep that
@@ -342,7 +344,7 @@ def _call_analysis(name: str, options: dict[str, Any], run: Run, folder: Path, p
     params = inspect.signature(function).parameters
     kwargs = dict(options)
     store = str(folder / STORE)
-    defaults = {"generator": run.generator, "out": str(folder / name), "progress": progress}
+    defaults = {"generator": run.generator, "out": str(folder / name), "progress": progress, "overwrite": True}
     for key, value in defaults.items():
         if key in params and key not in kwargs:
             kwargs[key] = value

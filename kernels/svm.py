@@ -29,6 +29,13 @@ the smoothing adds more than ``_SMOOTHING_GAP`` of the exact objective at the cu
 width μ, made Newton crawl for tens of steps after every cut of μ; a primal-dual active-set polish on SVC's
 KKT system diverged from those warm starts.)
 
+Threads: on a CPU the batch is split over the single-threaded workers that ``kernels.eigh`` keeps (see
+``_solve_batch``): each worker solves a contiguous share of the problems with one intra-op thread, so no OpenMP
+barrier is ever entered. The solver is thousands of small ops, each a parallel region ending in a barrier when
+torch has two or more threads, and when other processes load the cores a team member that spins or is
+descheduled at a barrier stalls it for a scheduler time slice: fits then ran many times slower on two threads,
+never on one thread or with OMP_WAIT_POLICY=passive.
+
 Precision: X stays in its dtype (float32 GEMMs and mat-vecs); margins, gradients, the Hessian accumulator, the
 Cholesky solve and the line search are float64. Convergence: ‖∇f‖₂ ≤ tol · ‖∇f(0)‖₂ per problem (at the final
 μ for the hinge); ``n_iter_`` counts Newton steps.
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +53,7 @@ import torch
 
 from ._validation import ConvergenceWarning, check_finite, check_fitted, check_interval, check_option
 from .backend import as_tensors, import_cupy, resolve_impl, to_cupy, to_origin
+from .eigh import _CPU_POOL  # the process's single-threaded CPU workers, shared with eigh's stack split
 
 _MU_START = 0.1
 _MU_MIN = 1e-2
@@ -116,8 +125,8 @@ class LinearSVM:
         x, labels = (x, labels) if batched else (x[None], labels[None])
         self.classes_, ys = _signed_labels(labels, owner)
         impl = resolve_impl(self.impl, x.device, owner)
-        theta, n_iter, converged = _newton(x.contiguous(), ys, float(self.C), self.loss, self.fit_intercept,
-                                           float(self.tol), int(self.max_iter), impl)
+        theta, n_iter, converged = _solve_batch(x.contiguous(), ys, float(self.C), self.loss, self.fit_intercept,
+                                                float(self.tol), int(self.max_iter), impl)
         d = x.shape[-1]
         self._coef = theta[:, :d]
         self._intercept = theta[:, d] if self.fit_intercept else torch.zeros_like(theta[:, 0])
@@ -277,6 +286,39 @@ class _Problem:
             hess[:, self.d, :self.d] += column
             hess[:, self.d, self.d] += w.sum(-1)
         return hess
+
+
+def _solve_batch(x: torch.Tensor, ys: torch.Tensor, *args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_newton(x, ys, *args)``; on a CPU, the problems are split over single-threaded workers.
+
+    The problems are independent (each keeps its own θ, μ, damping and step length), so a share of the batch
+    solved apart gives the same answer up to float rounding in the batched products. Where splitting is not
+    possible (one torch thread, a build where the workers cannot be made single-threaded, a GPU) the batch is
+    solved by ``_newton`` in the calling thread as before.
+    """
+    found = _CPU_POOL.executor() if x.device.type == "cpu" else None
+    if found is None:
+        return _newton(x, ys, *args)
+    pool, workers = found
+    b = x.shape[0]
+    bounds = [round(i * b / min(b, workers)) for i in range(min(b, workers) + 1)]
+    solve = _in_caller_modes(_newton)
+    try:
+        futures = [pool.submit(solve, x[lo:hi], ys[lo:hi], *args) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    except RuntimeError:  # the interpreter is shutting down and takes no new work for threads
+        return _newton(x, ys, *args)
+    parts = [future.result() for future in futures]
+    return tuple(torch.cat(pieces) for pieces in zip(*parts))  # type: ignore[return-value]
+
+
+def _in_caller_modes(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run under the calling thread's grad and inference modes (they are per thread in torch)."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def run(*args: Any) -> Any:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return function(*args)
+    return run
 
 
 def _newton(x: torch.Tensor, ys: torch.Tensor, C: float, loss: str, fit_intercept: bool, tol: float,

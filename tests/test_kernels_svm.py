@@ -237,3 +237,39 @@ def test_hinge_objective_matches_svc_when_most_rows_sit_on_the_margin():
     assert ours <= theirs * 1.02
     w = np.asarray(svm.coef_, np.float64)[0]
     assert w @ reference.coef_[0] / np.linalg.norm(w) / np.linalg.norm(reference.coef_[0]) > 0.99999
+
+
+@pytest.mark.parametrize("loss", ["squared_hinge", "hinge"])
+def test_cpu_fits_split_over_single_threaded_workers_and_match_the_one_thread_fit(problems, loss, monkeypatch):
+    """With two or more torch threads a CPU batch is solved by workers with one intra-op thread each (no OpenMP
+    barrier, which stalled fits 10-30x on a loaded machine); the answer is the one-thread fit's."""
+    import threading
+
+    from kernels import svm
+    from kernels.eigh import _CPU_POOL
+
+    X, y, _, _ = problems                                       # b = 3
+    reference = kernels.LinearSVM(loss=loss).fit(X, y)          # one torch thread (module fixture): no split
+    seen = []
+    original = svm._newton
+
+    def spy(x, *args):
+        seen.append((threading.current_thread().name, torch.get_num_threads(), x.shape[0]))
+        return original(x, *args)
+
+    monkeypatch.setattr(svm, "_newton", spy)
+    torch.set_num_threads(2)
+    try:
+        split = kernels.LinearSVM(loss=loss).fit(X, y)
+        single = kernels.LinearSVM(loss=loss).fit(X[1], y[1])
+        found = _CPU_POOL.executor()
+    finally:
+        torch.set_num_threads(1)
+    if found is not None:                                       # this build allows single-threaded workers
+        assert [b for _, _, b in seen] == [2, 1, 1]             # two workers share the batch; one for 2-D X
+        assert {threads for _, threads, _ in seen} == {1}
+        assert all(name.startswith("kernels-eigh") for name, _, _ in seen)
+    np.testing.assert_allclose(unit(split.coef_), unit(reference.coef_), atol=1e-6)
+    np.testing.assert_allclose(split.intercept_, reference.intercept_, atol=1e-5)
+    np.testing.assert_array_equal(split.n_iter_, reference.n_iter_)
+    np.testing.assert_allclose(unit(single.coef_[0]), unit(reference.coef_[1]), atol=1e-6)

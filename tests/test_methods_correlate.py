@@ -57,8 +57,59 @@ def test_pearson_skips_rows_with_nan_and_merges_exactly():
     np.testing.assert_allclose(np.asarray(merged.result()), np.corrcoef(clean.T), atol=1e-10)
 
 
+def test_a_stored_table_is_refused_before_any_pass_unless_overwrite(planted_copy, monkeypatch):
+    import importlib
+
+    from engine.methods._common import ResultExistsError
+
+    module = importlib.import_module("engine.methods.correlate")  # engine.methods.correlate is also the function
+
+    if "attribute_pearson" not in Store.open(planted_copy.path).tables():
+        correlate(planted_copy.path)
+    before = Store.open(planted_copy.path).read_table("attribute_pearson")[0]
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the Pearson pass started before the overwrite check")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "stream_rows", no_pass)
+        with pytest.raises(ResultExistsError, match="already has tables/"):
+            correlate(planted_copy.path)
+    np.testing.assert_array_equal(Store.open(planted_copy.path).read_table("attribute_pearson")[0], before)
+    assert "attribute_pearson" in correlate(planted_copy.path, overwrite=True)
+
+
+def test_an_all_nan_attribute_is_left_out_of_pearson_and_the_others_kept(tmp_path):
+    from engine.interop import import_interfacegan
+
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((3000, 4)).astype(np.float32)
+    scores = (z[:, :3] @ rng.standard_normal((3, 3)) + rng.standard_normal((3000, 3))).astype(np.float32)
+    scores[:, 1] = np.nan
+    scores[[5, 9], 2] = np.nan                                      # an ordinary NaN still skips its row only
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "s.npy", scores)
+    path = str(tmp_path / "nan.zarr")
+    import_interfacegan(tmp_path / "z.npy", tmp_path / "s.npy", path, attributes=["a", "broken", "c"], chunk=512)
+    with pytest.warns(UserWarning, match=r"attribute_pearson leaves out 'broken' \(0 finite scores\)"):
+        tables = correlate(path)
+    pearson = tables["attribute_pearson"]
+    assert pearson["rows"] == pearson["cols"] == ["a", "c"]
+    kept = scores[:, [0, 2]].astype(np.float64)
+    kept = kept[np.isfinite(kept).all(axis=1)]
+    np.testing.assert_allclose(pearson["values"], np.corrcoef(kept.T), atol=1e-6)
+    values, attrs = Store.open(path).read_table("attribute_pearson")
+    assert attrs["rows"] == ["a", "c"] and attrs["n_rows"] == 2998 and np.isfinite(values).all()
+    # The distributed reduction leaves out the same column.
+    with pytest.warns(UserWarning, match="leaves out 'broken'"):
+        again = correlate(path, workers=1, overwrite=True)["attribute_pearson"]
+    np.testing.assert_allclose(again["values"], pearson["values"], atol=1e-10)
+
+
 def test_cli_correlate(planted_copy):
-    proc = run_cli("correlate", planted_copy.path, check=True)
+    refused = run_cli("correlate", planted_copy.path)
+    assert refused.returncode == 1 and "already has tables/" in refused.stderr and "--overwrite" in refused.stderr
+    proc = run_cli("correlate", planted_copy.path, "--overwrite", check=True)
     assert "tables/attribute_pearson" in proc.stdout
     bad = run_cli("correlate", planted_copy.path + ".missing")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("Error: ") and len(bad.stderr.strip().splitlines()) == 1

@@ -64,9 +64,33 @@ def test_the_distributed_reduction_gives_the_same_answer(planted_copy):
                                rtol=1e-5)
 
 
+def test_a_stored_result_is_refused_before_any_pass_unless_overwrite(planted_copy, monkeypatch):
+    from engine.methods import ganspace
+    from engine.methods._common import ResultExistsError
+
+    before = Store.open(planted_copy.path).read_direction("ganspace/w")[0]
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the PCA pass started before the overwrite check")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ganspace, "stream_rows", no_pass)
+        with pytest.raises(ResultExistsError, match="already has directions/ganspace/w"):
+            pca(planted_copy.path, k=3)
+    np.testing.assert_array_equal(Store.open(planted_copy.path).read_direction("ganspace/w")[0], before)
+    pca(planted_copy.path, k=3, overwrite=True)
+    assert Store.open(planted_copy.path).read_direction("ganspace/w")[0].shape == (3, 128)
+
+
 def test_cli_pca(planted_copy, tmp_path):
-    proc = run_cli("pca", planted_copy.path, "--array", "latents/z", "-k", "4", check=True)
-    assert "ganspace/z" in proc.stdout and "variance ratio" in proc.stdout
+    refused = run_cli("pca", planted_copy.path, "--array", "latents/z", "-k", "4")
+    lines = [line for line in refused.stderr.strip().splitlines() if line.strip()]
+    assert refused.returncode == 1 and len(lines) == 1 and "already has directions/ganspace/z" in lines[0]
+    proc = run_cli("pca", planted_copy.path, "--array", "latents/z", "-k", "4", "--overwrite", check=True)
+    assert "ganspace/z" in proc.stdout and "variance ratio" in proc.stdout and "more rows" not in proc.stdout
+    proc = run_cli("pca", planted_copy.path, "--array", "latents/z", "--overwrite", check=True)
+    assert proc.stdout.count("\n") == 1 + 2 + 10 + 1       # the heading, the table head, 10 rows, the note
+    assert proc.stdout.rstrip().endswith("118 more rows; --json for all")
     for args, message in ((["-k", "999"], "-k"), (["--array", "latents/wp"], "no array")):
         bad = run_cli("pca", planted_copy.path, *args)
         lines = [line for line in bad.stderr.strip().splitlines() if line.strip()]

@@ -81,13 +81,53 @@ def test_boundary_cosine_table_reproduces_planted_correlations(boundary_store, t
     assert attrs["rows"] == table["rows"] == attrs["cols"]
 
 
-def test_w_space_boundaries_match_the_planted_w_normals(boundary_store, truth):
+def test_w_space_boundaries_live_beside_the_z_ones_and_match_the_planted_w_normals(boundary_store, truth):
     path, _ = boundary_store
+    z_before, z_attrs_before = Store.open(path).read_direction("interfacegan/smile")
     results = boundaries(path, space="w", attributes=["smile"], ratio=BOUNDARY_RATIO)
-    direction, attrs = Store.open(path).read_direction("interfacegan/smile")
-    assert attrs["space"] == "w" and results["smile"]["space"] == "w"
+    assert list(results) == ["smile@w"] and results["smile@w"]["attribute"] == "smile"
+    store = Store.open(path)
+    direction, attrs = store.read_direction("interfacegan/smile@w")
+    assert attrs["space"] == "w" and attrs["attribute"] == "smile" and attrs["layer"] is None
     assert float(direction[0] @ truth.attribute_directions("w")[truth.attributes.index("smile")]) > 0.97
-    boundaries(path, attributes=["smile"], ratio=BOUNDARY_RATIO)          # restore the z boundary
+    z_after, z_attrs_after = store.read_direction("interfacegan/smile")       # the z boundary is untouched
+    np.testing.assert_array_equal(z_after, z_before)
+    assert z_attrs_after == z_attrs_before and z_attrs_after["space"] == "z"
+    # The '@' in the node name reads back through dask and xarray as through zarr.
+    import dask.array as da
+    import xarray as xr
+    np.testing.assert_array_equal(da.from_zarr(path, component="directions/interfacegan/smile@w").compute(),
+                                  direction)
+    group = xr.open_zarr(path, group="directions/interfacegan", consolidated=False)
+    np.testing.assert_array_equal(group["smile@w"].values, direction)
+    np.testing.assert_array_equal(group["smile"].values, z_before)
+
+
+def test_nothing_stored_is_replaced_without_overwrite_and_the_check_comes_first(boundary_store, monkeypatch):
+    from engine.methods import interfacegan
+    from engine.methods._common import ResultExistsError
+
+    path, _ = boundary_store
+    before = {key: Store.open(path).read_direction(key)[0] for key in Store.open(path).directions()}
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the overwrite check")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(interfacegan, "select_extremes", no_work)
+        with pytest.raises(ResultExistsError, match=r"already has directions/interfacegan/age.*overwrite=True"):
+            boundaries(path, ratio=BOUNDARY_RATIO)
+        condition(path, "age", ["gender"], name="age_once")
+        with pytest.raises(ResultExistsError, match="directions/interfacegan/age_once"):
+            condition(path, "age", ["eyeglasses"], name="age_once")
+    store = Store.open(path)
+    for key, values in before.items():
+        np.testing.assert_array_equal(store.read_direction(key)[0], values)
+    first = store.read_direction("interfacegan/age_once")
+    again = condition(path, "age", ["eyeglasses"], name="age_once", overwrite=True)
+    replaced = Store.open(path).read_direction("interfacegan/age_once")
+    assert again["conditions"] == ["interfacegan/eyeglasses"] and replaced[1]["conditions"] == again["conditions"]
+    assert not np.array_equal(replaced[0], first[0])
 
 
 def test_conditioned_directions_are_orthogonal_to_their_conditions(boundary_store):
@@ -127,6 +167,74 @@ def test_condition_warns_when_the_primary_is_nearly_inside_the_span(boundary_sto
         condition(path, "age", ["age"])
 
 
+@pytest.mark.parametrize("d", [8, 64])
+def test_condition_on_dependent_conditions_is_orthogonal_to_every_one(tmp_path, d):
+    """The same condition twice, and one that is a combination of others (stored in float32 as every direction
+    is): the result is orthogonal to each of them and equals the projection off the independent ones' span."""
+    rng = np.random.default_rng(d)
+    store = Store.create(str(tmp_path / "c.zarr"), n=8, chunk=8, z_dim=d)
+
+    def unit(v):
+        return v / np.linalg.norm(v)
+
+    primary, a, b = (unit(rng.standard_normal(d)) for _ in range(3))
+    stored = {"primary": primary, "a": a, "b": b, "mix": unit(0.8 * a - 1.7 * b)}
+    for name, v in stored.items():
+        store.write_direction("interfacegan", name, v[None], {"space": "z"})
+    read = {name: Store.open(store.path).read_direction(f"interfacegan/{name}")[0][0].astype(np.float64)
+            for name in stored}
+    basis, _ = np.linalg.qr(np.stack([read["a"], read["b"]]).T)
+    expected = unit(read["primary"] - basis @ (basis.T @ read["primary"]))
+    for conditions in (["a", "a"], ["a", "a", "b"], ["mix", "a", "b"], ["a", "mix", "b"], ["a", "b", "mix", "a"]):
+        result = condition(store.path, "primary", conditions, name="out", overwrite=True)
+        out = Store.open(store.path).read_direction("interfacegan/out")[0][0].astype(np.float64)
+        span = [read[c] for c in conditions]
+        assert max(abs(float(c @ out)) for c in span) < 1e-6, conditions
+        if "b" in conditions:
+            np.testing.assert_allclose(out, expected, atol=1e-6)
+        else:
+            np.testing.assert_allclose(out, unit(read["primary"] - (read["primary"] @ read["a"]) * read["a"]),
+                                       atol=1e-6)
+        assert result["conditions"] == [f"interfacegan/{c}" for c in conditions]
+
+
+def test_default_conditioned_name_keeps_the_space_suffix_last(tmp_path):
+    store = Store.create(str(tmp_path / "c.zarr"), n=8, chunk=8, z_dim=4, w_dim=4)
+    eye = np.eye(4, dtype=np.float32)
+    for name, row in (("age@w", 0), ("gender@w", 1), ("pose@w", 2)):
+        store.write_direction("interfacegan", name, (eye[row] + eye[3])[None] / np.sqrt(2), {"space": "w"})
+    assert condition(store.path, "age@w", ["gender@w", "pose@w"])["key"] == "interfacegan/age__cond_gender_pose@w"
+
+
+def _scores_with_a_broken_column(tmp_path):
+    from engine.interop import import_interfacegan
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2000, 8)).astype(np.float32)
+    scores = (z[:, :3] + 0.5 * rng.standard_normal((2000, 3))).astype(np.float32)
+    scores[:, 1] = np.nan                                       # a predictor that failed on every row
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "s.npy", scores)
+    path = str(tmp_path / "nan.zarr")
+    import_interfacegan(tmp_path / "z.npy", tmp_path / "s.npy", path, attributes=["a", "broken", "c"])
+    return path
+
+
+def test_an_all_nan_attribute_is_skipped_by_name_and_an_error_when_asked_for(tmp_path):
+    path = _scores_with_a_broken_column(tmp_path)
+    with pytest.warns(UserWarning, match=r"attribute 'broken' cannot be fitted: every score is NaN.*skipped it"):
+        result = boundaries(path, ratio=0.1)
+    assert list(result) == ["a", "c"]
+    store = Store.open(path)
+    assert store.directions() == ["interfacegan/a", "interfacegan/c"]
+    assert store.read_direction("interfacegan/a")[0][0, 0] > 0.9 and store.read_direction("interfacegan/c")[0][0, 2] > 0.9
+    with pytest.raises(ValueError, match=r"^attribute 'broken' cannot be fitted: every score is NaN or infinite$"):
+        boundaries(path, attributes=["broken"], ratio=0.1)
+    error = _one_line_error(run_cli("boundaries", path, "--attribute", "c", "--attribute", "broken",
+                                    "--ratio", "0.1", "--overwrite", "-q"))
+    assert "'broken' cannot be fitted: every score is NaN" in error and "--ratio" not in error
+
+
 def test_streaming_selection_equals_a_full_sort(planted_store):
     store = Store.open(planted_store.path)
     scores = store.array("scores")[:]
@@ -157,7 +265,7 @@ def test_the_split_is_reproducible_from_the_recorded_seed(toy_store):
     path, _, _ = toy_store
     first = boundaries(path, num=200, seed=11)["smile"]
     d1 = Store.open(path).read_direction("interfacegan/smile")[0]
-    second = boundaries(path, num=200, seed=11)["smile"]
+    second = boundaries(path, num=200, seed=11, overwrite=True)["smile"]
     d2 = Store.open(path).read_direction("interfacegan/smile")[0]
     np.testing.assert_array_equal(d1, d2)
     assert first == second
@@ -196,8 +304,15 @@ def _one_line_error(proc) -> str:
 def test_cli_boundaries_and_condition(toy_store):
     path, _, _ = toy_store
     proc = run_cli("boundaries", path, "--num", "250", "--invalid-value", "-99", "-q", check=True)
-    assert "smile" in proc.stdout and "val acc" in proc.stdout
+    assert "interfacegan/smile" in proc.stdout and "val acc" in proc.stdout
     assert "interfacegan/smile" in Store.open(path).directions()
+    stored = Store.open(path).read_direction("interfacegan/smile")[0]
+    error = _one_line_error(run_cli("boundaries", path, "--num", "100", "-q"))
+    assert "already has directions/interfacegan/smile" in error and "--overwrite" in error
+    np.testing.assert_array_equal(Store.open(path).read_direction("interfacegan/smile")[0], stored)
+    proc = run_cli("boundaries", path, "--num", "100", "-q", "--overwrite", "--json", check=True)
+    import json
+    assert json.loads(proc.stdout)["smile"]["num"] == 100
 
 
 @pytest.mark.parametrize("args, message", [
@@ -262,23 +377,25 @@ def test_wp_space_flattened_and_per_layer(tmp_path):
     engine.sample(path, "planted:z_dim=128,w_dim=128,num_ws=2", ["planted"], n=4096, seed=1, chunk=2048,
                   batch=2048, spaces=["z", "w", "wp"], progress=False)
     boundaries(path, space="w", attributes=["smile"], ratio=0.1)
-    w_normal = Store.open(path).read_direction("interfacegan/smile")[0][0]
-    flat = boundaries(path, space="wp", attributes=["smile"], ratio=0.1)["smile"]
-    flat_normal = Store.open(path).read_direction("interfacegan/smile")[0][0]
+    w_normal = Store.open(path).read_direction("interfacegan/smile@w")[0][0]
+    flat = boundaries(path, space="wp", attributes=["smile"], ratio=0.1)["smile@wp"]
+    flat_normal = Store.open(path).read_direction("interfacegan/smile@wp")[0][0]
     assert flat_normal.shape == (256,) and flat["layer"] is None
     # The planted W+ holds the same w on every layer: the minimum-norm normal splits evenly over the two copies,
     # and each half is the w normal (up to the effective C, which doubles).
     half = flat_normal[:128]
     np.testing.assert_allclose(half, flat_normal[128:], atol=1e-3)
     assert float(half @ w_normal) / np.linalg.norm(half) > 0.98
-    one = boundaries(path, space="wp", layer=1, attributes=["smile"], ratio=0.1)["smile"]
-    normal, attrs = Store.open(path).read_direction("interfacegan/smile")
+    one = boundaries(path, space="wp", layer=1, attributes=["smile"], ratio=0.1)["smile@wp1"]
+    normal, attrs = Store.open(path).read_direction("interfacegan/smile@wp1")
     assert normal.shape == (1, 128) and attrs["layer"] == 1 and one["space"] == "wp"
     assert float(normal[0] @ w_normal) > 0.999
+    assert Store.open(path).directions() == ["interfacegan/smile@w", "interfacegan/smile@wp",
+                                             "interfacegan/smile@wp1"]
     with pytest.raises(ValueError, match="--layer"):
         boundaries(path, space="wp", layer=2)
     from engine.methods.editing import edit
-    assert edit(path, "interfacegan/smile", alphas="0,1,2", samples=2)["images"].shape == (2, 2, 3, 16, 16)
+    assert edit(path, "interfacegan/smile@wp1", alphas="0,1,2", samples=2)["images"].shape == (2, 2, 3, 16, 16)
 
 
 def test_gather_many_reads_rows_in_any_order_with_repeats_as_numpy_indexing_does(planted_store):

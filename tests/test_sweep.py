@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -136,3 +137,31 @@ def test_a_failing_analysis_fails_its_run_only(tmp_path, fake_analyses):
     assert result.output.strip().splitlines()[-1].startswith("Error: 1 of 2 runs failed")
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
     assert [r["status"] for r in summary["runs"]] == ["failed", "done"]
+
+
+def test_a_retried_stage_replaces_what_its_interrupted_attempt_wrote(tmp_path):
+    """The real analyses refuse to replace stored results unless asked; the sweep asks (its store is its own),
+    unless the analysis' options say otherwise."""
+    doc = {"out": "runs", "runs": [{"generator": PLANTED_SMALL, "predictors": ["planted"], "n": 1200, "chunk": 400,
+                                    "batch": 400, "analyses": ["boundaries", "correlate"]}]}
+    plan = load_sweep(_write(tmp_path, doc))
+    assert [r["status"] for r in run_sweep(plan, progress=False, echo=lambda line: None)] == ["done"]
+    folder = plan.out / plan.runs[0].name
+    before = Store.open(folder / "store.zarr").read_direction("interfacegan/age")[0]
+
+    def interrupt() -> None:   # both stages wrote their results, then the process died before recording them
+        marker = json.loads((folder / "run.json").read_text())
+        marker.update(status="running", done=[])
+        (folder / "run.json").write_text(json.dumps(marker))
+
+    interrupt()
+    rows = run_sweep(load_sweep(plan.path), progress=False, echo=lambda line: None)
+    assert [r["status"] for r in rows] == ["done"] and rows[0]["error"] is None
+    assert set(rows[0]["boundary_accuracy"]) == {"age", "gender", "eyeglasses", "smile", "pose"}
+    np.testing.assert_array_equal(Store.open(folder / "store.zarr").read_direction("interfacegan/age")[0], before)
+
+    doc["runs"][0]["analyses"] = ["boundaries", {"correlate": {"overwrite": False}}]
+    plan = load_sweep(_write(tmp_path, doc))
+    interrupt()
+    rows = run_sweep(plan, progress=False, echo=lambda line: None)
+    assert rows[0]["status"] == "failed" and "already has tables/" in rows[0]["error"]

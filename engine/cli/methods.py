@@ -25,6 +25,11 @@ Examples:
   latent-engine boundaries run.zarr --space w --attribute smile --attribute age --ratio 0.05
   latent-engine boundaries run.zarr --num 10000 --split 0.7 --loss squared_hinge -C 0.1 --seed 3
   latent-engine boundaries run.zarr --space wp --layer 4 --invalid-value -1
+  latent-engine boundaries run.zarr --attribute smile --overwrite
+
+\b
+Stored as directions/interfacegan/<attr> for --space z, <attr>@w, <attr>@wp and <attr>@wp<L>
+(--layer L) for the others, so one attribute's boundaries in several spaces live side by side.
 """)
 @click.argument("store")
 @click.option("--space", type=SPACE_CHOICE, default="z", help="Latent space the boundaries live in (wp: flattened layers, or one with --layer).")
@@ -37,27 +42,31 @@ Examples:
 @click.option("-C", "C", type=float, default=1.0, help="SVM inverse regularisation strength.")
 @click.option("--seed", type=int, default=0, help="Seed of the train/validation shuffle (recorded).")
 @click.option("--invalid-value", type=float, default=None, help="Score value to drop like NaN (e.g. a predictor's failure code).")
+@click.option("--overwrite", is_flag=True, help="Replace boundaries already stored under the same names.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def boundaries(store: str, space: str, layer: int | None, attributes: tuple[str, ...], ratio: float,
                num: int | None, split: float, loss: str, C: float, seed: int, invalid_value: float | None,
-               quiet: bool, as_json: bool) -> None:
+               overwrite: bool, quiet: bool, as_json: bool) -> None:
     """InterFaceGAN: fit one linear SVM boundary per attribute and store its unit normal.
 
-    Writes directions/interfacegan/<attr> (1, d) with the accuracies on the training, validation and
-    remaining rows. All attributes are fitted in one batched kernel call.
+    Writes directions/interfacegan/<attr> (z) or <attr>@<space> (1, d) with the accuracies on the
+    training, validation and remaining rows. All attributes are fitted in one batched kernel call; an
+    attribute whose scores cannot be fitted (e.g. all NaN) is skipped with a warning, or is an error when
+    named with --attribute. Existing boundaries are kept unless --overwrite.
     """
     from engine.methods.interfacegan import boundaries as run
 
     result = run(store, space=space, attributes=list(attributes) or None, ratio=ratio, num=num, split=split,
-                 loss=loss, C=C, seed=seed, invalid_value=invalid_value, layer=layer,
+                 loss=loss, C=C, seed=seed, invalid_value=invalid_value, layer=layer, overwrite=overwrite,
                  progress=not quiet and not as_json)
     if as_json:
         echo_json(result)
         return
-    echo_table([[name, r["space"], r["num"], r["train_accuracy"], _fmt(r["val_accuracy"]),
+    echo_table([[f"interfacegan/{name}", r["attribute"], r["space"] if r["layer"] is None else
+                 f"{r['space']}[{r['layer']}]", r["num"], r["train_accuracy"], _fmt(r["val_accuracy"]),
                  _fmt(r["remaining_accuracy"])] for name, r in result.items()],
-               ["attribute", "space", "num/side", "train acc", "val acc", "remaining acc"])
+               ["direction", "attribute", "space", "num/side", "train acc", "val acc", "remaining acc"])
 
 
 @click.command(epilog="""\b
@@ -65,21 +74,24 @@ Examples:
   latent-engine condition run.zarr --primary smile --condition gender
   latent-engine condition run.zarr --primary age --condition eyeglasses --condition gender --name age_pure
   latent-engine condition run.zarr --primary interfacegan/age --condition sefa/layers_0-3:0
+  latent-engine condition run.zarr --primary age@w --condition gender@w --overwrite
 """)
 @click.argument("store")
 @click.option("--primary", required=True, help="Direction to keep: NAME (InterFaceGAN) or METHOD/NAME.")
 @click.option("--condition", "conditions", multiple=True, required=True, help="Direction to stay orthogonal to (repeatable).")
-@click.option("--name", default=None, help="Name of the new direction (default <primary>__cond_<conditions>).")
+@click.option("--name", default=None, help="Name of the new direction (default <primary>__cond_<conditions>, space suffix last).")
+@click.option("--overwrite", is_flag=True, help="Replace a direction already stored under that name.")
 @json_option
-def condition(store: str, primary: str, conditions: tuple[str, ...], name: str | None, as_json: bool) -> None:
+def condition(store: str, primary: str, conditions: tuple[str, ...], name: str | None, overwrite: bool,
+              as_json: bool) -> None:
     """Conditional manipulation: project the primary direction off the span of the conditions.
 
     The result is renormalised and written beside the primary, with attrs naming its parents; a warning says
-    when the primary is nearly inside the span.
+    when the primary is nearly inside the span. Repeated or linearly dependent conditions are fine.
     """
     from engine.methods.interfacegan import condition as run
 
-    result = run(store, primary, list(conditions), name=name)
+    result = run(store, primary, list(conditions), name=name, overwrite=overwrite)
     if as_json:
         echo_json(result)
     else:
@@ -220,27 +232,35 @@ Examples:
   latent-engine pca run.zarr
   latent-engine pca run.zarr --array latents/z -k 20
   latent-engine pca big.zarr --array latents/wp --workers 4
+  latent-engine pca run.zarr -k 10 --overwrite
 """)
 @click.argument("store")
 @click.option("--array", default=None, help="latents/z, latents/w or latents/wp (default w if stored, else z).")
 @click.option("-k", "k", type=int, default=None, help="Components kept (default all).")
+@click.option("--overwrite", is_flag=True, help="Replace directions/ganspace/<space> if already stored.")
 @workers_option
 @scheduler_option
 @json_option
-def pca(store: str, array: str | None, k: int | None, workers: int | None, scheduler: str | None,
-        as_json: bool) -> None:
-    """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>."""
+def pca(store: str, array: str | None, k: int | None, overwrite: bool, workers: int | None,
+        scheduler: str | None, as_json: bool) -> None:
+    """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>.
+
+    Prints the first 10 components' variance ratios; --json gives all of them.
+    """
     from engine.methods.ganspace import pca as run
 
-    result = run(store, array=array, k=k, workers=workers, scheduler=scheduler)
+    result = run(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite)
     if as_json:
         echo_json({key: result[key] for key in ("space", "array", "n_rows", "explained_variance_ratio")})
         return
     ratio = result["explained_variance_ratio"]
     click.echo(f"wrote directions/ganspace/{result['space']} ({len(ratio)} components of {result['array']}, "
                f"{result['n_rows']} rows)")
-    echo_table([[i, float(r), float(sum(ratio[: i + 1]))] for i, r in enumerate(ratio[:10])],
+    shown = 10
+    echo_table([[i, float(r), float(sum(ratio[: i + 1]))] for i, r in enumerate(ratio[:shown])],
                ["component", "variance ratio", "cumulative"])
+    if len(ratio) > shown:
+        click.echo(f"… {len(ratio) - shown} more rows; --json for all")
 
 
 @click.command(epilog="""\b
@@ -248,17 +268,23 @@ Examples:
   latent-engine correlate run.zarr
   latent-engine correlate run.zarr --heatmaps
   latent-engine correlate big.zarr --workers 4 --json
+  latent-engine correlate run.zarr --overwrite     # after new boundaries: recompute the stored tables
 """)
 @click.argument("store")
 @click.option("--heatmaps", is_flag=True, help="Also save each square table as <store>_<table>.png beside the store.")
+@click.option("--overwrite", is_flag=True, help="Replace tables already stored under the same names.")
 @workers_option
 @scheduler_option
 @json_option
-def correlate(store: str, heatmaps: bool, workers: int | None, scheduler: str | None, as_json: bool) -> None:
-    """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables."""
+def correlate(store: str, heatmaps: bool, overwrite: bool, workers: int | None, scheduler: str | None,
+              as_json: bool) -> None:
+    """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables.
+
+    An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
+    """
     from engine.methods.correlate import correlate as run
 
-    tables = run(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler)
+    tables = run(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite)
     if as_json:
         echo_json({name: {"rows": t["rows"], "cols": t["cols"], "values": t["values"].tolist()}
                    for name, t in tables.items()})

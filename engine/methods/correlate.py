@@ -4,30 +4,39 @@
   with the planted model it reproduces the planted Gram matrix);
 * ``tables/attribute_pearson``: Pearson correlation of every pair of score columns over all rows, streamed
   (``kernels.PearsonState``; rows with a NaN score are skipped); the per-chunk ``partial`` and ``merge`` are
-  module-level so ``engine.distributed.map_reduce_chunks`` can run them on Dask workers;
+  module-level so ``engine.distributed.map_reduce_chunks`` can run them on Dask workers. An attribute with
+  fewer than two finite scores (e.g. a predictor that failed on every row) would leave no row to correlate:
+  it is left out of the table, with a warning naming it, and the others are kept;
 * ``tables/match_<ref>_vs_<method>_<name>``: for every reference direction (all stored directions of the earlier
   method, in the order interfacegan, then the others alphabetically), the 0-based index of the best-matching row
   of each candidate array and the cosine distance 1 − |cos| (the SeFa paper's Table 1); only directions of the
   same space and size are compared.
+
+Every run writes all the tables it can; a table already stored is refused, before any work, unless
+``overwrite``.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.methods._common import open_for_reading, stream_rows, writing
+from engine.methods._common import open_for_reading, require_new, stream_rows, writing
 from engine.store import Store
 
 
-def pearson_partial(block: np.ndarray):
-    """The Pearson state of one chunk of scores (rows with any NaN skipped)."""
+def pearson_partial(block: np.ndarray, columns: Sequence[int] | None = None):
+    """The Pearson state of one chunk of scores (rows with any NaN skipped), of ``columns`` only if given."""
     from kernels import PearsonState
     block = np.asarray(block, np.float64)
+    if columns is not None:
+        block = block[:, list(columns)]
     block = block[np.isfinite(block).all(axis=1)]
     return PearsonState().update(block) if block.shape[0] else PearsonState()
 
@@ -35,6 +44,15 @@ def pearson_partial(block: np.ndarray):
 def pearson_merge(a, b):
     """Fold one Pearson state into another (in place)."""
     return a.merge(b)
+
+
+def pearson_counted_partial(block: np.ndarray) -> tuple[np.ndarray, Any]:
+    """(finite scores per column, ``pearson_partial``) of one chunk: one pass finds the unusable columns too."""
+    return np.isfinite(np.asarray(block, np.float64)).sum(axis=0), pearson_partial(block)
+
+
+def pearson_counted_merge(a: tuple[np.ndarray, Any], b: tuple[np.ndarray, Any]) -> tuple[np.ndarray, Any]:
+    return a[0] + b[0], pearson_merge(a[1], b[1])
 
 
 def _direction_sets(store: Store) -> dict[str, list[tuple[str, np.ndarray, dict[str, Any]]]]:
@@ -54,68 +72,113 @@ def _method_order(methods: list[str]) -> list[str]:
     return sorted(methods, key=lambda m: (m != "interfacegan", m))
 
 
+def _boundary_group(sets: dict[str, list]) -> list[tuple[str, np.ndarray, dict[str, Any]]]:
+    """The InterFaceGAN boundaries that boundary_cosine compares: the largest group of one space and size."""
+    boundaries = [(n, v, a) for n, v, a in sets.get("interfacegan", []) if v.shape[0] == 1]
+    if not boundaries:
+        return []
+    groups: dict[tuple, list] = defaultdict(list)
+    for item in boundaries:
+        groups[_signature(item[1], item[2])].append(item)
+    sig, chosen = max(groups.items(), key=lambda kv: len(kv[1]))
+    skipped = [n for s, items in groups.items() if s != sig for n, _, _ in items]
+    if skipped:
+        warnings.warn(f"boundary_cosine compares the {sig[0]}-space boundaries; skipped {skipped} "
+                      "(another space or size)", stacklevel=3)
+    return chosen
+
+
+def _match_pairs(sets: dict[str, list]) -> list[tuple[str, list, tuple[str, np.ndarray, dict[str, Any]], str]]:
+    """(table name, reference directions, candidate, reference method) of every method-vs-method table."""
+    pairs = []
+    methods = _method_order(list(sets))
+    for i, ref_method in enumerate(methods):
+        for cand_method in methods[i + 1:]:
+            for cand in sets[cand_method]:
+                sig = _signature(cand[1], cand[2])
+                refs = [(n, v) for n, v, a in sets[ref_method] if _signature(v, a) == sig]
+                if refs:
+                    pairs.append((f"match_{ref_method}_vs_{cand_method}_{cand[0]}", refs,
+                                  (f"{cand_method}/{cand[0]}", cand[1], cand[2]), ref_method))
+    return pairs
+
+
+def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None) -> dict[str, Any] | None:
+    """The attribute_pearson table over the usable score columns, or None when no row can be correlated.
+
+    One pass computes the table and counts each column's finite scores; only when a column has fewer than two
+    (which would leave no complete row) is it dropped, with a warning, and the table recomputed without it.
+    """
+    def reduce(partial: Any, merge: Any) -> Any:
+        if workers is not None or scheduler is not None:
+            from engine.distributed import map_reduce_chunks
+            return map_reduce_chunks(reader.path, "scores", partial, merge, workers=workers, scheduler=scheduler)
+        state = None
+        for _, block in stream_rows(reader, "scores"):
+            part = partial(block)
+            state = part if state is None else merge(state, part)
+        return state
+
+    names = list(reader.attributes)
+    counts, state = reduce(pearson_counted_partial, pearson_counted_merge)
+    unusable = [j for j, c in enumerate(counts) if c < 2]
+    if unusable:
+        warnings.warn("attribute_pearson leaves out " + ", ".join(
+            f"{names[j]!r} ({int(counts[j])} finite scores)" for j in unusable) + ": too few to correlate; the "
+            "other attributes are kept", stacklevel=3)
+        keep = [j for j in range(len(names)) if j not in unusable]
+        if len(keep) < 1:
+            return None
+        state = reduce(functools.partial(pearson_partial, columns=keep), pearson_merge)
+        names = [names[j] for j in keep]
+    if state.n_samples_seen_ < 2:
+        warnings.warn(f"attribute_pearson not written: {state.n_samples_seen_} row(s) of {reader.path} have every "
+                      "score finite, too few to correlate", stacklevel=3)
+        return None
+    return {"values": np.asarray(state.result()), "rows": names, "cols": names,
+            "attrs": {"n_rows": int(state.n_samples_seen_)}}
+
+
 def correlate(store: str | os.PathLike | Store, *, heatmaps: bool = False, workers: int | None = None,
-              scheduler: str | None = None) -> dict[str, dict[str, Any]]:
+              scheduler: str | None = None, overwrite: bool = False) -> dict[str, dict[str, Any]]:
     """Write the comparison tables; returns {table name: {"values", "rows", "cols"}}.
 
-    ``heatmaps`` also saves each table as ``<store>_<table>.png`` beside the store.
+    ``heatmaps`` also saves each table as ``<store>_<table>.png`` beside the store. Tables already stored under
+    the names this run writes are refused, before any work, unless ``overwrite``.
     """
     import kernels
 
     reader = open_for_reading(store)
-    tables: dict[str, dict[str, Any]] = {}
     sets = _direction_sets(reader)
+    chosen = _boundary_group(sets)
+    pairs = _match_pairs(sets)
+    planned = (["boundary_cosine"] if chosen else []) + (["attribute_pearson"] if reader.attributes else []) + \
+        [table for table, *_ in pairs]
+    if not planned:
+        raise ValueError(f"{reader.path} has nothing to correlate: no scores and no directions")
+    require_new(reader, [f"tables/{t}" for t in planned], overwrite)
 
-    boundaries = [(n, v, a) for n, v, a in sets.get("interfacegan", []) if v.shape[0] == 1]
-    if boundaries:
-        groups: dict[tuple, list] = defaultdict(list)
-        for item in boundaries:
-            groups[_signature(item[1], item[2])].append(item)
-        sig, chosen = max(groups.items(), key=lambda kv: len(kv[1]))
-        skipped = [n for s, items in groups.items() if s != sig for n, _, _ in items]
-        if skipped:
-            warnings.warn(f"boundary_cosine compares the {sig[0]}-space boundaries; skipped {skipped} "
-                          "(another space or size)", stacklevel=2)
+    tables: dict[str, dict[str, Any]] = {}
+    if chosen:
         labels = [n for n, _, _ in chosen]
         stacked = np.concatenate([v for _, v, _ in chosen])
         tables["boundary_cosine"] = {"values": np.asarray(kernels.cosine_matrix(stacked, stacked)),
-                                     "rows": labels, "cols": labels, "attrs": {"space": sig[0]}}
-
+                                     "rows": labels, "cols": labels, "attrs": {"space": chosen[0][2].get("space")}}
     if reader.attributes:
-        if workers is not None or scheduler is not None:
-            from engine.distributed import map_reduce_chunks
-            state = map_reduce_chunks(reader.path, "scores", pearson_partial, pearson_merge, workers=workers,
-                                      scheduler=scheduler)
-        else:
-            state = None
-            for _, block in stream_rows(reader, "scores"):
-                part = pearson_partial(block)
-                state = part if state is None else pearson_merge(state, part)
-        if state.n_samples_seen_ >= 2:
-            tables["attribute_pearson"] = {"values": np.asarray(state.result()), "rows": reader.attributes,
-                                           "cols": reader.attributes,
-                                           "attrs": {"n_rows": int(state.n_samples_seen_)}}
-
-    methods = _method_order(list(sets))
-    for i, ref_method in enumerate(methods):
-        for cand_method in methods[i + 1:]:
-            for cand_name, cand, cand_attrs in sets[cand_method]:
-                sig = _signature(cand, cand_attrs)
-                refs = [(n, v) for n, v, a in sets[ref_method] if _signature(v, a) == sig]
-                if not refs:
-                    continue
-                labels = [n if v.shape[0] == 1 else f"{n}[{r}]" for n, v in refs for r in range(v.shape[0])]
-                stacked = np.concatenate([v for _, v in refs])
-                index, distance = kernels.best_match(stacked, cand)
-                values = np.stack([np.asarray(index, np.float64), np.asarray(distance, np.float64)], axis=1)
-                tables[f"match_{ref_method}_vs_{cand_method}_{cand_name}"] = {
-                    "values": values, "rows": labels, "cols": ["index", "cosine_distance"],
-                    "attrs": {"reference": ref_method, "candidates": f"{cand_method}/{cand_name}",
-                              "space": sig[0]}}
+        pearson = _attribute_pearson(reader, workers, scheduler)
+        if pearson is not None:
+            tables["attribute_pearson"] = pearson
+    for table, refs, (cand_key, cand, cand_attrs), ref_method in pairs:
+        labels = [n if v.shape[0] == 1 else f"{n}[{r}]" for n, v in refs for r in range(v.shape[0])]
+        index, distance = kernels.best_match(np.concatenate([v for _, v in refs]), cand)
+        values = np.stack([np.asarray(index, np.float64), np.asarray(distance, np.float64)], axis=1)
+        tables[table] = {"values": values, "rows": labels, "cols": ["index", "cosine_distance"],
+                         "attrs": {"reference": ref_method, "candidates": cand_key, "space": cand_attrs.get("space")}}
 
     if not tables:
-        raise ValueError(f"{reader.path} has nothing to correlate: no scores and no directions")
+        raise ValueError(f"{reader.path} has nothing to correlate: no table could be computed")
     with writing(store, purpose="correlate") as target:
+        require_new(target, [f"tables/{t}" for t in tables], overwrite)
         for table, t in tables.items():
             target.write_table(table, t["values"], t["rows"], t["cols"], t["attrs"])
     if heatmaps:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.methods._common import check_positive_int, default_space, open_for_reading, stream_rows, writing
+from engine.methods._common import (check_positive_int, default_space, open_for_reading, require_new, stream_rows,
+                                    writing)
 from engine.store import Store, StoreError
 
 METHOD = "ganspace"
@@ -45,11 +46,12 @@ def resolve_array(store: Store, array: str | None) -> tuple[str, str]:
 
 
 def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | None = None,
-        workers: int | None = None, scheduler: str | None = None) -> dict[str, Any]:
+        workers: int | None = None, scheduler: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Streaming PCA of ``array`` (default latents/w if stored, else latents/z) -> ``directions/ganspace/<space>``.
 
     ``k`` components are kept (default all). Attrs: ``explained_variance_ratio``, ``explained_variance``,
     ``mean``, ``stdev`` (√variance, GANSpace's ``lat_stdev``), ``n_rows``. Returns the attrs written.
+    A stored ``directions/ganspace/<space>`` is refused, before any work, unless ``overwrite``.
     """
     reader = open_for_reading(store)
     path, space = resolve_array(reader, array)
@@ -59,6 +61,8 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
         k = check_positive_int("-k", k)
         if k > dim:
             raise ValueError(f"-k must be at most the code size {dim} of {path}; got {k}")
+    target_path = f"directions/{METHOD}/{space}"
+    require_new(reader, [target_path], overwrite)
     partial = functools.partial(pca_partial, n_components=k)
     if workers is not None or scheduler is not None:
         from engine.distributed import map_reduce_chunks
@@ -75,5 +79,6 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
              "explained_variance": variance, "stdev": np.sqrt(variance),
              "mean": np.asarray(state.mean_, np.float64)}
     with writing(store, purpose="pca") as target:
+        require_new(target, [target_path], overwrite)
         target.write_direction(METHOD, space, components, attrs)
     return attrs

@@ -12,11 +12,19 @@
 5. one more pass labels the remaining valid rows by the midpoint of the score range (InterFaceGAN's
    ``decision_value = (max + min) / 2``) and measures the boundary's accuracy on them.
 
-The unit normal (pointing to higher scores) is written to ``directions/interfacegan/<attr>`` as (1, d), with
-the intercept as ``offset`` so that the signed distance of a code x to the boundary is n·x + offset.
+The unit normal (pointing to higher scores) is written as (1, d), with the intercept as ``offset`` so that the
+signed distance of a code x to the boundary is n·x + offset. Its name says its space (``direction_name``):
+``directions/interfacegan/<attr>`` in z (InterFaceGAN's own space, and the name ``--primary NAME`` means),
+``<attr>@w``, ``<attr>@wp`` (all layers flattened) and ``<attr>@wp<L>`` (layer L of wp) in the others, so the
+boundaries of one attribute in several spaces live side by side; attrs record ``space`` and ``layer`` too.
+An attribute whose scores cannot be fitted (no valid score, all equal, too few rows for the split) is skipped
+with a warning naming it when all attributes are fitted, and is an error when it was asked for by name.
 
 ``condition`` removes from a primary direction its projection onto the span of any number of condition
-directions (paper 001's conditional manipulation: n₁ − (n₁ᵀn₂)n₂ for one condition), via a QR basis.
+directions (paper 001's conditional manipulation: n₁ − (n₁ᵀn₂)n₂ for one condition), via an SVD basis of the
+conditions, so repeated or linearly dependent conditions add nothing and drop nothing.
+
+Nothing stored is replaced unless ``overwrite`` (``--overwrite``) is given; that is checked before any work.
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ import numpy as np
 
 from kernels import LinearSVM
 
-from engine.methods._common import LatentView, open_for_reading, require_attribute, writing
+from engine.methods._common import LatentView, open_for_reading, require_attribute, require_new, writing
 from engine.store import Store, StoreError
 
 METHOD = "interfacegan"
@@ -156,24 +164,70 @@ class _Plan:
     valid: int
 
 
+class UnusableAttribute(ValueError):
+    """An attribute whose scores cannot give a boundary; the message names it and says why."""
+
+
 def _plan(name: str, column: int, extremes: Extremes, ratio: float | None, num: int | None, split: float,
-          rng: np.random.Generator) -> _Plan:
+          rng: np.random.Generator, invalid_value: float | None = None) -> _Plan:
+    """One attribute's rows per side and its shuffled split; UnusableAttribute when its scores cannot be fitted."""
+    if extremes.valid == 0:
+        dropped = "NaN or infinite" + ("" if invalid_value is None else f" or --invalid-value {invalid_value:g}")
+        raise UnusableAttribute(f"attribute {name!r} cannot be fitted: every score is {dropped}")
+    if extremes.low == extremes.high:
+        raise UnusableAttribute(f"attribute {name!r} cannot be fitted: all {extremes.valid} valid scores equal "
+                                f"{extremes.low:g}, so nothing separates its top rows from its bottom rows")
     if num is not None:
         if 2 * num > extremes.valid:
-            raise ValueError(f"--num {num} is larger than half the valid rows of {name!r} "
-                             f"({extremes.valid} valid scores)")
+            raise UnusableAttribute(f"--num {num} is larger than half the valid rows of {name!r} "
+                                    f"({extremes.valid} valid scores)")
         k = num
     else:
         k = int(extremes.valid * ratio)
     train = int(k * split)
     if train < 1 or (split < 1 and k - train < 1):
-        raise ValueError(f"attribute {name!r}: {k} rows per side (of {extremes.valid} valid scores) leave no "
-                         f"{'training' if train < 1 else 'validation'} rows; raise --ratio/--num or sample more")
+        raise UnusableAttribute(f"attribute {name!r}: {k} rows per side (of {extremes.valid} valid scores) leave no "
+                                f"{'training' if train < 1 else 'validation'} rows; raise --ratio/--num or sample "
+                                "more")
     pos, neg = extremes.top_index[:k].copy(), extremes.bottom_index[:k].copy()
     rng.shuffle(pos)
     rng.shuffle(neg)
     return _Plan(name, column, k, pos[:train], neg[:train], pos[train:], neg[train:],
                  (extremes.high + extremes.low) / 2.0, extremes.valid)
+
+
+def _plans(names: Sequence[str], columns: Sequence[int], extremes: Sequence[Extremes], ratio: float | None,
+           num: int | None, split: float, seed: int, invalid_value: float | None, named: bool) -> list[_Plan]:
+    """The plans of the attributes that can be fitted, in order.
+
+    An unusable attribute is an error when it was asked for by name (``named``); otherwise it is skipped with
+    a warning naming it and why, and only a store where no attribute can be fitted is an error.
+    """
+    rng = np.random.default_rng(seed)
+    plans, skipped = [], []
+    for name, column, found in zip(names, columns, extremes):
+        try:
+            plans.append(_plan(name, column, found, ratio, num, split, rng, invalid_value))
+        except UnusableAttribute as exc:
+            if named:
+                raise
+            skipped.append(str(exc))
+    if not plans:
+        raise UnusableAttribute(skipped[0] if len(skipped) == 1 else "no attribute can be fitted: " +
+                                "; ".join(skipped))
+    for message in skipped:
+        warnings.warn(f"{message}; skipped it, the other attributes are fitted", stacklevel=3)
+    return plans
+
+
+def direction_name(attribute: str, space: str, layer: int | None = None) -> str:
+    """The stored name of ``attribute``'s boundary: the attribute itself in z, else ``<attr>@<space>[<layer>]``.
+
+    ``age`` (z), ``age@w``, ``age@wp`` (all wp layers flattened), ``age@wp4`` (layer 4 of wp).
+    """
+    if space == "z" and layer is None:
+        return attribute
+    return f"{attribute}@{space}{'' if layer is None else int(layer)}"
 
 
 def _batch_rows(group: list[_Plan], part: str) -> np.ndarray:
@@ -207,11 +261,15 @@ def _fit_batch(group: list[_Plan], X: np.ndarray, Xv: np.ndarray | None, C: floa
 def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes: Sequence[str] | None = None,
                ratio: float | None = 0.02, num: int | None = None, split: float = 0.7, loss: str = "hinge",
                C: float = 1.0, seed: int = 0, invalid_value: float | None = None, layer: int | None = None,
-               progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Fit InterFaceGAN boundaries for ``attributes`` (default all) and write ``directions/interfacegan/<attr>``.
+               overwrite: bool = False, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Fit InterFaceGAN boundaries for ``attributes`` (default all) and write them to ``directions/interfacegan``.
 
-    Returns {attribute: the attrs written beside its direction (accuracies, num, split, ...)}.
-    ``num`` (rows per side) overrides ``ratio`` (fraction of valid rows per side).
+    Each boundary is stored as ``directions/interfacegan/<direction_name(attr, space, layer)>``: ``<attr>`` in
+    z, ``<attr>@w``, ``<attr>@wp`` or ``<attr>@wp<layer>`` elsewhere. Returns {that name: the attrs written
+    beside it (attribute, space, layer, accuracies, num, split, ...)} for every fitted attribute.
+    ``num`` (rows per side) overrides ``ratio`` (fraction of valid rows per side). Unusable attributes are
+    skipped with a warning, or refused if named in ``attributes`` (see the module docstring). A boundary already
+    stored under one of the names is refused, before any work, unless ``overwrite``.
     """
     from engine.progress import progress_bar
 
@@ -224,11 +282,13 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     names = list(dict.fromkeys(attributes)) if attributes else reader.attributes
     columns = [require_attribute(reader, a) for a in names]
     view = LatentView(reader, space, layer)
+    stored_as = {a: direction_name(a, space, view.layer) for a in names}
+    require_new(reader, [f"directions/{METHOD}/{stored_as[a]}" for a in names], overwrite)
 
     capacity = num if num is not None else max(1, int(reader.n * ratio))
     extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
-    rng = np.random.default_rng(seed)
-    plans = [_plan(a, c, e, ratio, num, split, rng) for a, c, e in zip(names, columns, extremes)]
+    plans = _plans(names, columns, extremes, ratio, num, split, seed, invalid_value, named=bool(attributes))
+    names = [p.name for p in plans]
 
     # One batched fit per distinct K (one call for all attributes unless NaNs differ between them); every
     # problem's rows come from a single gather pass straight into the batched (b, n, d) arrays.
@@ -291,10 +351,11 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
         results[name]["remaining_accuracy"] = correct[name] / total[name] if total[name] else None
 
     with writing(store, purpose="boundaries") as target:
+        require_new(target, [f"directions/{METHOD}/{stored_as[name]}" for name in names], overwrite)
         for name in names:
             attrs = {k: v for k, v in results[name].items() if k != "direction"}
-            target.write_direction(METHOD, name, results[name]["direction"][None, :], attrs)
-    return {name: {k: v for k, v in results[name].items() if k != "direction"} for name in names}
+            target.write_direction(METHOD, stored_as[name], results[name]["direction"][None, :], attrs)
+    return {stored_as[name]: {k: v for k, v in results[name].items() if k != "direction"} for name in names}
 
 
 # ---------------------------------------------------------------------------------------------- condition
@@ -307,11 +368,14 @@ def resolve_direction(store: Store, key: str, default_method: str = METHOD) -> s
 
 
 def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequence[str], *,
-              name: str | None = None) -> dict[str, Any]:
+              name: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write ``primary`` minus its projection onto the span of ``conditions``, renormalised, beside ``primary``.
 
-    Names are 'NAME' (an InterFaceGAN direction) or 'METHOD/NAME'; every row of a condition joins the span.
-    Warns when the primary is nearly inside the span (residual norm < 0.1); refuses when it is inside.
+    Names are 'NAME' (an InterFaceGAN direction) or 'METHOD/NAME'; every row of a condition joins the span, and
+    repeated or linearly dependent conditions are allowed (the span is taken from an SVD of all their rows).
+    The default ``name`` is ``<primary>__cond_<conditions>`` with the primary's space suffix last (``age__cond_
+    gender@w``). Warns when the primary is nearly inside the span (residual norm < 0.1); refuses when it is
+    inside, and refuses to replace a stored direction of that name unless ``overwrite``.
     Returns the attrs written (``key`` is where).
     """
     if isinstance(conditions, str):
@@ -336,15 +400,13 @@ def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequen
         cond_keys.append(ckey)
         rows.append(values.astype(np.float64))
     method, primary_name = key.split("/", 1)
-    new_name = name or f"{primary_name}__cond_" + "_".join(k.split("/", 1)[1] for k in cond_keys)
+    new_name = name or _conditioned_name(primary_name, [k.split("/", 1)[1] for k in cond_keys])
     if "/" in new_name or not new_name:
         raise ValueError(f"--name must be a plain name without '/'; got {new_name!r}")
+    require_new(reader, [f"directions/{method}/{new_name}"], overwrite)
 
     n = vector[0].astype(np.float64)
-    span = np.concatenate(rows)
-    q, r = np.linalg.qr(span.T)                                # columns of q: orthonormal basis of the span
-    q = q[:, np.abs(np.diag(r)) > 1e-10 * max(1.0, float(np.abs(np.diag(r)).max()))]
-    residual = n - q @ (q.T @ n)
+    residual = n - project_onto_span(n, np.concatenate(rows))
     norm = float(np.linalg.norm(residual))
     if norm < 1e-6:
         raise ValueError(f"--primary {primary!r} lies inside the span of the conditions: nothing is left to keep")
@@ -355,8 +417,33 @@ def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequen
                  "primary": key, "conditions": cond_keys, "residual_norm": norm,
                  "cosine_to_primary": float(residual @ n / norm)}
     with writing(store, purpose="condition") as target:
+        require_new(target, [f"directions/{method}/{new_name}"], overwrite)
         target.write_direction(method, new_name, (residual / norm)[None, :], out_attrs)
     return {"key": f"{method}/{new_name}", **out_attrs}
 
 
-__all__ = ["boundaries", "condition", "select_extremes", "resolve_direction"]
+def project_onto_span(vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The orthogonal projection of ``vector`` (d,) onto the span of ``rows`` (m, d), in float64.
+
+    The basis is the right singular vectors of ``rows`` whose singular value is above float32 rounding
+    (stored directions are float32): a repeated row, or one that is a combination of others, adds no basis
+    vector, and every independent row keeps its own, whatever the order of the rows. (A QR without pivoting
+    cannot promise that: a dependent column early on turns a later, independent one into the wrong basis
+    vector.)
+    """
+    rows = np.asarray(rows, np.float64)
+    _, sigma, vt = np.linalg.svd(rows, full_matrices=False)
+    basis = vt[sigma > sigma[0] * np.finfo(np.float32).eps]
+    return basis.T @ (basis @ np.asarray(vector, np.float64))
+
+
+def _conditioned_name(primary: str, conditions: Sequence[str]) -> str:
+    """``<primary>__cond_<c1>_<c2>...`` with the primary's space suffix (``@w``) once, at the end."""
+    base, at, space = primary.partition("@")
+    suffix = at + space
+    parts = [c[: -len(suffix)] if suffix and c.endswith(suffix) else c for c in conditions]
+    return f"{base}__cond_{'_'.join(parts)}{suffix}"
+
+
+__all__ = ["boundaries", "condition", "direction_name", "project_onto_span", "select_extremes",
+           "resolve_direction"]
