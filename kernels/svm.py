@@ -53,7 +53,7 @@ import torch
 
 from ._validation import ConvergenceWarning, check_finite, check_fitted, check_interval, check_option
 from .backend import as_tensors, import_cupy, resolve_impl, to_cupy, to_origin
-from .eigh import _CPU_POOL  # the process's single-threaded CPU workers, shared with eigh's stack split
+from ._threads import CPU_POOL as _CPU_POOL  # the process's single-threaded CPU workers, shared with eigh
 
 _MU_START = 0.1
 _MU_MIN = 1e-2

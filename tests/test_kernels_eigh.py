@@ -95,7 +95,7 @@ def test_cupy_path_matches_numpy():
 
 
 def test_cpu_stack_split_over_workers_matches_one_matrix_at_a_time_and_keeps_caller_threads():
-    from kernels.eigh import _CPU_POOL, _fresh_thread_default
+    from kernels._threads import CPU_POOL as _CPU_POOL, _fresh_thread_default
 
     a = spd_stack((7,), 40, seed=11)
     threads, default = torch.get_num_threads(), _fresh_thread_default()

@@ -246,7 +246,7 @@ def test_cpu_fits_split_over_single_threaded_workers_and_match_the_one_thread_fi
     import threading
 
     from kernels import svm
-    from kernels.eigh import _CPU_POOL
+    from kernels._threads import CPU_POOL as _CPU_POOL
 
     X, y, _, _ = problems                                       # b = 3
     reference = kernels.LinearSVM(loss=loss).fit(X, y)          # one torch thread (module fixture): no split
@@ -268,7 +268,7 @@ def test_cpu_fits_split_over_single_threaded_workers_and_match_the_one_thread_fi
     if found is not None:                                       # this build allows single-threaded workers
         assert [b for _, _, b in seen] == [2, 1, 1]             # two workers share the batch; one for 2-D X
         assert {threads for _, threads, _ in seen} == {1}
-        assert all(name.startswith("kernels-eigh") for name, _, _ in seen)
+        assert all(name.startswith("kernels-cpu") for name, _, _ in seen)
     np.testing.assert_allclose(unit(split.coef_), unit(reference.coef_), atol=1e-6)
     np.testing.assert_allclose(split.intercept_, reference.intercept_, atol=1e-5)
     np.testing.assert_array_equal(split.n_iter_, reference.n_iter_)
