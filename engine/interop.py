@@ -91,7 +91,8 @@ def export_interfacegan(reader: Store, outdir: str | os.PathLike) -> list[str]:
         if values.shape[0] != 1:
             continue
         space = attrs.get("space", "z") + ("" if attrs.get("layer") is None else f"{attrs['layer']}")
-        path = out / f"{key.split('/', 1)[1]}_{space}_boundary.npy"
+        attribute = attrs.get("attribute") or key.split("/", 1)[1]    # 'smile', not the stored 'smile@w'
+        path = out / f"{attribute}_{space}_boundary.npy"
         with _replacing(path) as temporary, open(temporary, "wb") as handle:
             np.save(handle, values.astype(np.float32))
         written.append(str(path))

@@ -363,7 +363,7 @@ class Store:
 
         def build(group: zarr.Group, key: str) -> None:
             array = group.create_array(key, shape=values.shape, dtype="float32", chunks=values.shape,
-                                       dimension_names=("component", f"{attrs['space']}_dim"),
+                                       dimension_names=(f"{name}_component", _direction_dim(attrs)),
                                        attributes=_jsonable(attrs))
             array[...] = values
 
@@ -493,6 +493,15 @@ def _lay_out(group: zarr.Group, *, n: int, chunk: int, n_chunks: int, z_dim: int
     group.create_group("directions")
     group.create_group("tables")
     group.attrs[META_KEY] = record
+
+
+def _direction_dim(attrs: dict[str, Any]) -> str:
+    """The dimension name of a direction's columns: equal names mean equal sizes, so xarray can open a whole
+    ``directions/<method>`` group (one wp layer is w-sized; flattened wp is not)."""
+    space = attrs["space"]
+    if space == "wp":
+        return "w_dim" if attrs.get("layer") is not None else "wp_flat_dim"
+    return f"{space}_dim"
 
 
 def _check_node_name(name: str) -> None:

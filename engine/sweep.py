@@ -16,7 +16,7 @@ name the place, e.g. ``runs[1].seed: ...``)::
         n: [10000, 50000]                        # swept: an int > 0 or a list
         spaces: [z, w]                           # one set of z|w|wp; a list of lists sweeps sets
         chunk: 4096                              # fixed: chunk, batch, device as for `sample`
-        batch: 256
+        batch: 64                                # optional: default 64 on CPU, 256 on CUDA
         device: auto
         workers: 2                               # optional, one of workers | scheduler | gpus, as for `sample`
         analyses:                                # run in order on each run's store
@@ -58,7 +58,7 @@ TOP_KEYS = ("out", "defaults", "runs")
 RUN_KEYS = ("name", "generator", "predictors", "seed", "n", "spaces", "chunk", "batch", "device", "workers",
             "scheduler", "gpus", "analyses")
 SWEPT = ("generator", "predictors", "seed", "n", "spaces")
-FIXED_DEFAULTS = {"predictors": [], "seed": 0, "chunk": 4096, "batch": 256, "device": "auto", "spaces": None,
+FIXED_DEFAULTS = {"predictors": [], "seed": 0, "chunk": 4096, "batch": None, "device": "auto", "spaces": None,
                   "workers": None, "scheduler": None, "gpus": None, "analyses": []}
 MARKER = "run.json"
 STORE = "store.zarr"
@@ -84,7 +84,7 @@ class Run:
     n: int
     spaces: list[str] | None
     chunk: int
-    batch: int
+    batch: int | None
     device: str
     workers: int | None
     scheduler: str | None
@@ -169,7 +169,7 @@ def _expand(block: dict[str, Any], where: str, explicit: set[str]) -> list[Run]:
     }
     fixed = {
         "chunk": _positive(block["chunk"], where + ".chunk"),
-        "batch": _positive(block["batch"], where + ".batch"),
+        "batch": None if block["batch"] is None else _positive(block["batch"], where + ".batch"),
         "device": _string(block["device"], where + ".device"),
         "analyses": _analyses(block["analyses"], where + ".analyses"),
     }

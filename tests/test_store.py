@@ -130,3 +130,16 @@ def test_a_store_of_w_codes_has_no_z(tmp_path):
                                         "files": [str((tmp_path / "w.npy").absolute())]}
     with pytest.raises(StoreError, match="has no 'z' codes"):
         store.latent_array("z")
+
+
+def test_xarray_opens_a_directions_group_with_w_and_wp_boundaries(tmp_path):
+    xr = pytest.importorskip("xarray")
+    store = Store.create(tmp_path / "s.zarr", n=10, chunk=5, z_dim=4, w_dim=4, num_ws=3, spaces=["z", "w", "wp"])
+    unit = np.eye(12, dtype=np.float32)
+    store.write_direction("interfacegan", "age@w", unit[:1, :4], {"space": "w"})
+    store.write_direction("interfacegan", "age@wp1", unit[1:2, :4], {"space": "wp", "layer": 1})
+    store.write_direction("interfacegan", "age@wp", unit[2:3], {"space": "wp"})
+    store.write_direction("interfacegan", "age@wp_pair", unit[3:5], {"space": "wp"})
+    ds = xr.open_zarr(store.path, group="directions/interfacegan", consolidated=False)
+    assert ds["age@wp1"].dims == ("age@wp1_component", "w_dim") and ds["age@wp"].dims[1] == "wp_flat_dim"
+    np.testing.assert_array_equal(ds["age@wp_pair"].values, unit[3:5])
