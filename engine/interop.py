@@ -274,7 +274,7 @@ def build_index(store: str | os.PathLike | Store, *, array: str | None = None, m
     """
     import faiss
 
-    from engine.methods.ganspace import resolve_array
+    from engine.spaces import resolve_array
 
     if metric not in METRICS:
         raise ValueError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
@@ -348,7 +348,7 @@ def query(store: str | os.PathLike | Store, codes: np.ndarray, *, space: str | N
     """
     import faiss
 
-    from engine.methods.ganspace import resolve_array
+    from engine.spaces import resolve_array
 
     reader = Store.open(store.path if isinstance(store, Store) else str(store))
     _, space = resolve_array(reader, space)

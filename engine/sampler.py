@@ -24,6 +24,7 @@ from engine.distributed import ClusterError, ClusterHandle, ClusterRequest, clus
 from engine.lock import StoreLock
 from engine.models.base import Generator, Predictor, mapped_w
 from engine.models.registry import load_generator, load_predictor
+from engine.spaces import spaces_for
 from engine.runtime import RunStats, run_chunk, run_in_process, run_on_dask
 from engine.store import MAX_CHUNKS, Store, StoreError, _exists, _is_remote, store_state, warn_repairs
 
@@ -36,20 +37,6 @@ def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None =
     # The generator fills row after row, so the first ``rows`` rows of the chunk's draw are drawn alone:
     # a short last chunk (or chunk > n) never allocates the full chunk.
     return rng.standard_normal((chunk if rows is None else min(rows, chunk), z_dim), dtype=np.float32)
-
-
-def spaces_for(generator: Generator, requested: Sequence[str] | None) -> list[str]:
-    """Validate the requested latent spaces against the generator (default: z, plus w when it has a mapping)."""
-    if requested is None or len(requested) == 0:
-        return ["z", "w"] if generator.has_mapping else ["z"]
-    spaces = list(dict.fromkeys(["z", *requested]))
-    unknown = [s for s in spaces if s not in ("z", "w", "wp")]
-    if unknown:
-        raise ValueError(f"--space must be z, w or wp; got {unknown}")
-    if not generator.has_mapping and ("w" in spaces or "wp" in spaces):
-        raise ValueError(f"generator {getattr(generator, 'spec', generator)!r} has no mapping network: "
-                         "only the 'z' space exists")
-    return spaces
 
 
 @dataclass

@@ -28,7 +28,9 @@ import errno
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,25 @@ def write_failure(exc: OSError, what: str, state: str, retry: str) -> StoreWrite
     where = f" ({exc.filename})" if cause in (None, "permission denied") and exc.filename else ""
     return StoreWriteError(f"{cause or exc.strerror or type(exc).__name__}{where} while writing {what}; "
                            f"{state}; {advice}{retry}")
+
+
+def read_ahead(rows: Iterable[slice], read: Callable[[slice], np.ndarray],
+               depth: int = 2) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(rows, read(rows))`` in order, with up to ``depth`` reads in flight on threads.
+
+    zarr's decompression releases the GIL, so reads overlap each other and the caller's work on the last
+    block; at most ``depth`` blocks wait in memory.
+    """
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="latent-read") as pool:
+        for r in rows:
+            pending.append((r, pool.submit(read, r)))
+            if len(pending) >= depth:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
 
 
 def warn_repairs(path: str, repairs: Sequence[str]) -> None:
@@ -337,12 +358,15 @@ class Store:
         self.group["progress"][index] = 1
 
     def iter_rows(self, name: str, block_chunks: int = 1) -> Iterator[tuple[slice, np.ndarray]]:
-        """Stream ``name`` in blocks of whole store chunks: (rows, values). Memory stays O(block)."""
+        """Stream ``name`` in blocks of whole store chunks: (rows, values), the next blocks read ahead.
+
+        The one way the engine streams rows: memory holds O(block) whatever n is (``read_ahead``).
+        """
         array = self.array(name)
-        step = array.chunks[0] * block_chunks
-        for start in range(0, array.shape[0], step):
-            rows = slice(start, min(start + step, array.shape[0]))
-            yield rows, array[rows]
+        step = int(array.chunks[0]) * block_chunks
+        n = int(array.shape[0])
+        return read_ahead((slice(start, min(start + step, n)) for start in range(0, n, step)),
+                          lambda rows: np.asarray(array[rows]))
 
     # ------------------------------------------------------------------ results
     def write_direction(self, method: str, name: str, values: np.ndarray, attrs: dict[str, Any]) -> zarr.Array:

@@ -47,10 +47,13 @@ class TruncatingGenerator(nn.Module):
     def mapping_w(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(z))
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        ws = self.mapping_w(z)[:, None, :].repeat(1, self.num_ws, 1)
+    def truncate(self, w: torch.Tensor) -> torch.Tensor:
+        ws = w[:, None, :].repeat(1, self.num_ws, 1)
         ws[:, :self.cutoff] = self.w_avg + self.psi * (ws[:, :self.cutoff] - self.w_avg)
         return ws
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        return self.truncate(self.mapping_w(z))
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         return torch.tanh(ws.mean(dim=1))[:, None, None, :].expand(-1, 1, 8, 8)

@@ -72,7 +72,7 @@ def test_a_stored_table_is_refused_before_any_pass_unless_overwrite(planted_copy
         raise AssertionError("the Pearson pass started before the overwrite check")
 
     with monkeypatch.context() as patched:
-        patched.setattr(module, "stream_rows", no_pass)
+        patched.setattr(Store, "iter_rows", no_pass)
         with pytest.raises(ResultExistsError, match="already has tables/"):
             correlate(planted_copy.path)
     np.testing.assert_array_equal(Store.open(planted_copy.path).read_table("attribute_pearson")[0], before)

@@ -74,7 +74,7 @@ def test_a_stored_result_is_refused_before_any_pass_unless_overwrite(planted_cop
         raise AssertionError("the PCA pass started before the overwrite check")
 
     with monkeypatch.context() as patched:
-        patched.setattr(ganspace, "stream_rows", no_pass)
+        patched.setattr(Store, "iter_rows", no_pass)
         with pytest.raises(ResultExistsError, match="already has directions/ganspace/w"):
             pca(planted_copy.path, k=3)
     np.testing.assert_array_equal(Store.open(planted_copy.path).read_direction("ganspace/w")[0], before)

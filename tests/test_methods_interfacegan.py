@@ -392,14 +392,14 @@ def test_wp_space_flattened_and_per_layer(tmp_path):
     assert float(normal[0] @ w_normal) > 0.999
     assert Store.open(path).directions() == ["interfacegan/smile@w", "interfacegan/smile@wp",
                                              "interfacegan/smile@wp1"]
-    with pytest.raises(ValueError, match="--layer"):
+    with pytest.raises(ValueError, match=r"layer must be in \[0, 2\)"):
         boundaries(path, space="wp", layer=2)
     from engine.methods.editing import edit
     assert edit(path, "interfacegan/smile@wp1", alphas="0,1,2", samples=2)["images"].shape == (2, 2, 3, 16, 16)
 
 
 def test_gather_many_reads_rows_in_any_order_with_repeats_as_numpy_indexing_does(planted_store):
-    from engine.methods._common import LatentView
+    from engine.spaces import LatentView
 
     store = Store.open(planted_store.path)
     view = LatentView(store, "w")

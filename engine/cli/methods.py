@@ -379,7 +379,7 @@ def query(store: str, rows: tuple[int, ...], codes: str | None, array: str | Non
     import numpy as np
 
     from engine.interop import _open_npy, index_record, query as run
-    from engine.methods.ganspace import resolve_array
+    from engine.spaces import resolve_array
     from engine.store import Store
 
     if bool(rows) == (codes is not None):

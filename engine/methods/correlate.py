@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.methods._common import open_for_reading, require_new, stream_rows, writing
+from engine.methods._common import open_for_reading, require_new, writing
 from engine.store import Store
 
 
@@ -114,7 +114,7 @@ def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None
             from engine.distributed import map_reduce_chunks
             return map_reduce_chunks(reader.path, "scores", partial, merge, workers=workers, scheduler=scheduler)
         state = None
-        for _, block in stream_rows(reader, "scores"):
+        for _, block in reader.iter_rows("scores"):
             part = partial(block)
             state = part if state is None else merge(state, part)
         return state

@@ -2,8 +2,9 @@
 
 Codes move as ``x + α n`` (paper 001's single-attribute manipulation) or, with ``distance=True``, to signed
 distance α from the boundary nᵀx = 0, as InterFaceGAN's ``linear_interpolate`` does: x + (α − nᵀx) n.
-The code lives in the direction's space: z codes go through the mapping; w codes are moved on every layer; a
-flattened wp direction moves every layer by its own slice; a wp direction of one ``layer`` moves that layer.
+The code lives in the direction's space (``engine.spaces``): z codes go through the mapping; w codes are moved
+on every layer (or on a range of ``layers``); a flattened wp direction moves every layer by its own slice; a
+wp direction of one ``layer`` moves that layer.
 
 α has a unit, ``units``: ``"sigma"`` (the default) counts in σ, the standard deviation of the store's codes
 along the direction, so α = 3 is a large edit in z, w and W+ alike; ``"raw"`` is the length of the step in
@@ -26,6 +27,7 @@ import torch
 
 from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
 from engine.sampler import draw_codes
+from engine.spaces import LatentSpace, LatentView, codes_from_z, parse_layers, synthesis_input
 from engine.store import Store
 
 UNITS = ("sigma", "raw")
@@ -106,34 +108,15 @@ def score_spread(store: Store, attributes: list[str]) -> np.ndarray:
     return np.array([stats[a]["std"] if a in stats else np.nan for a in attributes], np.float64)
 
 
-def _to_space(z: np.ndarray, G: Any, space: str, layer: int | None, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """z codes (S, z_dim) -> ((S, D) codes of ``space`` as float64, (S, L, w_dim) ws, or None for z)."""
-    if space == "z":
-        return z.astype(np.float64), None
-    with torch.inference_mode():
-        ws = G.mapping(torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(device)).float().cpu().numpy()
-    if space == "w":
-        return ws[:, 0].astype(np.float64), ws
-    if layer is None:
-        return ws.reshape(len(ws), -1).astype(np.float64), ws
-    return ws[:, int(layer)].astype(np.float64), ws
-
-
-def _reference_codes(store: Store, space: str, layer: int | None, G: Any, device: str) -> np.ndarray:
+def _reference_codes(store: Store, space: LatentSpace, G: Any, device: str) -> np.ndarray:
     """The codes σ is measured on: the store's first committed rows of ``space``, else the same draws mapped."""
     committed = np.flatnonzero(store.progress())
-    if space in store.spaces and committed.size:
+    if space.name in store.spaces and committed.size:
         rows = store.chunk_rows(int(committed[0]))
-        rows = slice(rows.start, min(rows.stop, rows.start + SPREAD_ROWS))
-        array = store.latent_array(space)
-        if space == "wp":
-            codes = array[rows, int(layer)] if layer is not None else np.asarray(array[rows]).reshape(
-                rows.stop - rows.start, -1)
-        else:
-            codes = array[rows]
-        return np.asarray(codes, np.float64)
+        return LatentView(store, space).read(slice(rows.start, min(rows.stop, rows.start + SPREAD_ROWS))
+                                             ).astype(np.float64)
     z = draw_codes(int(store.meta.get("seed") or 0), 0, store.chunk, G.z_dim, rows=min(store.chunk, SPREAD_ROWS))
-    return _to_space(z, G, space, layer, device)[0]
+    return codes_from_z(G, z, space, device)[0]
 
 
 def direction_spread(codes: np.ndarray, n: np.ndarray) -> float:
@@ -163,7 +146,7 @@ def _moved(x: np.ndarray, n: np.ndarray, alphas: np.ndarray, distance: bool) -> 
 def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,3,7", units: str = "sigma",
          samples: int = 4, seed: int = 0, stored: bool = False, distance: bool = False, rescore: bool = False,
          out: str | os.PathLike | None = None, generator: Any = None, predictors: Any = None,
-         batch: int = 256, device: str = "cpu", overwrite: bool = False) -> dict[str, Any]:
+         batch: int = 256, device: str = "cpu", layers: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """Edit ``samples`` codes along ``direction`` ('METHOD/NAME[:ROW]') at each α; returns the results.
 
     ``alphas`` count in ``units``: 'sigma' (σ of the store's codes along the direction, see the module
@@ -171,7 +154,8 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     saves the image grid (rows samples, columns α, labelled); with ``rescore`` the predictors re-score every
     edited image, the mean change per α is written to ``tables/rescore_<method>_<name>[_<row>]`` (refused if
     it exists, unless ``overwrite``) and plotted beside ``out``. ``generator`` and ``predictors`` default to
-    the models the store was sampled with. The result holds ``alphas`` (in ``units``), ``alphas_raw``,
+    the models the store was sampled with. ``layers`` ('A-B', 0-based inclusive) applies a w-sized direction
+    (w, or one wp layer) to those layers only, as GANSpace's layer-wise edits do. The result holds ``alphas`` (in ``units``), ``alphas_raw``,
     ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
     not pictures (the planted generator).
     """
@@ -190,9 +174,11 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         raise ValueError(f"--direction {direction!r}: {key} has {values.shape[0]} rows (0-{values.shape[0] - 1})")
     n = values[row].astype(np.float64)
     n /= np.linalg.norm(n)
-    space, layer = attrs.get("space"), attrs.get("layer")
-    if space not in ("z", "w", "wp"):
-        raise ValueError(f"--direction {key} lives in space {space!r}; edit moves z, w or wp codes")
+    try:
+        space = LatentSpace.from_attrs(attrs)
+    except ValueError:
+        raise ValueError(f"--direction {key} lives in space {attrs.get('space')!r}; edit moves z, w or wp "
+                         "codes") from None
     if stored and samples > reader.n:
         raise ValueError(f"--samples {samples} is more than the {reader.n} stored rows")
     table = rescore_table_name(key, row)
@@ -201,11 +187,17 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
 
     G = generator if generator is not None and not isinstance(generator, str) else \
         load_generator(generator or reader.meta.get("generator"), device)
-    if space != "z" and not getattr(G, "has_mapping", False):
-        raise ValueError(f"the generator has no mapping network, so it cannot take {space} codes")
-    expected = {"z": G.z_dim, "w": G.w_dim, "wp": G.w_dim if layer is not None else G.num_ws * G.w_dim}[space]
+    if space.name != "z" and not getattr(G, "has_mapping", False):
+        raise ValueError(f"the generator has no mapping network, so it cannot take {space.name} codes")
+    expected = space.dim(G.z_dim, G.w_dim, G.num_ws)
     if n.size != expected:
-        raise ValueError(f"--direction {key} has {n.size} dims; the generator's {space} codes have {expected}")
+        raise ValueError(f"--direction {key} has {n.size} dims; the generator's {space.label} codes have {expected}")
+    if space.name == "wp":
+        space.check_layers(G.num_ws)
+    layer_range = parse_layers(layers, G.num_ws) if layers is not None else None
+    if layer_range is not None and not space.w_sized:
+        raise ValueError(f"--layers applies to w-sized directions (w or one wp layer); {key} lives in "
+                         f"{space.label}")
     if rescore:
         specs = predictors if predictors is not None else reader.meta.get("predictors", [])
         if not specs:
@@ -214,7 +206,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     if out is not None and Path(out).suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file; got {out}")
 
-    sigma = direction_spread(_reference_codes(reader, space, layer, G, device), n)
+    sigma = direction_spread(_reference_codes(reader, space, G, device), n)
     if units == "sigma" and not sigma > 0:
         raise ValueError(f"the store's codes do not vary along {direction} (σ = {sigma:g}); use units='raw' "
                          "(--units raw)")
@@ -225,7 +217,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         z = np.asarray(reader.latent_array("z")[:samples], np.float32)
     else:
         z = draw_codes(seed, 0, samples, G.z_dim)
-    x, ws = _to_space(z, G, space, layer, device)
+    x, ws = codes_from_z(G, z, space, device)
     moved = _moved(x, n, raw, distance).astype(np.float32)                           # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
 
@@ -234,23 +226,16 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     with torch.inference_mode():
         for start in range(0, flat.shape[0], batch):
             part = torch.from_numpy(flat[start:start + batch]).to(device)
-            if space == "z":
-                wsb = G.mapping(part)
-            elif space == "w":
-                wsb = part[:, None, :].expand(-1, G.num_ws, -1)
-            elif layer is None:
-                wsb = part.reshape(-1, G.num_ws, G.w_dim)
-            else:
-                base = np.repeat(ws, codes.shape[1], axis=0)[start:start + batch].copy()
-                base[:, int(layer)] = flat[start:start + batch]
-                wsb = torch.from_numpy(base).to(device)
-            img = G.synthesis(wsb)
+            base = None if ws is None else torch.from_numpy(
+                np.repeat(ws, codes.shape[1], axis=0)[start:start + batch]).to(device)
+            img = G.synthesis(synthesis_input(G, part, space, base, layer_range))
             images.append(img.float().cpu())
             if rescore:
                 scores.append(torch.cat([P(img).float() for P in Ps], dim=1).cpu().numpy())
     images = torch.cat(images).reshape(samples, codes.shape[1], *images[0].shape[1:])
     result: dict[str, Any] = {"alphas": grid, "alphas_raw": raw, "units": units, "sigma": sigma, "codes": moved,
-                              "images": images[:, 1:], "space": space, "direction": key, "row": row}
+                              "images": images[:, 1:], "space": space.name, "direction": key, "row": row,
+                              "layers": None if layer_range is None else list(layer_range)}
     if _is_planted(G):
         result["note"] = PLANTED_NOTE
     if out is not None:
@@ -264,7 +249,8 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         spread = score_spread(reader, attributes)
         table_attrs = {"direction": key, "row": row, "label": key if values.shape[0] == 1 else f"{key}:{row}",
                        "samples": samples, "seed": seed, "distance": bool(distance),
-                       "space": space, "units": units, "sigma": sigma, "alphas": grid, "alphas_raw": raw,
+                       "space": space.name, "layer": space.layer, "layers": None if layer_range is None else
+                       list(layer_range), "units": units, "sigma": sigma, "alphas": grid, "alphas_raw": raw,
                        "attribute_std": [float(v) if np.isfinite(v) else None for v in spread]}
         with writing(store, purpose="edit --rescore") as target:
             require_new(target, [f"tables/{table}"], overwrite)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.methods._common import (check_positive_int, default_space, open_for_reading, require_new, stream_rows,
-                                    writing)
-from engine.store import Store, StoreError
+from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
+from engine.spaces import resolve_array
+from engine.store import Store
 
 METHOD = "ganspace"
 
@@ -30,19 +30,6 @@ def pca_partial(block: np.ndarray, n_components: int | None = None):
 def pca_merge(a, b):
     """Fold one chunk state into another (in place)."""
     return a.merge(b)
-
-
-def resolve_array(store: Store, array: str | None) -> tuple[str, str]:
-    """(array path, space) for ``--array``: 'latents/w', 'w', ...; default w when stored, else z."""
-    if array is None:
-        space = default_space(store)
-        return f"latents/{space}", space
-    path = array if array.startswith("latents/") else f"latents/{array}"
-    space = path.split("/", 1)[1]
-    if space not in store.spaces:
-        raise StoreError(f"{store.path} has no array {path!r}; it stores "
-                         f"{', '.join('latents/' + s for s in store.spaces)}")
-    return path, space
 
 
 def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | None = None,
@@ -69,7 +56,7 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
         state = map_reduce_chunks(reader.path, path, partial, pca_merge, workers=workers, scheduler=scheduler)
     else:
         state = None
-        for _, block in stream_rows(reader, path):
+        for _, block in reader.iter_rows(path):
             part = partial(block)
             state = part if state is None else pca_merge(state, part)
     components = np.asarray(state.components_, np.float32)

@@ -40,7 +40,8 @@ import numpy as np
 
 from kernels import LinearSVM
 
-from engine.methods._common import LatentView, open_for_reading, require_attribute, require_new, writing
+from engine.methods._common import open_for_reading, require_attribute, require_new, writing
+from engine.spaces import LatentSpace, LatentView
 from engine.store import Store, StoreError
 
 METHOD = "interfacegan"
@@ -225,9 +226,7 @@ def direction_name(attribute: str, space: str, layer: int | None = None) -> str:
 
     ``age`` (z), ``age@w``, ``age@wp`` (all wp layers flattened), ``age@wp4`` (layer 4 of wp).
     """
-    if space == "z" and layer is None:
-        return attribute
-    return f"{attribute}@{space}{'' if layer is None else int(layer)}"
+    return attribute + LatentSpace.of(space, layer).suffix
 
 
 def _batch_rows(group: list[_Plan], part: str) -> np.ndarray:

@@ -65,6 +65,12 @@ class Predictor(Protocol):
         ...
 
 
+# A generator whose mapping truncates (StyleGAN's ψ) also defines, beside the protocol:
+#   mapping_w(z) -> (B, w_dim)           the mapping network's output before truncation (stored as latents/w)
+#   truncate(w)  -> (B, num_ws, w_dim)   the per-layer codes the synthesis takes for that w (what mapping does)
+# so that w-space edits are truncated as the sampled codes were (engine.spaces.synthesis_input).
+
+
 def mapped_w(G: Generator, z: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
     """w, the mapping network's output before truncation: ``G.mapping_w(z)`` where the generator defines it
     (generators that truncate must), else the first layer's copy in ``ws`` (which is w when nothing truncates)."""
