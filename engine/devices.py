@@ -17,12 +17,12 @@ def resolve_device(choice: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", choice)
     if not match:
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:<index>; got {choice!r}")
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>; got {choice!r}")
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {choice} requested but no CUDA GPU is available on this machine")
+        raise ValueError(f"device {choice} requested but no CUDA GPU is available on this machine")
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
-        raise ValueError(f"--device {choice}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ValueError(f"device {choice}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device("cuda", index)
 
 

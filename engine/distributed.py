@@ -90,12 +90,12 @@ def validate_cluster_flags(workers: int | None = None, scheduler: str | None = N
         raise ClusterError(f"{' and '.join(given)} exclude each other: pick one way to get a cluster")
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
-            raise ClusterError(f"--workers must be a positive integer; got {workers!r}")
+            raise ClusterError(f"workers must be a positive integer; got {workers!r}")
         return ClusterRequest("local", workers=int(workers))
     if scheduler is not None:
         address = str(scheduler).strip()
         if not address:
-            raise ClusterError("--scheduler needs an address such as tcp://host:8786; got an empty string")
+            raise ClusterError("scheduler needs an address such as tcp://host:8786; got an empty string")
         return ClusterRequest("address", address=address)
     return ClusterRequest("cuda", gpus=_check_gpus(gpus))
 
@@ -105,21 +105,21 @@ def _check_gpus(gpus: str | Sequence[int]) -> tuple[int, ...]:
     try:
         indices = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ClusterError(f"--gpus must be comma-separated GPU indices such as 0,1; got {text!r}") from None
+        raise ClusterError(f"gpus must be comma-separated GPU indices such as 0,1; got {text!r}") from None
     if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
-        raise ClusterError(f"--gpus must list distinct non-negative GPU indices; got {text!r}")
+        raise ClusterError(f"gpus must list distinct non-negative GPU indices; got {text!r}")
     import torch
 
     if not torch.cuda.is_available():
-        raise ClusterError(f"--gpus {text}: this machine has no CUDA GPU that torch can use "
+        raise ClusterError(f"gpus {text}: this machine has no CUDA GPU that torch can use "
                            "(use --workers K for CPU processes)")
     count = torch.cuda.device_count()
     if max(indices) >= count:
-        raise ClusterError(f"--gpus {text}: this machine has {count} CUDA device(s) (indices 0..{count - 1})")
+        raise ClusterError(f"gpus {text}: this machine has {count} CUDA device(s) (indices 0..{count - 1})")
     try:
         import dask_cuda  # noqa: F401
     except ImportError:
-        raise ClusterError("--gpus needs dask-cuda, which is not installed: pip install 'latent-engine[gpu]'") \
+        raise ClusterError("gpus needs dask-cuda, which is not installed: pip install 'latent-engine[gpu]'") \
             from None
     return indices
 

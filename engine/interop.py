@@ -74,7 +74,7 @@ def _replacing(path: Path) -> Iterator[Path]:
 def export(store: str | os.PathLike | Store, outdir: str | os.PathLike, *, format: str = "interfacegan") -> list[str]:
     """Write the store's results in another tool's format into ``outdir``; returns the files written."""
     if format not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     reader = Store.open(store.path if isinstance(store, Store) else str(store))
     return (export_interfacegan if format == "interfacegan" else export_ganspace)(reader, outdir)
 
@@ -195,7 +195,7 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
     from engine.lock import StoreLock
 
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk <= 0:
-        raise ValueError(f"--chunk must be a positive integer; got {chunk!r}")
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     if space not in ("z", "w", "wp"):
         raise ValueError(f"space must be z, w or wp; got {space!r}")
     z = _open_npy(codes, "codes")
@@ -216,7 +216,7 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
         base = stem[: -len("_scores")] if stem.endswith("_scores") else stem
         names = [base] if s.shape[1] == 1 else [f"{base}_{j}" for j in range(s.shape[1])]
     if len(names) != s.shape[1] or len(set(names)) != len(names):
-        raise ValueError(f"--attribute must name each of the {s.shape[1]} score column(s) once; got {names}")
+        raise ValueError(f"attribute must name each of the {s.shape[1]} score column(s) once; got {names}")
     n, d = z.shape[0], z.shape[-1]
     meta = {"generator": None, "predictors": [], "seed": None,
             "imported_from": {"codes": os.path.abspath(codes), "scores": os.path.abspath(scores),
@@ -277,7 +277,7 @@ def build_index(store: str | os.PathLike | Store, *, array: str | None = None, m
     from engine.spaces import resolve_array
 
     if metric not in METRICS:
-        raise ValueError(f"--metric must be one of {', '.join(METRICS)}; got {metric!r}")
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
     reader = Store.open(store.path if isinstance(store, Store) else str(store))
     if "://" in reader.path and not reader.path.startswith("file://"):
         raise ValueError("index writes a file beside the store: give a local store path")

@@ -200,7 +200,7 @@ def _worker_device(request: ClusterRequest, device: str | torch.device) -> str:
     device = str(device or "auto")
     if request.kind == "cuda":
         if device == "cpu":
-            raise ClusterError("--gpus runs one worker per GPU: it cannot be combined with --device cpu")
+            raise ClusterError("gpus runs one worker per GPU: it cannot be combined with --device cpu")
         return "cuda"  # each worker sees only its own GPU, as cuda:0
     return device
 

@@ -387,3 +387,15 @@ def test_memory_error_is_one_line(tmp_path, monkeypatch):
     Store.create(store, n=10, chunk=5, z_dim=4)
     result = CliRunner().invoke(cli, ["info", str(store)])
     assert result.exit_code == 1 and "out of memory" in result.output and "--batch" in result.output
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(planted_store):
+    from engine.methods.interfacegan import boundaries
+
+    with pytest.raises(ValueError, match=r"^ratio must be in \(0, 0.5\]; got 0.9$"):
+        boundaries(planted_store.path, ratio=0.9)
+    result = CliRunner().invoke(cli, ["boundaries", planted_store.path, "--ratio", "0.9"])
+    assert result.exit_code == 1 and result.output.strip() == "Error: --ratio must be in (0, 0.5]; got 0.9"
+    result = CliRunner().invoke(cli, ["sample", str(Path(planted_store.path).parent / "x.zarr"), "-g", "planted",
+                                      "-n", "10", "--invalid-option"])
+    assert result.exit_code == 2                          # click's usage error, as the README says

@@ -108,7 +108,7 @@ def test_sigma_units_step_in_the_std_of_the_stored_codes(planted_copy):
                                atol=1e-4)
     # The w codes are far wider than z along this direction, so σ and raw units really differ.
     assert abs(sigma - 1.0) > 0.1
-    with pytest.raises(ValueError, match="--units must be sigma or raw"):
+    with pytest.raises(ValueError, match="units must be sigma or raw"):
         edit(store.path, "interfacegan/smile_w", units="std")
 
 

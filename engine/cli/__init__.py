@@ -62,13 +62,34 @@ class EngineGroup(click.Group):
         except (*USER_ERRORS, MemoryError) as exc:
             if os.environ.get("LATENT_ENGINE_DEBUG"):
                 raise
-            raise click.ClickException(_one_line(exc)) from None
+            raise click.ClickException(as_flags(_one_line(exc), self._subcommand(ctx))) from None
         except Exception as exc:  # noqa: BLE001 - anything unplanned is a bug, reported as one
             if os.environ.get("LATENT_ENGINE_DEBUG"):
                 raise
             path = _save_traceback(exc)
             raise BugReport(f"a bug in latent-engine ({type(exc).__name__}: {_one_line(exc)}); the traceback is in "
                             f"{path}; please report it (LATENT_ENGINE_DEBUG=1 shows it here)") from None
+
+
+    def _subcommand(self, ctx: click.Context) -> click.Command | None:
+        name = ctx.invoked_subcommand
+        return self.get_command(ctx, name) if name else None
+
+
+def as_flags(message: str, command: click.Command | None) -> str:
+    """A library message in library terms ('ratio must be ...') in the command's terms ('--ratio must be ...').
+
+    The library names parameters as the Python twin does; where a message starts with one that the command
+    takes as an option, the option's flag replaces it.
+    """
+    if command is None:
+        return message
+    head, sep, rest = message.partition(" ")
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name == head.replace("-", "_"):
+            flag = max(param.opts, key=len)
+            return f"{flag}{sep}{rest}"
+    return message
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001

@@ -41,9 +41,9 @@ def parse_alphas(text: str | tuple | list) -> np.ndarray:
         start, stop, steps = float(parts[0]), float(parts[1]), parts[2]
         steps = int(steps) if isinstance(steps, (int, np.integer)) else int(str(steps).strip())
     except (ValueError, IndexError, TypeError):
-        raise ValueError(f"--alphas must be START,STOP,STEPS (e.g. -3,3,7); got {text!r}") from None
+        raise ValueError(f"alphas must be START,STOP,STEPS (e.g. -3,3,7); got {text!r}") from None
     if len(parts) != 3 or steps < 1 or not (np.isfinite(start) and np.isfinite(stop)):
-        raise ValueError(f"--alphas must be START,STOP,STEPS with STEPS ≥ 1; got {text!r}")
+        raise ValueError(f"alphas must be START,STOP,STEPS with STEPS ≥ 1; got {text!r}")
     return exact_zero(np.linspace(start, stop, steps))
 
 
@@ -58,7 +58,7 @@ def exact_zero(alphas: Any) -> np.ndarray:
 def check_units(units: str) -> str:
     """``units`` must be 'sigma' or 'raw'."""
     if units not in UNITS:
-        raise ValueError(f"--units must be sigma or raw; got {units!r}")
+        raise ValueError(f"units must be sigma or raw; got {units!r}")
     return units
 
 
@@ -161,26 +161,26 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     """
     from engine.models.registry import load_generator, load_predictor
 
-    samples = check_positive_int("--samples", samples)
-    batch = check_positive_int("--batch", batch)
+    samples = check_positive_int("samples", samples)
+    batch = check_positive_int("batch", batch)
     units = check_units(units)
     grid = parse_alphas(alphas)
     reader = open_for_reading(store, complete=stored)
     key, row = split_direction_key(direction)
     if "/" not in key:
-        raise ValueError(f"--direction must be METHOD/NAME (e.g. interfacegan/smile); got {direction!r}")
+        raise ValueError(f"direction must be METHOD/NAME (e.g. interfacegan/smile); got {direction!r}")
     values, attrs = reader.read_direction(key)
     if row >= values.shape[0]:
-        raise ValueError(f"--direction {direction!r}: {key} has {values.shape[0]} rows (0-{values.shape[0] - 1})")
+        raise ValueError(f"direction {direction!r}: {key} has {values.shape[0]} rows (0-{values.shape[0] - 1})")
     n = values[row].astype(np.float64)
     n /= np.linalg.norm(n)
     try:
         space = LatentSpace.from_attrs(attrs)
     except ValueError:
-        raise ValueError(f"--direction {key} lives in space {attrs.get('space')!r}; edit moves z, w or wp "
+        raise ValueError(f"direction {key} lives in space {attrs.get('space')!r}; edit moves z, w or wp "
                          "codes") from None
     if stored and samples > reader.n:
-        raise ValueError(f"--samples {samples} is more than the {reader.n} stored rows")
+        raise ValueError(f"samples {samples} is more than the {reader.n} stored rows")
     table = rescore_table_name(key, row)
     if rescore:
         require_new(reader, [f"tables/{table}"], overwrite)
@@ -191,20 +191,20 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         raise ValueError(f"the generator has no mapping network, so it cannot take {space.name} codes")
     expected = space.dim(G.z_dim, G.w_dim, G.num_ws)
     if n.size != expected:
-        raise ValueError(f"--direction {key} has {n.size} dims; the generator's {space.label} codes have {expected}")
+        raise ValueError(f"direction {key} has {n.size} dims; the generator's {space.label} codes have {expected}")
     if space.name == "wp":
         space.check_layers(G.num_ws)
     layer_range = parse_layers(layers, G.num_ws) if layers is not None else None
     if layer_range is not None and not space.w_sized:
-        raise ValueError(f"--layers applies to w-sized directions (w or one wp layer); {key} lives in "
+        raise ValueError(f"layers applies to w-sized directions (w or one wp layer); {key} lives in "
                          f"{space.label}")
     if rescore:
         specs = predictors if predictors is not None else reader.meta.get("predictors", [])
         if not specs:
-            raise ValueError("--rescore needs predictors: the store was sampled without any")
+            raise ValueError("rescore needs predictors: the store was sampled without any")
         Ps = [load_predictor(p, G, device) if isinstance(p, str) else p for p in specs]
     if out is not None and Path(out).suffix.lower() != ".png":
-        raise ValueError(f"--out must name a .png file; got {out}")
+        raise ValueError(f"out must name a .png file; got {out}")
 
     sigma = direction_spread(_reference_codes(reader, space, G, device), n)
     if units == "sigma" and not sigma > 0:

@@ -139,13 +139,13 @@ def _add_block(found: list[Extremes], rows: slice, block: np.ndarray, columns: S
 def _check_arguments(ratio: float | None, num: int | None, split: float, loss: str, C: float) -> None:
     if num is not None:
         if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
-            raise ValueError(f"--num must be a positive integer; got {num!r}")
+            raise ValueError(f"num must be a positive integer; got {num!r}")
     elif ratio is None or isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 0.5:
-        raise ValueError(f"--ratio must be in (0, 0.5]; got {ratio!r}")
+        raise ValueError(f"ratio must be in (0, 0.5]; got {ratio!r}")
     if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split <= 1:
-        raise ValueError(f"--split must be in (0, 1]; got {split!r}")
+        raise ValueError(f"split must be in (0, 1]; got {split!r}")
     if loss not in LOSSES:
-        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0 or not math.isfinite(C):
         raise ValueError(f"-C must be a positive number; got {C!r}")
 
@@ -180,7 +180,7 @@ def _plan(name: str, column: int, extremes: Extremes, ratio: float | None, num: 
                                 f"{extremes.low:g}, so nothing separates its top rows from its bottom rows")
     if num is not None:
         if 2 * num > extremes.valid:
-            raise UnusableAttribute(f"--num {num} is larger than half the valid rows of {name!r} "
+            raise UnusableAttribute(f"num {num} is larger than half the valid rows of {name!r} "
                                     f"({extremes.valid} valid scores)")
         k = num
     else:
@@ -385,30 +385,30 @@ def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequen
     key = resolve_direction(reader, primary)
     vector, attrs = reader.read_direction(key)
     if vector.shape[0] != 1:
-        raise ValueError(f"--primary {primary!r} holds {vector.shape[0]} directions; condition needs one (k = 1)")
+        raise ValueError(f"primary {primary!r} holds {vector.shape[0]} directions; condition needs one (k = 1)")
     cond_keys, rows = [], []
     for c in conditions:
         ckey = resolve_direction(reader, c)
         values, cattrs = reader.read_direction(ckey)
         if values.shape[1] != vector.shape[1] or cattrs.get("space") != attrs.get("space") \
                 or cattrs.get("layer") != attrs.get("layer"):
-            raise ValueError(f"--condition {c!r} lives in space {cattrs.get('space')!r} ({values.shape[1]} dims); "
+            raise ValueError(f"condition {c!r} lives in space {cattrs.get('space')!r} ({values.shape[1]} dims); "
                              f"--primary {primary!r} in {attrs.get('space')!r} ({vector.shape[1]} dims)")
         if ckey == key:
-            raise ValueError(f"--primary {primary!r} cannot be conditioned on itself")
+            raise ValueError(f"primary {primary!r} cannot be conditioned on itself")
         cond_keys.append(ckey)
         rows.append(values.astype(np.float64))
     method, primary_name = key.split("/", 1)
     new_name = name or _conditioned_name(primary_name, [k.split("/", 1)[1] for k in cond_keys])
     if "/" in new_name or not new_name:
-        raise ValueError(f"--name must be a plain name without '/'; got {new_name!r}")
+        raise ValueError(f"name must be a plain name without '/'; got {new_name!r}")
     require_new(reader, [f"directions/{method}/{new_name}"], overwrite)
 
     n = vector[0].astype(np.float64)
     residual = n - project_onto_span(n, np.concatenate(rows))
     norm = float(np.linalg.norm(residual))
     if norm < 1e-6:
-        raise ValueError(f"--primary {primary!r} lies inside the span of the conditions: nothing is left to keep")
+        raise ValueError(f"primary {primary!r} lies inside the span of the conditions: nothing is left to keep")
     if norm < NEARLY_INSIDE:
         warnings.warn(f"{primary!r} is nearly inside the span of {', '.join(conditions)} (only {norm:.3f} of it "
                       "remains): the conditioned direction is dominated by noise", stacklevel=2)

@@ -49,15 +49,15 @@ def parse_layers(spec: str, count: int) -> list[int]:
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not match:
-            raise ValueError(f"--layers must be 'all', a range '0-3' or a list '0,2,5'; got {spec!r}")
+            raise ValueError(f"layers must be 'all', a range '0-3' or a list '0,2,5'; got {spec!r}")
         lo = int(match.group(1))
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
-            raise ValueError(f"--layers range {part.strip()!r} runs backwards")
+            raise ValueError(f"layers range {part.strip()!r} runs backwards")
         chosen.update(range(lo, hi + 1))
     bad = sorted(i for i in chosen if i >= count)
     if bad:
-        raise ValueError(f"--layers {spec!r} names layer {bad[0]}, but the model has {count} latent layers "
+        raise ValueError(f"layers {spec!r} names layer {bad[0]}, but the model has {count} latent layers "
                          f"(0-{count - 1})")
     return sorted(chosen)
 
@@ -112,19 +112,19 @@ def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = N
     if (generator is None) == (checkpoint is None):
         raise ValueError("sefa needs exactly one of --generator SPEC or --checkpoint PATH --family F")
     if like not in LIKE:
-        raise ValueError(f"--like must be one of {', '.join(LIKE)}; got {like!r}")
+        raise ValueError(f"like must be one of {', '.join(LIKE)}; got {like!r}")
     if checkpoint is not None:
         from engine.models.checkpoints import FAMILIES, check_like, read_checkpoint_weights
         if family not in FAMILIES:
-            raise ValueError(f"--checkpoint needs --family, one of {', '.join(FAMILIES)}; got {family!r}")
+            raise ValueError(f"checkpoint needs --family, one of {', '.join(FAMILIES)}; got {family!r}")
         check_like(family, like, include_torgb)
         layers, entry = read_checkpoint_weights(checkpoint, family, include_torgb=include_torgb, like=like,
                                                 trust=trust_checkpoint)
         return layers, LATENT_SPACE[family], f"{family}:{checkpoint}", entry
     if family is not None:
-        raise ValueError("--family goes with --checkpoint; a --generator knows its own layout")
+        raise ValueError("family goes with --checkpoint; a --generator knows its own layout")
     if like != "engine":
-        raise ValueError(f"--like {like} reproduces a reference tool's checkpoint layout; it needs --checkpoint "
+        raise ValueError(f"like {like} reproduces a reference tool's checkpoint layout; it needs --checkpoint "
                          "and --family, not --generator")
     if isinstance(generator, str):
         from engine.models.registry import load_generator
@@ -156,11 +156,11 @@ def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, 
     k = check_positive_int("-k", k)
     specs = [layers] if isinstance(layers, str) else list(layers)
     if not specs:
-        raise ValueError("--layers needs at least one selection")
+        raise ValueError("layers needs at least one selection")
     if name is not None and (len(specs) != 1 or "/" in name or not name):
-        raise ValueError("--name needs exactly one --layers selection and a plain name without '/'")
+        raise ValueError("name needs exactly one --layers selection and a plain name without '/'")
     if like == "rosinality" and any(str(spec).strip().lower() != "all" for spec in specs):
-        raise ValueError("--like rosinality factorizes closed_form_factorization.py's fixed layer set; "
+        raise ValueError("like rosinality factorizes closed_form_factorization.py's fixed layer set; "
                          f"--layers must be all; got {', '.join(map(str, specs))}")
     weights, space, source, entry = load_weights(generator, checkpoint, family, include_torgb=include_torgb,
                                                  like=like, trust_checkpoint=trust_checkpoint)
@@ -174,7 +174,7 @@ def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, 
     selections = [parse_layers(spec, len(tensors)) for spec in specs]
     out_names = [name] if name else [selection_name(chosen, names, like) for chosen in selections]
     if len(set(out_names)) != len(out_names):
-        raise ValueError(f"--layers selections repeat: {', '.join(map(str, specs))} all name "
+        raise ValueError(f"layers selections repeat: {', '.join(map(str, specs))} all name "
                          f"{', '.join(sorted(set(out_names)))}")
     target_path = None if store is None else (store.path if isinstance(store, Store) else str(store))
     if target_path is not None:

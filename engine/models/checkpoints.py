@@ -205,16 +205,16 @@ def _biggan(state: Mapping[str, torch.Tensor], path: str) -> Layers:
 def check_like(family: str, like: str, include_torgb: bool = False) -> None:
     """Refuse a ``like`` the reference tool does not define for ``family``, or one combined with ToRGB choice."""
     if like not in LIKE:
-        raise ValueError(f"--like must be one of {', '.join(LIKE)}; got {like!r}")
+        raise ValueError(f"like must be one of {', '.join(LIKE)}; got {like!r}")
     if like == "engine":
         return
     if include_torgb:
-        raise ValueError(f"--like {like} fixes which ToRGB layers are factorized; drop --include-torgb")
+        raise ValueError(f"like {like} fixes which ToRGB layers are factorized; drop --include-torgb")
     if like == "rosinality" and family != "stylegan2":
-        raise ValueError(f"--like rosinality reproduces closed_form_factorization.py, which reads StyleGAN2 only; "
+        raise ValueError(f"like rosinality reproduces closed_form_factorization.py, which reads StyleGAN2 only; "
                          f"got --family {family}")
     if like == "sefa" and family == "biggan":
-        raise ValueError("--like sefa reproduces genforce/sefa's factorize_weight, which reads pggan, stylegan and "
+        raise ValueError("like sefa reproduces genforce/sefa's factorize_weight, which reads pggan, stylegan and "
                          "stylegan2 only; use the engine's convention (the default) for biggan")
 
 
@@ -227,7 +227,7 @@ def latent_weights(state: Mapping[str, torch.Tensor], family: str, *, include_to
     ``to_rgb1``). For the other families "sefa" reads what "engine" reads.
     """
     if family not in FAMILIES:
-        raise ValueError(f"--family must be one of {', '.join(FAMILIES)}; got {family!r}")
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
     check_like(family, like, include_torgb)
     if family == "stylegan2":
         layers = _stylegan2(state, include_torgb, like, path)
@@ -248,7 +248,7 @@ def read_checkpoint_weights(path: str | os.PathLike, family: str, *, include_tor
                             like: str = "engine", trust: bool = False) -> tuple[Layers, str | None]:
     """Load ``path`` safely: ``family``'s latent weights (see ``latent_weights``) and the wrapper key read."""
     if family not in FAMILIES:
-        raise ValueError(f"--family must be one of {', '.join(FAMILIES)}; got {family!r}")
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
     check_like(family, like, include_torgb)
     state, source = unwrap(load_checkpoint(path, trust=trust), str(path))
     return latent_weights(state, family, include_torgb=include_torgb, like=like, path=str(path)), source
