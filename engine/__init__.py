@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 from engine.store import Store, StoreError
 
-#: public name -> module that defines it (imported on first use: torch alone takes ~1.5 s to import)
+#: public name -> module that defines it (imported on first use, so that ``import engine`` does not import torch)
 _TWINS = {
     "load_generator": "engine.models.registry",
     "load_predictor": "engine.models.registry",

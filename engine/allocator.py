@@ -2,11 +2,8 @@
 
 On a CPU, a generator's forward pass allocates and frees the same activation buffers batch after batch. glibc
 serves buffers above its mmap threshold with fresh mappings and returns freed memory above its trim threshold
-to the OS, so each batch faults every page of its activations in again. Measured on the development machine
-(convstack + imagestats, 2048 samples, 2 threads): 2.1 million page faults, 11–14 s of the run's CPU time
-spent in the kernel, and 12.8–15.9 s wall; with the thresholds below, 4K faults and 7.0 s for a bare ``G(z)``
-loop, 86K faults and 8.4 s for the engine (6.7–9.3 s over three more runs: the machine's noise). The
-thresholds are the ones glibc's own adaptive heuristic tends towards (mmap threshold at its 32 MiB ceiling),
+to the OS, so each batch faults every page of its activations in again (benchmarks/README.md, "Design
+figures", has the page-fault counts and timings that motivated this). The thresholds are the ones glibc's own adaptive heuristic tends towards (mmap threshold at its 32 MiB ceiling),
 with a trim threshold large enough for one batch's activations to stay: resident memory is bounded by the
 run's peak as before, and stays flat as n grows.
 

@@ -48,8 +48,8 @@ RETRIES = 1
 #: Deaths of workers running one task before Dask gives up on it (on clusters this module starts).
 ALLOWED_FAILURES = 3
 #: Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it also pins glibc's mmap threshold
-#: at 128 KiB, so every large torch buffer is mapped and faulted in afresh: sampling ran 2.7x slower with it
-#: (convstack, 2 cores). Clusters started here leave the variable out; workers found with it get a warning.
+#: at 128 KiB, so every large torch buffer is mapped and faulted in afresh (benchmarks/README.md has the
+#: slowdown). Clusters started here leave the variable out; workers found with it get a warning.
 TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
 
 

@@ -5,11 +5,10 @@ dtype (float32 for float32 data); the float32 rounding of the subtracted mean is
 (S = XcᵀXc - k·r rᵀ, r the mean of the centred chunk). Chunks and workers merge with Chan, Golub & LeVeque's
 pairwise update in float64, so one pass gives the same state as any split of the rows. Memory: O(d² + chunk·d).
 
-GEMM engine, measured on this project's 2-core CPU (scatter of 500K x 512 float32, 2 threads, idle machine):
-numpy's ``Xcᵀ @ Xc`` (OpenBLAS) 0.95 s, torch's (MKL) 1.16 s, scipy's ``ssyrk`` 1.2-2.8 s; so CPU chunks use
-numpy's GEMM on a zero-copy view and CUDA chunks torch's. Centring into a reused buffer costs 0.13 s (a fresh
-allocation per chunk, with its page faults, 0.4 s) and the float32 means 0.06 s each; summing in float64
-directly would cost 1 s per pass.
+GEMM engine: CPU chunks use numpy's GEMM (OpenBLAS) on a zero-copy view, the fastest of numpy, torch (MKL)
+and scipy's ``ssyrk`` on the development machine; CUDA chunks use torch's. Chunks are centred into a reused
+buffer (a fresh allocation per chunk pays its page faults each time). The measured figures are in
+benchmarks/README.md, "Design figures".
 """
 
 from __future__ import annotations

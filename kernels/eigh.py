@@ -4,13 +4,10 @@ Sign convention (shared by PCA): every eigenvector is flipped so that its entry 
 positive (the first such entry when several tie exactly). SeFa and GANSpace use the top eigenvectors as
 editing directions, so "top first" and a reproducible sign matter more than LAPACK's ascending order.
 
-On a CPU, a stack is split over the cores: each worker thread runs single-threaded LAPACK (MKL syevd) on its
-share. A d = 512 syevd spends much of its time in memory-bound level-2 steps that do not scale over threads,
-whereas independent matrices do: measured on this project's 2-core CPU (200 stacked 512x512 float32 Wishart
-matrices, idle machine) torch's batched call 2.7 s with 2 MKL threads, 3.9 s with 1, and 1.97-2.19 s split over 2
-single-threaded workers that solve one matrix at a time (LAPACK alone: 1.85-1.89 s); numpy's loop 6.6-7.5 s in
-float32, 6.4-7.1 s in float64 (OpenBLAS). Single-threaded workers also
-avoid the OpenMP barrier spinning that slowed the 2-thread call up to 20x when other jobs loaded the cores.
+On a CPU, a stack is split over the cores (``kernels._threads``): each worker thread runs single-threaded
+LAPACK (MKL syevd) on one matrix at a time. A d = 512 syevd spends much of its time in memory-bound level-2
+steps that do not scale over threads, whereas independent matrices do; single-threaded workers also avoid
+OpenMP's barrier spinning when other jobs load the cores (figures: benchmarks/README.md).
 Float32 input is computed in float32 unless ``compute_dtype="float64"`` is asked for.
 """
 

@@ -4,7 +4,7 @@ A SPEC is either a built-in name with optional arguments, or an import path to t
 
     planted                      built-in, default options
     planted:seed=3,noise=1.0     built-in with keyword options (values parsed as Python literals)
-    stylegan2:ckpt.pt            built-in with one positional argument (here a path)
+    convstack:channels=128       built-in with keyword options
     mypkg.models:make_gan        the user's factory, called with no arguments
     mypkg.models:make_gan:size=64
 
