@@ -216,7 +216,7 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
         base = stem[: -len("_scores")] if stem.endswith("_scores") else stem
         names = [base] if s.shape[1] == 1 else [f"{base}_{j}" for j in range(s.shape[1])]
     if len(names) != s.shape[1] or len(set(names)) != len(names):
-        raise ValueError(f"attribute must name each of the {s.shape[1]} score column(s) once; got {names}")
+        raise ValueError(f"attributes must name each of the {s.shape[1]} score column(s) once; got {names}")
     n, d = z.shape[0], z.shape[-1]
     meta = {"generator": None, "predictors": [], "seed": None,
             "imported_from": {"codes": os.path.abspath(codes), "scores": os.path.abspath(scores),

@@ -76,7 +76,7 @@ def test_missing_keys_and_bad_shapes_are_named():
     with pytest.raises(CheckpointError, match="code size"):
         latent_weights({"conv1.conv.modulation.weight": torch.zeros(4, 8),
                         "convs.0.conv.modulation.weight": torch.zeros(4, 6)}, "stylegan2")
-    with pytest.raises(ValueError, match="--family"):
+    with pytest.raises(ValueError, match="family must be one of"):
         latent_weights({}, "vqgan")
 
 

@@ -354,7 +354,7 @@ def test_a_spec_module_that_fails_to_import_is_one_line(tmp_path):
     for module, expected in (("mymodels.broken", "SyntaxError: "), ("mymodels.raising", "RuntimeError: no GPU here")):
         proc = run_cli("sample", str(tmp_path / "s.zarr"), "-g", f"{module}:make", "-n", "4", env=env)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
-        assert proc.stderr.strip().splitlines()[-1].startswith("Error: generator") and expected in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("Error: --generator") and expected in proc.stderr
     assert not (tmp_path / "s.zarr").exists()
 
 

@@ -256,10 +256,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("flags, message", [
-    (dict(workers=0), "--workers must be a positive integer; got 0"),
+    (dict(workers=0), "workers must be a positive integer; got 0"),
     (dict(workers=2, scheduler="tcp://x:1"), "--workers and --scheduler exclude each other"),
-    (dict(gpus="a,b"), "--gpus must be comma-separated GPU indices"),
-    (dict(scheduler=" "), "--scheduler needs an address"),
+    (dict(gpus="a,b"), "gpus must be comma-separated GPU indices"),
+    (dict(scheduler=" "), "scheduler needs an address"),
 ])
 def test_bad_cluster_flags_are_one_line_errors(flags, message):
     with pytest.raises(ClusterError, match=message):

@@ -299,7 +299,7 @@ def test_like_rosinality_is_the_svd_of_conv1_convs_and_to_rgb1_unnormalised(tmp_
     ({"like": "rosinality", "family": "pggan"}, "StyleGAN2 only"),
     ({"like": "sefa", "include_torgb": True}, "drop --include-torgb"),
     ({"like": "sefa", "family": "biggan"}, "pggan, stylegan and stylegan2 only"),
-    ({"like": "tf"}, "--like must be one of"),
+    ({"like": "tf"}, "like must be one of"),
 ])
 def test_like_refusals(tmp_path, kwargs, message):
     state, _ = _stylegan2_state(d=64, layers=3)

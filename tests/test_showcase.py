@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 import engine
-from engine.reporting import _attribute_order, report, strongest_directions
+from engine.reporting import _attribute_names, _attribute_order, report, strongest_directions
 from engine.store import Store
 from tests.conftest import run_cli
 
@@ -79,9 +79,10 @@ def test_report_names_units_and_fits_its_tables(demo_run):
     # Attributes come in the store's order on both heatmaps and in the match tables (not alphabetically).
     store = Store.open(result["store"])
     section = html.split("<h3>match_interfacegan_vs_ganspace_w</h3>")[1].split("<h3>")[0]
-    assert re.findall(r"<td>interfacegan/(\w+)</td>", section) == store.attributes
+    assert re.findall(r"<td>interfacegan/(\w+)@w</td>", section) == store.attributes     # the demo fits in w
     labels = store.read_table("boundary_cosine")[1]["rows"]
-    assert labels != store.attributes and [labels[i] for i in _attribute_order(store, labels)] == store.attributes
+    ordered = [labels[i].split("@")[0] for i in _attribute_order(store, labels, _attribute_names(store, labels))]
+    assert [label.split("@")[0] for label in labels] != store.attributes and ordered == store.attributes
     # Timings: the demo's stages, this report, and their total.
     timings = re.search(r"<h3>Timings</h3>(.*?)</table>", html).group(1)
     seconds = [float(v) for v in re.findall(r'<td class="num">([\d.]+)</td>', timings)]
