@@ -129,7 +129,7 @@ def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def _exists(path: str) -> bool:
+def exists(path: str) -> bool:
     if _is_remote(path):
         import fsspec
         fs, root = fsspec.core.url_to_fs(path)
@@ -157,7 +157,7 @@ class Store:
         path = str(path)
         if mode not in ("r", "r+"):
             raise ValueError(f"Store.open mode must be 'r' or 'r+'; got {mode!r}")
-        if not _exists(path):
+        if not exists(path):
             raise StoreError(f"no store at {path}")
         if not _is_remote(path):
             state = store_state(path)
@@ -209,7 +209,7 @@ class Store:
             raise ValueError(f"n={n} in chunks of {chunk} makes {n_chunks} chunks; a store holds at most "
                              f"{MAX_CHUNKS}: use chunks of at least {-(-n // MAX_CHUNKS)} rows")
         if _is_remote(path):
-            if _exists(path) and not overwrite:
+            if exists(path) and not overwrite:
                 raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
             group = zarr.open_group(path, mode="w")
             _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
@@ -219,7 +219,7 @@ class Store:
         # staging (deleted by the next writer), never a folder that is neither a store nor free to replace.
         staging = Staging(path)
         staging.recover()
-        if _exists(path) and not overwrite:
+        if exists(path) and not overwrite:
             raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
         staged = staging.new_folder("create")
         try:
@@ -229,7 +229,7 @@ class Store:
             staging.install(staged, Path(path.removeprefix("file://")).absolute())
         except OSError as exc:
             staging.discard(staged)
-            state = "the existing store is unchanged" if _exists(path) else "nothing was created"
+            state = "the existing store is unchanged" if exists(path) else "nothing was created"
             raise write_failure(exc, f"the new store {path}", state, "run the command again") from exc
         except BaseException:
             staging.discard(staged)
