@@ -81,5 +81,6 @@ def test_meandiff_is_registered_as_a_command_a_sweep_analysis_and_a_report_secti
     engine.boundaries(path, attributes=[name], ratio=0.05)
     html = report(path, tmp_path / "out", per_method=1, samples=1, progress=False).read_text()
     assert f"cosine to interfacegan/{name} 0.9" in html
+    assert not [t for t in engine.correlate(path) if "meandiff" in t]    # one-row candidates: no match tables
     shown = dict(strongest_directions(Store.open(path), per_method=1))
     assert shown[f"meandiff/{name}"].startswith(f"meandiff/{name} (mean distance ")

@@ -10,7 +10,8 @@
 * ``tables/match_<ref>_vs_<method>_<name>``: for every reference direction (all stored directions of the earlier
   method, in the order interfacegan, then the others alphabetically), the 0-based index of the best-matching row
   of each candidate array and the cosine distance 1 − |cos| (the SeFa paper's Table 1); only directions of the
-  same space and size are compared.
+  same space and size are compared, and only candidates of more than one row (a best match among one row is
+  just a cosine, which the report shows beside per-attribute directions such as ``meandiff``'s).
 
 Every run writes all the tables it can; a table already stored is refused, before any work, unless
 ``overwrite``.
@@ -98,6 +99,8 @@ def _match_pairs(sets: dict[str, list]) -> list[tuple[str, list, tuple[str, np.n
     for i, ref_method in enumerate(methods):
         for cand_method in methods[i + 1:]:
             for cand in sets[cand_method]:
+                if cand[1].shape[0] < 2:
+                    continue
                 sig = _signature(cand[1], cand[2])
                 refs = [(n, v) for n, v, a in sets[ref_method] if _signature(v, a) == sig]
                 if refs:
