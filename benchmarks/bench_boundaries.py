@@ -49,17 +49,16 @@ def ensure_store(path: str, n: int, seed: int, generator: str) -> None:
 
 def training_rows(path: str, attribute: str, ratio: float | None, num: int | None, split: float, seed: int):
     """The exact training and validation rows `boundaries` uses for ``attribute`` (same code, same seed)."""
-    from engine.methods._common import LatentView
-    from engine.methods.interfacegan import _plan, select_extremes
+    from engine.methods.interfacegan import plan_attributes, select_extremes
+    from engine.spaces import LatentView
     from engine.store import Store
 
     store = Store.open(path)
     columns = list(range(len(store.attributes)))
     capacity = num if num is not None else max(1, int(store.n * ratio))
     extremes = select_extremes(store, columns, capacity, None)
-    rng = np.random.default_rng(seed)
-    plans = [_plan(a, c, e, ratio, num, split, rng) for a, c, e in zip(store.attributes, columns, extremes)]
-    plan = plans[store.attributes.index(attribute)]
+    plans = plan_attributes(store.attributes, columns, extremes, ratio, num, split, seed, None, named=False)
+    plan = next(p for p in plans if p.name == attribute)
     view = LatentView(store, "z")
     X = np.r_[view.gather(plan.train_pos), view.gather(plan.train_neg)]
     y = np.r_[np.ones(plan.train_pos.size), np.zeros(plan.train_neg.size)]
@@ -74,7 +73,7 @@ def remaining_accuracies(path: str, plan, classifiers: dict[str, tuple[np.ndarra
     The same rule as the command's ``remaining_accuracy`` (InterFaceGAN's), over ~90 % of the store: a held-out
     set 30x the validation split, so differences of a few rows there do not decide the comparison.
     """
-    from engine.methods._common import LatentView
+    from engine.spaces import LatentView
     from engine.store import Store
 
     store = Store.open(path)

@@ -1,7 +1,8 @@
 """latent-engine: streaming, resumable analysis of generative models' latent spaces.
 
-The Python API mirrors the command line: every command has a function twin here. The method twins are
-imported on first use, so ``import engine`` (and the CLI's start-up) stays light.
+The Python API mirrors the command line: every command has a function twin here. The twins are imported on
+first use, so ``import engine`` stays light: those of the methods come from the method registry
+(``engine.methods``), the others from ``_TWINS``.
 """
 from __future__ import annotations
 
@@ -12,17 +13,12 @@ __version__ = "0.1.0"
 
 from engine.store import Store, StoreError
 
-#: public name -> module that defines it (imported on first use, so that ``import engine`` does not import torch)
+#: public name -> module that defines it, for the twins that are not a method's (imported on first use, so
+#: that ``import engine`` does not import torch)
 _TWINS = {
     "load_generator": "engine.models.registry",
     "load_predictor": "engine.models.registry",
     "sample": "engine.sampler",
-    "boundaries": "engine.methods.interfacegan",
-    "condition": "engine.methods.interfacegan",
-    "edit": "engine.methods.editing",
-    "sefa": "engine.methods.sefa",
-    "pca": "engine.methods.ganspace",
-    "correlate": "engine.methods.correlate",
     "export": "engine.interop",
     "import_interfacegan": "engine.interop",
     "report": "engine.reporting",
@@ -31,10 +27,23 @@ _TWINS = {
     "run_sweep": "engine.sweep",
 }
 
-__all__ = ["__version__", "Store", "StoreError", *_TWINS]
-
 
 def __getattr__(name: str) -> Any:
     if name in _TWINS:
         return getattr(importlib.import_module(_TWINS[name]), name)
+    if name == "__all__":
+        return ["__version__", "Store", "StoreError", *_TWINS, *_method_twins()]
+    if not name.startswith("__"):
+        twin = _method_twins().get(name)
+        if twin is not None:
+            return twin
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__getattr__("__all__")))
+
+
+def _method_twins() -> dict[str, Any]:
+    from engine.methods import twins
+    return twins()

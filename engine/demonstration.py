@@ -36,11 +36,6 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
     Re-running replaces the previous demo store in ``out_dir`` (never anything else).
     """
     import engine
-    from engine.methods.correlate import correlate
-    from engine.methods.editing import edit
-    from engine.methods.ganspace import pca
-    from engine.methods.interfacegan import boundaries
-    from engine.methods.sefa import sefa
     from engine.reporting import REPORT_STAGE, report, strongest_directions
 
     out = Path(out_dir)
@@ -51,17 +46,17 @@ def demo(out_dir: str | Path = "latent-engine-demo", *, n: int = 30_000, seed: i
         engine.sample(path, GENERATOR, list(PREDICTORS), n=n, seed=seed, chunk=4096, batch=1024, device=device,
                       spaces=["z", "w"], overwrite=Path(path).exists(), progress=progress)
     with _stage("InterFaceGAN boundaries for every attribute (one batched SVM)", timings, echo):
-        fitted = boundaries(path, space=SPACE, ratio=ratio, seed=seed)
+        fitted = engine.boundaries(path, space=SPACE, ratio=ratio, seed=seed)
     with _stage("SeFa on the generator's first layer", timings, echo):
-        sefa(generator=GENERATOR, store=path, k=10)
+        engine.sefa(generator=GENERATOR, store=path, k=10)
     with _stage("GANSpace PCA on W", timings, echo):
-        pca(path, array=f"latents/{SPACE}", k=10)
+        engine.pca(path, array=f"latents/{SPACE}", k=10)
     with _stage("correlation tables", timings, echo):
-        correlate(path)
+        engine.correlate(path)
     targets = [key for key, _ in strongest_directions(Store.open(path), edits_per_method)]
     with _stage(f"edits with re-scoring along {len(targets)} directions", timings, echo):
         for key in targets:                       # ±3σ: a large edit along every direction, whatever its space
-            edit(path, key, alphas="-3,3,7", units="sigma", samples=8, seed=seed, rescore=True, device="cpu")
+            engine.edit(path, key, alphas="-3,3,7", units="sigma", samples=8, seed=seed, rescore=True, device="cpu")
     Store.open(path, mode="r+").update_meta(timings=timings)
     with _stage(REPORT_STAGE, timings, echo):
         page = report(path, out / "report", per_method=edits_per_method, progress=progress)

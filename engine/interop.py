@@ -39,7 +39,8 @@ from engine.store import Store, StoreError
 FORMATS = ("interfacegan", "ganspace")
 
 
-def _open_npy(path: str | os.PathLike, what: str) -> np.ndarray:
+def open_npy(path: str | os.PathLike, what: str) -> np.ndarray:
+    """The numeric .npy array at ``path``, memory-mapped; ``what`` names the file in errors ("codes")."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {what} file {path}")
@@ -198,8 +199,8 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     if space not in ("z", "w", "wp"):
         raise ValueError(f"space must be z, w or wp; got {space!r}")
-    z = _open_npy(codes, "codes")
-    s = _open_npy(scores, "scores")
+    z = open_npy(codes, "codes")
+    s = open_npy(scores, "scores")
     expected = "(N, L, d)" if space == "wp" else "(N, d)"
     if z.ndim != (3 if space == "wp" else 2) or 0 in z.shape:
         raise ValueError(f"{codes} must hold {space} codes of shape {expected}; got {z.shape}")
@@ -221,13 +222,13 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
     meta = {"generator": None, "predictors": [], "seed": None,
             "imported_from": {"codes": os.path.abspath(codes), "scores": os.path.abspath(scores),
                               "format": "interfacegan"}}
-    from engine.store import _exists
-    if _exists(str(store)) and not overwrite:
+    from engine.store import exists
+    if exists(str(store)) and not overwrite:
         raise StoreError(f"{store} already exists; pass --overwrite to replace it")
     with StoreLock(str(store), purpose="import-interfacegan"):
         if overwrite:
-            from engine.sampler import _check_overwritable
-            _check_overwritable(str(store))
+            from engine.sampler import check_overwritable
+            check_overwritable(str(store))
         source = {"kind": "imported", "format": "interfacegan", "files": [os.path.abspath(codes)]}
         target = Store.create(str(store), n=n, chunk=chunk, z_dim=d if space == "z" else None,
                               w_dim=None if space == "z" else d, num_ws=z.shape[1] if space == "wp" else None,

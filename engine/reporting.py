@@ -90,38 +90,31 @@ class _Page:
 def strongest_directions(store: Store, per_method: int) -> list[tuple[str, str]]:
     """The directions the demo edits and the report shows: [(key as ``edit`` takes it, caption)].
 
-    InterFaceGAN boundaries rank by validation accuracy (training accuracy when there was no validation),
-    ties broken by the accuracy on the remaining, less extreme rows, then by name; SeFa eigenvectors and
-    GANSpace components are their first ``per_method`` rows. The demo and the report both call this, so the
-    grids and the re-scoring curves are always about the same directions.
+    Each folder of ``directions/`` is shown as its method's report section says (``engine.methods``): a method
+    with a ``rank`` (InterFaceGAN: validation accuracy, then the accuracy on the remaining rows) shows its best
+    ``per_method`` directions; the others (SeFa eigenvectors, GANSpace components) the first ``per_method`` rows
+    of each direction array. The ranked ones come last, in folder order. The demo and the report both call
+    this, so the grids and the re-scoring curves are always about the same directions.
     """
+    from engine.methods import method_named
+
     targets: list[tuple[str, str]] = []
-    boundaries: list[tuple[tuple, str, str]] = []
+    ranked: dict[str, list[tuple[tuple, str, str]]] = {}
     for key in store.directions():
         method = key.split("/", 1)[0]
         array = store.array(f"directions/{key}")
-        attrs = dict(array.attrs)
-        if method == "interfacegan":
-            accuracy = _metric(attrs.get("val_accuracy"), attrs.get("train_accuracy"))
-            remaining = _metric(attrs.get("remaining_accuracy"))
-            metrics = [f"val acc {accuracy:.3f}"] if accuracy >= 0 else []
-            metrics += [f"acc on the remaining rows {remaining:.3f}"] if remaining >= 0 else []
-            caption = f"{key} ({', '.join(metrics)})" if metrics else key
-            boundaries.append(((-accuracy, -remaining, key), key, caption))
+        registration = method_named(method)
+        section = registration.report if registration is not None else None
+        if section is not None and section.rank is not None:
+            order, caption = section.rank(key, dict(array.attrs))
+            ranked.setdefault(method, []).append((order, key, caption))
         else:
-            label = {"sefa": "eigenvector", "ganspace": "component"}.get(method, "row")
+            label = section.row_label if section is not None else "row"
             for row in range(min(per_method, array.shape[0])):
                 targets.append((f"{key}:{row}", f"{key}:{row} ({label} {row})"))
-    targets += [(key, caption) for _, key, caption in sorted(boundaries)[:per_method]]
+    for candidates in ranked.values():
+        targets += [(key, caption) for _, key, caption in sorted(candidates)[:per_method]]
     return targets
-
-
-def _metric(*values: Any) -> float:
-    """The first recorded metric among ``values``; -1 (below every accuracy) when none is."""
-    for value in values:
-        if value is not None and np.isfinite(value):
-            return float(value)
-    return -1.0
 
 
 def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = None, *, per_method: int = 4,
@@ -173,6 +166,9 @@ def _timings(recorded: dict[str, Any], this_report: float) -> str:
 
 
 def _directions_section(page: _Page, store: Store) -> None:
+    """The directions table (each row's metrics as its method's report section says) and their curves."""
+    from engine.methods import report_section
+
     keys = store.directions()
     page.add("<h2>Directions</h2>")
     if not keys:
@@ -184,32 +180,22 @@ def _directions_section(page: _Page, store: Store) -> None:
     for key in keys:
         array = store.array(f"directions/{key}")
         attrs = dict(array.attrs)
-        metric = ""
-        if "val_accuracy" in attrs and attrs["val_accuracy"] is not None:
-            metric = f"val acc {attrs['val_accuracy']:.3f}, train acc {attrs.get('train_accuracy', float('nan')):.3f}"
-        elif "explained_variance_ratio" in attrs:
-            ratio = np.asarray(attrs["explained_variance_ratio"], float)
-            metric = f"top-{ratio.size} explain {ratio.sum():.1%} of the variance"
-            figures.append(_spectrum(page, key, ratio, "component", "explained variance ratio",
-                                     "GANSpace", "explained variance per component"))
-        elif "eigenvalues" in attrs:
-            values = np.asarray(attrs["eigenvalues"], float)
-            metric = f"eigenvalues {', '.join(f'{v:.3g}' for v in values[:4])}…"
-            figures.append(_spectrum(page, key, values, "eigenvector", "eigenvalue of AᵀA", "SeFa",
-                                     "eigenvalue spectrum (descending)"))
-        elif "parents" in attrs:
-            metric = f"conditioned on {attrs['parents']}"
+        section = report_section(key, attrs)
+        metric = section.metric(store, key, attrs) if section is not None and section.metric is not None else ""
+        curve = section.spectrum(attrs) if section is not None and section.spectrum is not None else None
+        if curve is not None:
+            figures.append(_spectrum(page, key, curve))
         rows.append([key, "×".join(map(str, array.shape)), attrs.get("space", ""), metric])
     page.add(_table(rows, ["direction", "shape", "space", "metrics"]) + "".join(figures))
 
 
-def _spectrum(page: _Page, key: str, values: np.ndarray, xlabel: str, ylabel: str, method: str,
-              what: str) -> str:
-    """A per-direction curve (eigenvalues, explained variance) as a figure of the page."""
+def _spectrum(page: _Page, key: str, curve: Any) -> str:
+    """A per-direction curve (``engine.methods.Spectrum``: eigenvalues, explained variance) as a figure."""
     from engine.plots import line_plot
 
-    plot = line_plot(np.arange(values.size), {key: values}, xlabel=xlabel, ylabel=ylabel, title=f"{method} {key}")
-    return page.figure(plot, f"{_slug(key)}_spectrum", f"{key}: {what}", plot=True)
+    plot = line_plot(np.arange(curve.values.size), {key: curve.values}, xlabel=curve.xlabel, ylabel=curve.ylabel,
+                     title=f"{curve.title} {key}")
+    return page.figure(plot, f"{_slug(key)}_spectrum", f"{key}: {curve.what}", plot=True)
 
 
 def _edits_section(page: _Page, store: Store, *, per_method: int, samples: int,

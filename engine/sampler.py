@@ -26,7 +26,7 @@ from engine.models.base import Generator, Predictor, mapped_w
 from engine.models.registry import load_generator, load_predictor
 from engine.spaces import spaces_for
 from engine.runtime import RunStats, run_chunk, run_in_process, run_on_dask
-from engine.store import MAX_CHUNKS, Store, StoreError, _exists, _is_remote, store_state, warn_repairs
+from engine.store import MAX_CHUNKS, Store, StoreError, is_remote, exists, store_state, warn_repairs
 
 DRAW_RECIPE = "numpy PCG64(SeedSequence(seed, spawn_key=(0, chunk_index))).standard_normal((chunk, z_dim), float32)[:rows]"
 
@@ -240,7 +240,7 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
     record = {"seed": int(seed), "generator": _spec_of(generator),
               "predictors": [_spec_of(P) for P in predictors], "draw": DRAW_RECIPE,
               "torch_version": torch.__version__, **({"numerics": numerics} if numerics else {})}
-    if resume and _exists(path):
+    if resume and exists(path):
         store = Store.open(path, mode="r+")          # a damaged or unfinished store says so, and how to redo it
         expected = {"n": n, "chunk": chunk, "z_dim": generator.z_dim, "spaces": list(spaces),
                     "attributes": attributes, **{k: record[k] for k in ("seed", "generator", "predictors")}}
@@ -251,7 +251,7 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
         warn_repairs(path, store.recover())
         return store
     if overwrite:
-        _check_overwritable(path)
+        check_overwritable(path)
     mapped = {"kind": "mapped", "from": "latents/z", "generator": record["generator"]}
     sources = {"z": {"kind": "sampled", "seed": int(seed), "draw": DRAW_RECIPE, "chunk": int(chunk)},
                "w": {**mapped, "codes": "the mapping network's output, before truncation"},
@@ -263,10 +263,10 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
                         sources={space: sources[space] for space in spaces}, overwrite=overwrite)
 
 
-def _check_overwritable(path: str) -> None:
+def check_overwritable(path: str) -> None:
     """--overwrite replaces stores (damaged or unfinished ones too), never a folder that holds something else."""
-    if _is_remote(path):
-        if _exists(path):
+    if is_remote(path):
+        if exists(path):
             Store.open(path)
         return
     if store_state(path) == "foreign":

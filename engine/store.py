@@ -100,7 +100,7 @@ def warn_repairs(path: str, repairs: Sequence[str]) -> None:
 
 def check_writable(path: str) -> None:
     """Fail early, before any computation, when results could not be written to the local store at ``path``."""
-    if _is_remote(path):
+    if is_remote(path):
         return
     root = Path(path.removeprefix("file://")).absolute()
     for folder, what in ((root, "the store"), (root.parent, "the folder of the store (its lock and staging)")):
@@ -146,12 +146,12 @@ def engine_version() -> str:
     return __version__
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def _exists(path: str) -> bool:
-    if _is_remote(path):
+def exists(path: str) -> bool:
+    if is_remote(path):
         import fsspec
         fs, root = fsspec.core.url_to_fs(path)
         return fs.exists(root)
@@ -178,9 +178,9 @@ class Store:
         path = str(path)
         if mode not in ("r", "r+"):
             raise ValueError(f"Store.open mode must be 'r' or 'r+'; got {mode!r}")
-        if not _exists(path):
+        if not exists(path):
             raise StoreError(f"no store at {path}")
-        if not _is_remote(path):
+        if not is_remote(path):
             state = store_state(path)
             if state == "damaged":
                 raise StoreError(f"{path} is damaged: its root zarr.json cannot be read; sample it again with "
@@ -229,8 +229,8 @@ class Store:
         if n_chunks > MAX_CHUNKS:
             raise ValueError(f"n={n} in chunks of {chunk} makes {n_chunks} chunks; a store holds at most "
                              f"{MAX_CHUNKS}: use chunks of at least {-(-n // MAX_CHUNKS)} rows")
-        if _is_remote(path):
-            if _exists(path) and not overwrite:
+        if is_remote(path):
+            if exists(path) and not overwrite:
                 raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
             group = zarr.open_group(path, mode="w")
             _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
@@ -240,7 +240,7 @@ class Store:
         # staging (deleted by the next writer), never a folder that is neither a store nor free to replace.
         staging = Staging(path)
         staging.recover()
-        if _exists(path) and not overwrite:
+        if exists(path) and not overwrite:
             raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
         staged = staging.new_folder("create")
         try:
@@ -250,7 +250,7 @@ class Store:
             staging.install(staged, Path(path.removeprefix("file://")).absolute())
         except OSError as exc:
             staging.discard(staged)
-            state = "the existing store is unchanged" if _exists(path) else "nothing was created"
+            state = "the existing store is unchanged" if exists(path) else "nothing was created"
             raise write_failure(exc, f"the new store {path}", state, "run the command again") from exc
         except BaseException:
             staging.discard(staged)
@@ -432,7 +432,7 @@ class Store:
 
     def _replace(self, key: str, build: Callable[[zarr.Group, str], None]) -> zarr.Array:
         """Build the array ``key`` complete in staging and put it in place in one step (``engine.atomic``)."""
-        if _is_remote(self.path):
+        if is_remote(self.path):
             # Object stores cannot rename: written in place, so a reader may see it half-written.
             parent, _, leaf = key.rpartition("/")
             if leaf in self.group[parent]:
@@ -457,7 +457,7 @@ class Store:
         Call while holding the store's lock (the engine's writers do); returns one line per repair.
         """
         self._require_writable()
-        if _is_remote(self.path):
+        if is_remote(self.path):
             return []
         repairs = Staging(self.path).recover()
         root = Path(self.path.removeprefix("file://"))

@@ -20,7 +20,7 @@ name the place, e.g. ``runs[1].seed: ...``)::
         device: auto
         workers: 2                               # optional, one of workers | scheduler | gpus, as for `sample`
         analyses:                                # run in order on each run's store
-          - boundaries                           #   a name: boundaries, sefa, pca, correlate, report
+          - boundaries                           #   a name: boundaries, sefa, pca, correlate, report, ...
           - pca: {k: 10}                         #   or a one-key mapping: name -> keyword options
 
 Each run gets a folder under ``out`` named from its parameters (``planted__planted+imagestats__seed0__n10000``)
@@ -31,8 +31,9 @@ an analysis that takes ``overwrite`` gets ``overwrite=True`` unless its options 
 after a failure or an interruption replaces what its earlier attempt wrote instead of being refused. ``summary.md`` and ``summary.json`` in
 ``out`` list per run: status, rows, samples/s and the InterFaceGAN boundaries' validation accuracies.
 
-The analyses are looked up at run time in ``ANALYSES`` (the ``engine.<name>`` twins), so a sweep that
-names one this installation lacks fails that run with a clear message and carries on.
+The analyses are those the registered methods declare (``engine.methods``) and the report, looked up at run
+time in ``ANALYSES``, so a sweep that names one this installation lacks fails that run with a clear message and
+carries on.
 """
 from __future__ import annotations
 
@@ -51,9 +52,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: analysis name -> "module:function" of its Python twin, looked up at run time (tests point these elsewhere).
-ANALYSES: dict[str, tuple[str, ...]] = {name: (f"engine:{name}",) for name in
-                                         ("boundaries", "sefa", "pca", "correlate", "report")}
+from engine.methods import analyses as method_analyses
+
+#: analysis name -> "module:function" of its Python twin, looked up at run time (tests point these elsewhere):
+#: the registered methods' analyses (``engine.methods``), then the report.
+ANALYSES: dict[str, tuple[str, ...]] = {
+    **{name: (f"{function.__module__}:{function.__name__}",) for name, function in method_analyses().items()},
+    "report": ("engine.reporting:report",)}
 TOP_KEYS = ("out", "defaults", "runs")
 RUN_KEYS = ("name", "generator", "predictors", "seed", "n", "spaces", "chunk", "batch", "device", "workers",
             "scheduler", "gpus", "analyses")

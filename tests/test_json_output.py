@@ -65,6 +65,7 @@ CASES = {
     "boundaries": lambda store, tmp: ["boundaries", store, "--attribute", "age", "--attribute", "gender",
                                       "--num", "200"],
     "condition": lambda store, tmp: ["condition", store, "--primary", "age", "--condition", "gender"],
+    "meandiff": lambda store, tmp: ["meandiff", store, "--attribute", "age", "--num", "200"],
     "edit": lambda store, tmp: ["edit", store, "--direction", "interfacegan/age", "--samples", "2", "--rescore"],
     "sefa": lambda store, tmp: ["sefa", "--generator", PLANTED_SMALL, "-k", "3"],
     "pca": lambda store, tmp: ["pca", store],

@@ -1,6 +1,8 @@
 """The ``latent-engine`` command line: thin commands that parse, call the library and print.
 
-Each area of the tool keeps its commands in its own module here; ``COMMAND_MODULES`` lists them. User
+Each area of the tool keeps its commands in its own module here (``COMMAND_MODULES`` lists them); the methods'
+commands come from the method registry (``engine.methods``). Both are added on first use of the group, so a
+method module can import this package's helpers without an import cycle. User
 mistakes (ValueError and its kin from the library) and what the machine refuses (a full disk, a read-only file
 system, too little memory) become a one-line ``Error: ...`` and exit status 1. Anything else is a bug in
 latent-engine: a one-line message says so and where its traceback was saved, with exit status 70
@@ -21,7 +23,8 @@ import click
 from engine import __version__
 from engine.lock import LockError
 
-COMMAND_MODULES = ["engine.cli.sampling", "engine.cli.methods", "engine.cli.cluster", "engine.cli.showcase"]
+COMMAND_MODULES = ["engine.cli.sampling", "engine.cli.interop", "engine.cli.sweep", "engine.cli.bench",
+                   "engine.cli.demo", "engine.cli.report"]
 USER_ERRORS = (ValueError, OSError, LockError)
 BUG_EXIT_STATUS = 70
 
@@ -52,7 +55,27 @@ def _save_traceback(exc: BaseException) -> str:
 
 
 class EngineGroup(click.Group):
-    """A click group that turns library errors into one-line messages with a non-zero exit."""
+    """A click group that turns library errors into one-line messages with a non-zero exit.
+
+    Its commands are those of ``COMMAND_MODULES`` and of the registered methods, added when ``commands`` is
+    first read (listing, looking up or running a command).
+    """
+
+    _loaded = False
+
+    @property
+    def commands(self) -> dict[str, click.Command]:
+        if not self._loaded:
+            self._loaded = True
+            for command in _all_commands():
+                if command.name in self._commands:
+                    raise RuntimeError(f"two modules define the command {command.name!r}")
+                self.add_command(command)
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        self._commands = value
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -92,6 +115,12 @@ def as_flags(message: str, command: click.Command | None) -> str:
     return message
 
 
+def _all_commands() -> list[click.Command]:
+    from engine.methods import commands as method_commands
+
+    return [c for module in COMMAND_MODULES for c in importlib.import_module(module).COMMANDS] + method_commands()
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     return f"Warning: {message}\n"
 
@@ -107,11 +136,6 @@ def cli() -> None:
       latent-engine info run.zarr
     """
     warnings.formatwarning = _format_warning
-
-
-for _module in COMMAND_MODULES:
-    for _command in importlib.import_module(_module).COMMANDS:
-        cli.add_command(_command)
 
 
 def main() -> None:

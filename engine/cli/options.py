@@ -10,6 +10,9 @@ import click
 import numpy as np
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+workers_option = click.option("--workers", type=int, default=None,
+                              help="Reduce the chunks on a local Dask cluster of this many processes.")
+scheduler_option = click.option("--scheduler", default=None, help="Address of an existing Dask scheduler.")
 
 
 def echo_json(payload: Any) -> None:

@@ -10,7 +10,8 @@
 * ``tables/match_<ref>_vs_<method>_<name>``: for every reference direction (all stored directions of the earlier
   method, in the order interfacegan, then the others alphabetically), the 0-based index of the best-matching row
   of each candidate array and the cosine distance 1 − |cos| (the SeFa paper's Table 1); only directions of the
-  same space and size are compared.
+  same space and size are compared, and only candidates of more than one row (a best match among one row is
+  just a cosine, which the report shows beside per-attribute directions such as ``meandiff``'s).
 
 Every run writes all the tables it can; a table already stored is refused, before any work, unless
 ``overwrite``.
@@ -25,8 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
+from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
+from engine.methods import Method
 from engine.methods._common import open_for_reading, require_new, writing
 from engine.store import Store
 
@@ -95,6 +99,8 @@ def _match_pairs(sets: dict[str, list]) -> list[tuple[str, list, tuple[str, np.n
     for i, ref_method in enumerate(methods):
         for cand_method in methods[i + 1:]:
             for cand in sets[cand_method]:
+                if cand[1].shape[0] < 2:
+                    continue
                 sig = _signature(cand[1], cand[2])
                 refs = [(n, v) for n, v, a in sets[ref_method] if _signature(v, a) == sig]
                 if refs:
@@ -190,3 +196,36 @@ def correlate(store: str | os.PathLike | Store, *, heatmaps: bool = False, worke
                 heatmap(t["values"], t["rows"], t["cols"], title=table.replace("_", " ")).save(out)
                 t["png"] = str(out)
     return tables
+
+
+# ---------------------------------------------------------------------------------------------- command line
+@click.command("correlate", epilog="""\b
+Examples:
+  latent-engine correlate run.zarr
+  latent-engine correlate run.zarr --heatmaps
+  latent-engine correlate big.zarr --workers 4 --json
+  latent-engine correlate run.zarr --overwrite     # after new boundaries: recompute the stored tables
+""")
+@click.argument("store")
+@click.option("--heatmaps", is_flag=True, help="Also save each square table as <store>_<table>.png beside the store.")
+@click.option("--overwrite", is_flag=True, help="Replace tables already stored under the same names.")
+@workers_option
+@scheduler_option
+@json_option
+def correlate_command(store: str, heatmaps: bool, overwrite: bool, workers: int | None, scheduler: str | None,
+              as_json: bool) -> None:
+    """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables.
+
+    An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
+    """
+    tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite)
+    if as_json:
+        echo_json({name: {"rows": t["rows"], "cols": t["cols"], "values": t["values"].tolist()}
+                   for name, t in tables.items()})
+        return
+    for name, t in tables.items():
+        click.echo(f"\ntables/{name}" + (f"  ({t['png']})" if "png" in t else ""))
+        echo_table([[r, *[float(v) for v in row]] for r, row in zip(t["rows"], t["values"])], ["", *t["cols"]])
+
+
+METHODS = (Method("correlate", twins=(correlate,), commands=(correlate_command,), analyses={"correlate": correlate}),)

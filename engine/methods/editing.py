@@ -22,11 +22,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
-import torch
 
+from engine.cli.options import echo_json, echo_table, json_option
+from engine.methods import Method
 from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
-from engine.sampler import draw_codes
 from engine.spaces import LatentSpace, LatentView, codes_from_z, parse_layers, synthesis_input
 from engine.store import Store
 
@@ -115,6 +116,7 @@ def _reference_codes(store: Store, space: LatentSpace, G: Any, device: str) -> n
         rows = store.chunk_rows(int(committed[0]))
         return LatentView(store, space).read(slice(rows.start, min(rows.stop, rows.start + SPREAD_ROWS))
                                              ).astype(np.float64)
+    from engine.sampler import draw_codes
     z = draw_codes(int(store.meta.get("seed") or 0), 0, store.chunk, G.z_dim, rows=min(store.chunk, SPREAD_ROWS))
     return codes_from_z(G, z, space, device)[0]
 
@@ -159,7 +161,10 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
     not pictures (the planted generator).
     """
+    import torch
+
     from engine.models.registry import load_generator, load_predictor
+    from engine.sampler import draw_codes
 
     samples = check_positive_int("samples", samples)
     batch = check_positive_int("batch", batch)
@@ -308,3 +313,72 @@ def rescore_label(attrs: dict[str, Any]) -> str:
 
 __all__ = ["edit", "edit_grid", "parse_alphas", "rescore_label", "rescore_plot", "rescore_table_name",
            "strongest_changes"]
+
+
+# ---------------------------------------------------------------------------------------------- command line
+@click.command("edit", epilog="""\b
+Examples:
+  latent-engine edit run.zarr --direction interfacegan/smile --out smile.png
+  latent-engine edit run.zarr --direction interfacegan/age --alphas -5,5,11 --samples 8 --rescore --out age.png
+  latent-engine edit run.zarr --direction sefa/layers_0-3:2 --stored --distance --out sefa2.png
+  latent-engine edit run.zarr --direction ganspace/w:0 --alphas -10,10,5 --units raw --out pc0.png
+\b
+α counts in σ by default: the standard deviation of the store's codes along the direction, so
+--alphas -3,3,7 is a large edit in z, w and W+ alike; --units raw takes α as the step length itself.
+""")
+@click.argument("store")
+@click.option("--direction", required=True, help="METHOD/NAME, or METHOD/NAME:ROW for a multi-row direction.")
+@click.option("--alphas", default="-3,3,7", show_default=True, help="START,STOP,STEPS of the edit strengths, in --units.")
+@click.option("--units", type=click.Choice(["sigma", "raw"]), default="sigma", show_default=True,
+              help="Unit of α: sigma = std of the store's codes along the direction; raw = step length in the space.")
+@click.option("--samples", type=int, default=4, help="Codes to edit (grid rows).")
+@click.option("--seed", type=int, default=0, help="Seed of the drawn codes.")
+@click.option("--stored", is_flag=True, help="Edit the store's first codes instead of drawing new ones.")
+@click.option("--distance", is_flag=True, help="InterFaceGAN's form: move each code to signed distance α from the boundary.")
+@click.option("--rescore", is_flag=True, help="Re-score edited images: writes tables/rescore_<method>_<name>[_<row>] and a line plot.")
+@click.option("--overwrite", is_flag=True, help="With --rescore: replace an existing re-scoring table of this direction.")
+@click.option("--out", default=None, help="PNG of the image grid (rows samples, columns α).")
+@click.option("--device", default="cpu", help="cpu, cuda or cuda:<index>.")
+@json_option
+def edit_command(store: str, direction: str, alphas: str, units: str, samples: int, seed: int, stored: bool,
+         distance: bool, rescore: bool, overwrite: bool, out: str | None, device: str, as_json: bool) -> None:
+    """Edit codes along a stored direction (x + α·n) and synthesize the image grid; optionally re-score.
+
+    With --rescore the attributes are listed most changed first, measured in each attribute's std in the
+    store (so an image statistic that moves by 2σ ranks above a logit that moves more raw units but less of
+    its range).
+    """
+    from engine.devices import resolve_device
+
+    result = edit(store, direction, alphas=alphas, units=units, samples=samples, seed=seed, stored=stored,
+                 distance=distance, rescore=rescore, out=out, device=str(resolve_device(device)),
+                 overwrite=overwrite)
+    summary = {k: result[k] for k in ("direction", "row", "space", "units", "sigma", "png", "plot", "table", "note")
+               if k in result}
+    summary["alphas"] = [float(a) for a in result["alphas"]]
+    summary["alphas_raw"] = [float(a) for a in result["alphas_raw"]]
+    if rescore:
+        order = result["order"]
+        summary["rescore"] = {result["attributes"][j]: [float(v) for v in result["rescore"][:, j]] for j in order}
+        summary["attribute_std"] = {result["attributes"][j]: float(result["attribute_std"][j]) for j in order}
+    if as_json:
+        echo_json(summary)
+        return
+    if "note" in summary:
+        click.echo(f"note: {summary['note']}", err=True)
+    for key in ("png", "plot", "table"):
+        if key in summary:
+            click.echo(f"wrote {summary[key] if key != 'table' else 'tables/' + summary[key]}")
+    click.echo(f"{units_label(result['units'], result['sigma'], result['space'])}: "
+               f"{', '.join(alpha_label(a, result['units']) for a in result['alphas'])}")
+    if rescore:
+        rows = []
+        for attribute, changes in summary["rescore"].items():
+            std = summary["attribute_std"][attribute]
+            relative = max(abs(v) for v in changes) / std if std > 0 else float("nan")
+            rows.append([attribute, std, *changes, relative])
+        echo_table(rows, ["attribute", "std", *[f"α={alpha_label(a, result['units'])}" for a in result["alphas"]],
+                          "max|Δ|/std"])
+
+
+METHODS = (Method("editing", twins=(edit,), commands=(edit_command,)),)

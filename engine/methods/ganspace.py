@@ -12,8 +12,11 @@ import functools
 import os
 from typing import Any
 
+import click
 import numpy as np
 
+from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
+from engine.methods import Method, ReportSection, Spectrum
 from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
 from engine.spaces import resolve_array
 from engine.store import Store
@@ -69,3 +72,57 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
         require_new(target, [target_path], overwrite)
         target.write_direction(METHOD, space, components, attrs)
     return attrs
+
+
+# ---------------------------------------------------------------------------------------------- command line
+@click.command("pca", epilog="""\b
+Examples:
+  latent-engine pca run.zarr
+  latent-engine pca run.zarr --array latents/z -k 20
+  latent-engine pca big.zarr --array latents/wp --workers 4
+  latent-engine pca run.zarr -k 10 --overwrite
+""")
+@click.argument("store")
+@click.option("--array", default=None, help="latents/z, latents/w or latents/wp (default w if stored, else z).")
+@click.option("-k", "k", type=int, default=None, help="Components kept (default all).")
+@click.option("--overwrite", is_flag=True, help="Replace directions/ganspace/<space> if already stored.")
+@workers_option
+@scheduler_option
+@json_option
+def pca_command(store: str, array: str | None, k: int | None, overwrite: bool, workers: int | None,
+        scheduler: str | None, as_json: bool) -> None:
+    """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>.
+
+    Prints the first 10 components' variance ratios; --json gives all of them.
+    """
+    result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite)
+    if as_json:
+        echo_json({key: result[key] for key in ("space", "array", "n_rows", "explained_variance_ratio")})
+        return
+    ratio = result["explained_variance_ratio"]
+    click.echo(f"wrote directions/ganspace/{result['space']} ({len(ratio)} components of {result['array']}, "
+               f"{result['n_rows']} rows)")
+    shown = 10
+    echo_table([[i, float(r), float(sum(ratio[: i + 1]))] for i, r in enumerate(ratio[:shown])],
+               ["component", "variance ratio", "cumulative"])
+    if len(ratio) > shown:
+        click.echo(f"… {len(ratio) - shown} more rows; --json for all")
+
+
+# ---------------------------------------------------------------------------------------------- registration
+def _variance_metric(store: Store, key: str, attrs: dict[str, Any]) -> str:
+    if "explained_variance_ratio" not in attrs:
+        return ""
+    ratio = np.asarray(attrs["explained_variance_ratio"], float)
+    return f"top-{ratio.size} explain {ratio.sum():.1%} of the variance"
+
+
+def _variance_curve(attrs: dict[str, Any]) -> Spectrum | None:
+    if "explained_variance_ratio" not in attrs:
+        return None
+    return Spectrum(np.asarray(attrs["explained_variance_ratio"], float), "component", "explained variance ratio",
+                    "GANSpace", "explained variance per component")
+
+
+METHODS = (Method(METHOD, twins=(pca,), commands=(pca_command,), analyses={"pca": pca},
+                  report=ReportSection(metric=_variance_metric, spectrum=_variance_curve, row_label="component")),)

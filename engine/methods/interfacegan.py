@@ -38,8 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from kernels import LinearSVM
+import click
 
+from engine.cli.options import echo_json, echo_table, json_option
+from engine.methods import Method, ReportSection
 from engine.methods._common import open_for_reading, require_attribute, require_new, writing
 from engine.spaces import LatentSpace, LatentView
 from engine.store import Store, StoreError
@@ -136,12 +138,17 @@ def _add_block(found: list[Extremes], rows: slice, block: np.ndarray, columns: S
 
 
 # ---------------------------------------------------------------------------------------------- boundaries
-def _check_arguments(ratio: float | None, num: int | None, split: float, loss: str, C: float) -> None:
+def check_selection(ratio: float | None, num: int | None) -> None:
+    """ValueError unless ``num`` (rows per side) is a positive integer or, without it, ``ratio`` is in (0, 0.5]."""
     if num is not None:
         if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
             raise ValueError(f"num must be a positive integer; got {num!r}")
     elif ratio is None or isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 0.5:
         raise ValueError(f"ratio must be in (0, 0.5]; got {ratio!r}")
+
+
+def _check_arguments(ratio: float | None, num: int | None, split: float, loss: str, C: float) -> None:
+    check_selection(ratio, num)
     if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split <= 1:
         raise ValueError(f"split must be in (0, 1]; got {split!r}")
     if loss not in LOSSES:
@@ -197,8 +204,9 @@ def _plan(name: str, column: int, extremes: Extremes, ratio: float | None, num: 
                  (extremes.high + extremes.low) / 2.0, extremes.valid)
 
 
-def _plans(names: Sequence[str], columns: Sequence[int], extremes: Sequence[Extremes], ratio: float | None,
-           num: int | None, split: float, seed: int, invalid_value: float | None, named: bool) -> list[_Plan]:
+def plan_attributes(names: Sequence[str], columns: Sequence[int], extremes: Sequence[Extremes],
+                    ratio: float | None, num: int | None, split: float, seed: int, invalid_value: float | None,
+                    named: bool) -> list[_Plan]:
     """The plans of the attributes that can be fitted, in order.
 
     An unusable attribute is an error when it was asked for by name (``named``); otherwise it is skipped with
@@ -245,6 +253,8 @@ def _labels(group: list[_Plan], part: str) -> np.ndarray:
 def _fit_batch(group: list[_Plan], X: np.ndarray, Xv: np.ndarray | None, C: float,
                loss: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """One batched LinearSVM fit: (b, d) weights, (b,) intercepts, train and validation accuracies."""
+    from kernels import LinearSVM
+
     y = _labels(group, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -286,7 +296,7 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
 
     capacity = num if num is not None else max(1, int(reader.n * ratio))
     extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
-    plans = _plans(names, columns, extremes, ratio, num, split, seed, invalid_value, named=bool(attributes))
+    plans = plan_attributes(names, columns, extremes, ratio, num, split, seed, invalid_value, named=bool(attributes))
     names = [p.name for p in plans]
 
     # One batched fit per distinct K (one call for all attributes unless NaNs differ between them); every
@@ -444,5 +454,125 @@ def _conditioned_name(primary: str, conditions: Sequence[str]) -> str:
     return f"{base}__cond_{'_'.join(parts)}{suffix}"
 
 
-__all__ = ["boundaries", "condition", "direction_name", "project_onto_span", "select_extremes",
-           "resolve_direction"]
+
+# ---------------------------------------------------------------------------------------------- command line
+def _fmt(value: object) -> object:
+    return "-" if value is None else value
+
+
+@click.command("boundaries", epilog="""\b
+Examples:
+  latent-engine boundaries run.zarr
+  latent-engine boundaries run.zarr --space w --attribute smile --attribute age --ratio 0.05
+  latent-engine boundaries run.zarr --num 10000 --split 0.7 --loss squared_hinge -C 0.1 --seed 3
+  latent-engine boundaries run.zarr --space wp --layer 4 --invalid-value -1
+  latent-engine boundaries run.zarr --attribute smile --overwrite
+
+\b
+Stored as directions/interfacegan/<attr> for --space z, <attr>@w, <attr>@wp and <attr>@wp<L>
+(--layer L) for the others, so one attribute's boundaries in several spaces live side by side.
+""")
+@click.argument("store")
+@click.option("--space", type=click.Choice(["z", "w", "wp"]), default="z", help="Latent space the boundaries live in (wp: flattened layers, or one with --layer).")
+@click.option("--layer", type=int, default=None, help="With --space wp: fit in this layer's w only.")
+@click.option("--attribute", "attributes", multiple=True, help="Attribute to fit (repeatable; default all).")
+@click.option("--ratio", type=float, default=0.02, help="Top and bottom fraction of valid rows used (InterFaceGAN: 10K of 500K).")
+@click.option("--num", type=int, default=None, help="Use exactly this many rows per side instead of --ratio.")
+@click.option("--split", type=float, default=0.7, help="Training fraction of each side; the rest validates (1.0: no validation).")
+@click.option("--loss", type=click.Choice(["hinge", "squared_hinge"]), default="hinge", help="SVM loss (hinge = InterFaceGAN's SVC).")
+@click.option("-C", "C", type=float, default=1.0, help="SVM inverse regularisation strength.")
+@click.option("--seed", type=int, default=0, help="Seed of the train/validation shuffle (recorded).")
+@click.option("--invalid-value", type=float, default=None, help="Score value to drop like NaN (e.g. a predictor's failure code).")
+@click.option("--overwrite", is_flag=True, help="Replace boundaries already stored under the same names.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+def boundaries_command(store: str, space: str, layer: int | None, attributes: tuple[str, ...], ratio: float,
+               num: int | None, split: float, loss: str, C: float, seed: int, invalid_value: float | None,
+               overwrite: bool, quiet: bool, as_json: bool) -> None:
+    """InterFaceGAN: fit one linear SVM boundary per attribute and store its unit normal.
+
+    Writes directions/interfacegan/<attr> (z) or <attr>@<space> (1, d) with the accuracies on the
+    training, validation and remaining rows. All attributes are fitted in one batched kernel call; an
+    attribute whose scores cannot be fitted (e.g. all NaN) is skipped with a warning, or is an error when
+    named with --attribute. Existing boundaries are kept unless --overwrite.
+    """
+    result = boundaries(store, space=space, attributes=list(attributes) or None, ratio=ratio, num=num, split=split,
+                 loss=loss, C=C, seed=seed, invalid_value=invalid_value, layer=layer, overwrite=overwrite,
+                 progress=not quiet and not as_json)
+    if as_json:
+        echo_json(result)
+        return
+    echo_table([[f"interfacegan/{name}", r["attribute"], r["space"] if r["layer"] is None else
+                 f"{r['space']}[{r['layer']}]", r["num"], r["train_accuracy"], _fmt(r["val_accuracy"]),
+                 _fmt(r["remaining_accuracy"])] for name, r in result.items()],
+               ["direction", "attribute", "space", "num/side", "train acc", "val acc", "remaining acc"])
+
+
+@click.command("condition", epilog="""\b
+Examples:
+  latent-engine condition run.zarr --primary smile --condition gender
+  latent-engine condition run.zarr --primary age --condition eyeglasses --condition gender --name age_pure
+  latent-engine condition run.zarr --primary interfacegan/age --condition sefa/layers_0-3:0
+  latent-engine condition run.zarr --primary age@w --condition gender@w --overwrite
+""")
+@click.argument("store")
+@click.option("--primary", required=True, help="Direction to keep: NAME (InterFaceGAN) or METHOD/NAME.")
+@click.option("--condition", "conditions", multiple=True, required=True, help="Direction to stay orthogonal to (repeatable).")
+@click.option("--name", default=None, help="Name of the new direction (default <primary>__cond_<conditions>, space suffix last).")
+@click.option("--overwrite", is_flag=True, help="Replace a direction already stored under that name.")
+@json_option
+def condition_command(store: str, primary: str, conditions: tuple[str, ...], name: str | None, overwrite: bool,
+              as_json: bool) -> None:
+    """Conditional manipulation: project the primary direction off the span of the conditions.
+
+    The result is renormalised and written beside the primary, with attrs naming its parents; a warning says
+    when the primary is nearly inside the span. Repeated or linearly dependent conditions are fine.
+    """
+    result = condition(store, primary, list(conditions), name=name, overwrite=overwrite)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"wrote directions/{result['key']}  (cosine to primary {result['cosine_to_primary']:.4f}, "
+                   f"kept {result['residual_norm']:.4f} of it)")
+
+
+# ---------------------------------------------------------------------------------------------- registration
+def _boundary_metric(store: Store, key: str, attrs: dict[str, Any]) -> str:
+    if attrs.get("val_accuracy") is None:
+        return ""
+    return f"val acc {attrs['val_accuracy']:.3f}, train acc {attrs.get('train_accuracy', float('nan')):.3f}"
+
+
+def _boundary_rank(key: str, attrs: dict[str, Any]) -> tuple[tuple, str]:
+    """Best validation accuracy first (training accuracy without validation), then the accuracy on the
+    remaining, less extreme rows, then the name."""
+    accuracy = _first_finite(attrs.get("val_accuracy"), attrs.get("train_accuracy"))
+    remaining = _first_finite(attrs.get("remaining_accuracy"))
+    metrics = [f"val acc {accuracy:.3f}"] if accuracy >= 0 else []
+    metrics += [f"acc on the remaining rows {remaining:.3f}"] if remaining >= 0 else []
+    return (-accuracy, -remaining, key), f"{key} ({', '.join(metrics)})" if metrics else key
+
+
+def _first_finite(*values: Any) -> float:
+    """The first recorded metric among ``values``; -1 (below every accuracy) when none is."""
+    for value in values:
+        if value is not None and np.isfinite(value):
+            return float(value)
+    return -1.0
+
+
+def _condition_metric(store: Store, key: str, attrs: dict[str, Any]) -> str:
+    kept = attrs.get("residual_norm")
+    return (f"conditioned on {', '.join(attrs.get('conditions') or [])}" +
+            (f" (kept {kept:.3f} of {attrs.get('primary')})" if kept is not None else ""))
+
+
+METHODS = (
+    Method("interfacegan", twins=(boundaries,), commands=(boundaries_command,), analyses={"boundaries": boundaries},
+           report=ReportSection(metric=_boundary_metric, rank=_boundary_rank)),
+    Method("condition", twins=(condition,), commands=(condition_command,),
+           report=ReportSection(metric=_condition_metric)),
+)
+
+__all__ = ["METHODS", "boundaries", "check_selection", "condition", "direction_name", "plan_attributes",
+           "project_onto_span", "select_extremes", "resolve_direction"]

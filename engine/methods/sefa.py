@@ -27,14 +27,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import click
 import numpy as np
-import torch
 
+from engine.cli.options import echo_json, echo_table, json_option
+from engine.methods import Method, ReportSection, Spectrum
 from engine.methods._common import check_positive_int, require_new
-from engine.models.checkpoints import LIKE
 from engine.store import Store, StoreError
+
+if TYPE_CHECKING:
+    import torch
 
 METHOD = "sefa"
 LATENT_SPACE = {"stylegan2": "w", "stylegan": "w", "pggan": "z", "biggan": "z"}
@@ -89,6 +93,7 @@ def factorize(weights: Sequence[torch.Tensor], selections: Sequence[Sequence[int
     A stacks the selected weights' rows, each scaled to unit length when ``normalise`` (zero rows stay zero).
     """
     import kernels
+    import torch
 
     grams = []
     for chosen in selections:
@@ -109,6 +114,10 @@ def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = N
     The checkpoint entry is the wrapper key the weights came from (``g_ema``, ``generator_smooth``, ...), None
     for a bare state dict or a generator object.
     """
+    import torch
+
+    from engine.models.checkpoints import LIKE
+
     if (generator is None) == (checkpoint is None):
         raise ValueError("sefa needs exactly one of --generator SPEC or --checkpoint PATH --family F")
     if like not in LIKE:
@@ -197,8 +206,8 @@ def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, 
 
 
 def _check_target(path: str, space: str, d: int, names: Sequence[str], overwrite: bool) -> None:
-    from engine.store import _exists
-    if not _exists(path):
+    from engine.store import exists
+    if not exists(path):
         return
     existing = Store.open(path)
     require_new(existing, [f"directions/{METHOD}/{n}" for n in names], overwrite)
@@ -210,10 +219,10 @@ def _check_target(path: str, space: str, d: int, names: Sequence[str], overwrite
 
 def _write(path: str, results: dict[str, dict[str, Any]], d: int, source: str, overwrite: bool) -> None:
     from engine.lock import StoreLock
-    from engine.store import _exists
+    from engine.store import exists
 
     with StoreLock(path, purpose="sefa"):
-        if _exists(path):
+        if exists(path):
             target = Store.open(path, mode="r+")
             # Checked again under the lock: another writer may have stored one of these names meanwhile.
             require_new(target, [f"directions/{METHOD}/{n}" for n in results], overwrite)
@@ -223,3 +232,84 @@ def _write(path: str, results: dict[str, dict[str, Any]], d: int, source: str, o
         for out, result in results.items():
             attrs = {key: value for key, value in result.items() if key != "directions"}
             target.write_direction(METHOD, out, result["directions"], attrs)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+@click.command("sefa", epilog="""\b
+Examples:
+  latent-engine sefa --generator planted --store run.zarr
+  latent-engine sefa --checkpoint stylegan2-ffhq.pt --family stylegan2 --layers 0-3 -k 10 --store ffhq.zarr
+  latent-engine sefa --checkpoint g.pt --family stylegan2 --layers all --layers 0-1 --layers 2-5 --layers 6-16
+  latent-engine sefa --checkpoint pggan.pth --family pggan --store pggan.zarr
+  latent-engine sefa --checkpoint stylegan2-ffhq.pth --family stylegan2 --like sefa --layers 0-1
+  latent-engine sefa --checkpoint 550000.pt --family stylegan2 --like rosinality
+
+\b
+Layer conventions (--like; they differ for StyleGAN2 only):
+  engine      layer i = the i-th modulated conv (rosinality conv1 = 0, convs.N = N+1;
+              genforce layerN = N; NVlabs synthesis.bRES.conv0/conv1 in order); all = every conv;
+              --include-torgb appends the ToRGBs after them; rows normalised
+  sefa        genforce/sefa's numbering: the convs, then one more index for the final ToRGB only;
+              all = the convs + the final ToRGB; rows normalised
+  rosinality  closed_form_factorization.py: conv1, convs.*, to_rgb1; rows not normalised;
+              --layers all only; eigenvalues are its squared singular values
+\b
+Default result names say what they hold: layers_0-3 (all resolves to its indices), layer_fc (one
+layer), like_sefa_layers_0-17 / like_rosinality_layers_0-17 for the reference conventions.
+""")
+@click.option("--generator", "-g", default=None, help="Generator SPEC exposing latent_weights() (e.g. planted).")
+@click.option("--checkpoint", default=None, help="Checkpoint file (.pt/.pth state dict); needs --family. Inside g_ema, generator_smooth (before generator), state_dict, ... is read; the result records which.")
+@click.option("--family", type=click.Choice(["stylegan2", "stylegan", "pggan", "biggan"]), default=None, help="Weight layout of --checkpoint.")
+@click.option("--layers", "layers", multiple=True, default=["all"], help="all | 0-3 | 0,2,5 (repeatable: all selections in one batched eigh), numbered as --like says.")
+@click.option("--like", type=click.Choice(["engine", "sefa", "rosinality"]), default="engine", show_default=True, help="Layer set and normalisation of the engine or of a reference tool (see below).")
+@click.option("-k", "k", type=int, default=10, help="Directions kept per selection.")
+@click.option("--store", default=None, help="Store to write directions/sefa/<name> into (created if missing).")
+@click.option("--name", default=None, help="Name of the result (one --layers only; default: the layers it holds).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing directions/sefa/<name> in --store.")
+@click.option("--include-torgb", is_flag=True, help="StyleGAN2, --like engine: also factorize the ToRGB modulations.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary unpickling of --checkpoint (runs code from the file!).")
+@json_option
+def sefa_command(generator: str | None, checkpoint: str | None, family: str | None, layers: tuple[str, ...], like: str,
+         k: int, store: str | None, name: str | None, overwrite: bool, include_torgb: bool, trust_checkpoint: bool,
+         as_json: bool) -> None:
+    """SeFa: closed-form directions, the eigenvectors of AᵀA of the layers that take the code in."""
+    result = sefa(generator=generator, checkpoint=checkpoint, family=family, layers=list(layers), k=k, store=store,
+                 include_torgb=include_torgb, like=like, trust_checkpoint=trust_checkpoint, name=name,
+                 overwrite=overwrite)
+    if as_json:
+        echo_json({n: {key: v for key, v in r.items() if key != "directions"} for n, r in result.items()})
+        return
+    shown = 10
+    for n, r in result.items():
+        where = f"directions/sefa/{n} in {store}" if store else n
+        share = [v / r["eigenvalue_sum"] for v in r["eigenvalues"][:shown]]
+        entry = f", from the checkpoint's {r['checkpoint_entry']!r} entry" if r.get("checkpoint_entry") else ""
+        held = r["layer_names"]
+        held = held if len(held) <= 6 else [*held[:3], "…", *held[-2:]]
+        click.echo(f"{where}: {len(r['layers'])} layer(s) {', '.join(held)}, space {r['space']}, "
+                   f"{r['directions'].shape[0]}×{r['directions'].shape[1]}{entry}")
+        echo_table([[i, float(v), float(s)] for i, (v, s) in enumerate(zip(r["eigenvalues"][:shown], share))],
+                   ["index", "eigenvalue", "share"])
+        if len(r["eigenvalues"]) > shown:
+            click.echo(f"({len(r['eigenvalues']) - shown} more rows not shown: {shown} of {len(r['eigenvalues'])}; "
+                       "--json prints all)")
+
+
+# ---------------------------------------------------------------------------------------------- registration
+def _eigenvalue_metric(store: Store, key: str, attrs: dict[str, Any]) -> str:
+    if "eigenvalues" not in attrs:
+        return ""
+    values = np.asarray(attrs["eigenvalues"], float)
+    return f"eigenvalues {', '.join(f'{v:.3g}' for v in values[:4])}…"
+
+
+def _eigenvalue_curve(attrs: dict[str, Any]) -> Spectrum | None:
+    if "eigenvalues" not in attrs:
+        return None
+    return Spectrum(np.asarray(attrs["eigenvalues"], float), "eigenvector", "eigenvalue of AᵀA", "SeFa",
+                    "eigenvalue spectrum (descending)")
+
+
+METHODS = (Method(METHOD, twins=(sefa,), commands=(sefa_command,), analyses={"sefa": sefa},
+                  report=ReportSection(metric=_eigenvalue_metric, spectrum=_eigenvalue_curve,
+                                       row_label="eigenvector")),)

@@ -1,0 +1,159 @@
+"""Mean difference: the classical baseline to InterFaceGAN's SVM.
+
+For each attribute, the unit vector of mean(top-K codes) − mean(bottom-K codes), over the same selection
+``boundaries`` uses: one streamed pass over ``scores`` (``interfacegan.select_extremes``) keeps each attribute's
+K highest and K lowest valid scores (K = ratio × valid rows, or ``num``; NaN scores and ``invalid_value``
+dropped; an attribute that cannot be split is skipped with a warning, or refused when named), then one streamed
+pass over the codes adds each chunk's selected rows into per-attribute sums with one (2m, b) @ (b, d) product,
+so memory is one chunk plus the (2m, d) sums whatever n is. No training, no validation split: on codes whose
+distribution is isotropic (z) it estimates the same normal as the SVM; where the codes are correlated (w) the
+SVM corrects for the correlation and the mean difference does not, which the report's cosine shows.
+
+Stored like the boundaries, by space: ``directions/meandiff/<attr>`` (z), ``<attr>@w``, ``<attr>@wp`` and
+``<attr>@wp<L>``, as (1, d), with attrs attribute, space, layer, num, ratio, invalid_value, valid_rows,
+``mean_distance`` (‖mean(top) − mean(bottom)‖) and ``offset`` (n·x + offset is 0 halfway between the means).
+A direction already stored under one of the names is refused, before any work, unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import numpy as np
+
+from engine.cli.options import echo_json, echo_table, json_option
+from engine.methods import Method, ReportSection
+from engine.methods._common import open_for_reading, require_attribute, require_new, writing
+from engine.spaces import LatentView
+from engine.methods.interfacegan import check_selection, direction_name, plan_attributes, select_extremes
+from engine.store import Store, StoreError
+
+METHOD = "meandiff"
+
+
+def meandiff(store: str | os.PathLike | Store, *, space: str = "z", attributes: Sequence[str] | None = None,
+             ratio: float | None = 0.02, num: int | None = None, invalid_value: float | None = None,
+             layer: int | None = None, overwrite: bool = False, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Write the mean-difference direction of each of ``attributes`` (default all) to ``directions/meandiff``.
+
+    The rows are those ``boundaries`` selects with the same ``ratio`` / ``num`` / ``invalid_value``: all K rows
+    of each side (there is no split). Names follow ``direction_name(attr, space, layer)``. Returns {stored
+    name: the attrs written beside it}.
+    """
+    from engine.progress import progress_bar
+
+    if num is not None:
+        ratio = None
+    check_selection(ratio, num)
+    reader = open_for_reading(store)
+    if not reader.attributes:
+        raise StoreError(f"{reader.path} has no scores: sample it with --predictor to take mean differences")
+    names = list(dict.fromkeys(attributes)) if attributes else reader.attributes
+    columns = [require_attribute(reader, a) for a in names]
+    view = LatentView(reader, space, layer)
+    stored_as = {a: direction_name(a, space, view.layer) for a in names}
+    require_new(reader, [f"directions/{METHOD}/{stored_as[a]}" for a in names], overwrite)
+
+    capacity = num if num is not None else max(1, int(reader.n * ratio))
+    extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
+    plans = plan_attributes(names, columns, extremes, ratio, num, 1.0, 0, invalid_value, named=bool(attributes))
+    sides = [np.sort(p.train_pos) for p in plans] + [np.sort(p.train_neg) for p in plans]
+    sums = np.zeros((len(sides), view.dim), np.float64)
+    with progress_bar(total=view.n, desc="summing selected rows", unit="rows", enabled=progress) as bar:
+        for rows, block in view.blocks():
+            sums += _selection_weights(sides, rows) @ block.astype(np.float64)
+            bar.update(rows.stop - rows.start)
+
+    m = len(plans)
+    results: dict[str, dict[str, Any]] = {}
+    vectors: dict[str, np.ndarray] = {}
+    for j, p in enumerate(plans):
+        top, bottom = sums[j] / p.num, sums[m + j] / p.num
+        difference = top - bottom
+        distance = float(np.linalg.norm(difference))
+        if not distance > 0:
+            raise ValueError(f"attribute {p.name!r}: its top and bottom rows have the same mean code; its scores "
+                             "may not depend on the codes")
+        vectors[p.name] = difference / distance
+        results[p.name] = {"space": space, "layer": view.layer, "method": METHOD, "attribute": p.name,
+                           "num": p.num, "ratio": ratio, "invalid_value": invalid_value, "valid_rows": p.valid,
+                           "mean_distance": distance, "offset": float(-vectors[p.name] @ (top + bottom) / 2)}
+    with writing(store, purpose="meandiff") as target:
+        require_new(target, [f"directions/{METHOD}/{stored_as[name]}" for name in results], overwrite)
+        for name, attrs in results.items():
+            target.write_direction(METHOD, stored_as[name], vectors[name][None, :].astype(np.float32), attrs)
+    return {stored_as[name]: attrs for name, attrs in results.items()}
+
+
+def _selection_weights(sides: Sequence[np.ndarray], rows: slice) -> np.ndarray:
+    """(len(sides), rows) indicator of which of ``rows`` each sorted row-index array in ``sides`` holds."""
+    weights = np.zeros((len(sides), rows.stop - rows.start), np.float64)
+    for j, chosen in enumerate(sides):
+        lo, hi = np.searchsorted(chosen, [rows.start, rows.stop])
+        weights[j, chosen[lo:hi] - rows.start] = 1.0
+    return weights
+
+
+# ---------------------------------------------------------------------------------------------- command line
+@click.command("meandiff", epilog="""\b
+Examples:
+  latent-engine meandiff run.zarr
+  latent-engine meandiff run.zarr --space w --attribute smile --ratio 0.05
+  latent-engine meandiff run.zarr --space wp --layer 4 --num 5000 --overwrite
+
+\b
+Stored as directions/meandiff/<attr> for --space z, <attr>@w, <attr>@wp and <attr>@wp<L>, beside the
+InterFaceGAN boundaries of the same names; the report shows the cosine between the two.
+""")
+@click.argument("store")
+@click.option("--space", type=click.Choice(["z", "w", "wp"]), default="z", help="Latent space of the codes (wp: flattened layers, or one with --layer).")
+@click.option("--layer", type=int, default=None, help="With --space wp: this layer's w only.")
+@click.option("--attribute", "attributes", multiple=True, help="Attribute to use (repeatable; default all).")
+@click.option("--ratio", type=float, default=0.02, help="Top and bottom fraction of valid rows used, as for boundaries.")
+@click.option("--num", type=int, default=None, help="Use exactly this many rows per side instead of --ratio.")
+@click.option("--invalid-value", type=float, default=None, help="Score value to drop like NaN (e.g. a predictor's failure code).")
+@click.option("--overwrite", is_flag=True, help="Replace directions already stored under the same names.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+def meandiff_command(store: str, space: str, layer: int | None, attributes: tuple[str, ...], ratio: float,
+                     num: int | None, invalid_value: float | None, overwrite: bool, quiet: bool,
+                     as_json: bool) -> None:
+    """Mean difference: per attribute, the unit vector from the bottom rows' mean code to the top rows'.
+
+    The baseline to `boundaries`: the same top/bottom rows, no SVM. Existing directions are kept unless
+    --overwrite.
+    """
+    result = meandiff(store, space=space, attributes=list(attributes) or None, ratio=ratio, num=num,
+                      invalid_value=invalid_value, layer=layer, overwrite=overwrite,
+                      progress=not quiet and not as_json)
+    if as_json:
+        echo_json(result)
+        return
+    echo_table([[f"{METHOD}/{name}", r["attribute"],
+                 r["space"] if r["layer"] is None else f"{r['space']}[{r['layer']}]", r["num"], r["mean_distance"]]
+                for name, r in result.items()],
+               ["direction", "attribute", "space", "num/side", "mean distance"])
+
+
+# ---------------------------------------------------------------------------------------------- registration
+def _cosine_to_boundary(store: Store, key: str, attrs: dict[str, Any]) -> str:
+    """The cosine to the InterFaceGAN boundary of the same name, when one is stored."""
+    text = f"mean distance {attrs.get('mean_distance', float('nan')):.3g}"
+    boundary = f"interfacegan/{key.split('/', 1)[1]}"
+    if boundary in store.directions():
+        cosine = float(store.read_direction(boundary)[0][0] @ store.read_direction(key)[0][0])
+        text += f", cosine to {boundary} {cosine:.3f}"
+    return text
+
+
+def _rank(key: str, attrs: dict[str, Any]) -> tuple[tuple, str]:
+    """Farthest apart top and bottom means first."""
+    distance = attrs.get("mean_distance")
+    distance = float(distance) if distance is not None else -1.0
+    return (-distance, key), f"{key} (mean distance {distance:.3g})"
+
+
+METHODS = (Method(METHOD, twins=(meandiff,), commands=(meandiff_command,), analyses={"meandiff": meandiff},
+                  report=ReportSection(metric=_cosine_to_boundary, rank=_rank)),)
