@@ -322,6 +322,7 @@ Examples:
   latent-engine edit run.zarr --direction interfacegan/age --alphas -5,5,11 --samples 8 --rescore --out age.png
   latent-engine edit run.zarr --direction sefa/layers_0-3:2 --stored --distance --out sefa2.png
   latent-engine edit run.zarr --direction ganspace/w:0 --alphas -10,10,5 --units raw --out pc0.png
+  latent-engine edit run.zarr --direction ganspace/w:1 --layers 0-3 --out pc1_coarse.png
 \b
 α counts in σ by default: the standard deviation of the store's codes along the direction, so
 --alphas -3,3,7 is a large edit in z, w and W+ alike; --units raw takes α as the step length itself.
@@ -338,10 +339,12 @@ Examples:
 @click.option("--rescore", is_flag=True, help="Re-score edited images: writes tables/rescore_<method>_<name>[_<row>] and a line plot.")
 @click.option("--overwrite", is_flag=True, help="With --rescore: replace an existing re-scoring table of this direction.")
 @click.option("--out", default=None, help="PNG of the image grid (rows samples, columns α).")
+@click.option("--layers", default=None, help="A-B (0-based, inclusive): move a w-sized direction (w, or one wp layer) on these layers only, as GANSpace's layer-wise edits do.")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:<index>.")
 @json_option
 def edit_command(store: str, direction: str, alphas: str, units: str, samples: int, seed: int, stored: bool,
-         distance: bool, rescore: bool, overwrite: bool, out: str | None, device: str, as_json: bool) -> None:
+                 distance: bool, rescore: bool, overwrite: bool, out: str | None, layers: str | None, device: str,
+                 as_json: bool) -> None:
     """Edit codes along a stored direction (x + α·n) and synthesize the image grid; optionally re-score.
 
     With --rescore the attributes are listed most changed first, measured in each attribute's std in the
@@ -351,10 +354,10 @@ def edit_command(store: str, direction: str, alphas: str, units: str, samples: i
     from engine.devices import resolve_device
 
     result = edit(store, direction, alphas=alphas, units=units, samples=samples, seed=seed, stored=stored,
-                 distance=distance, rescore=rescore, out=out, device=str(resolve_device(device)),
-                 overwrite=overwrite)
-    summary = {k: result[k] for k in ("direction", "row", "space", "units", "sigma", "png", "plot", "table", "note")
-               if k in result}
+                  distance=distance, rescore=rescore, out=out, device=str(resolve_device(device)), layers=layers,
+                  overwrite=overwrite)
+    summary = {k: result[k] for k in ("direction", "row", "space", "layers", "units", "sigma", "png", "plot", "table",
+                                      "note") if k in result}
     summary["alphas"] = [float(a) for a in result["alphas"]]
     summary["alphas_raw"] = [float(a) for a in result["alphas_raw"]]
     if rescore:
