@@ -4,7 +4,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
-version = next(line.split('"')[1] for line in (ROOT / "engine" / "__init__.py").read_text().splitlines()
+version = next(line.split('"')[1] for line in (ROOT / "engine" / "_version.py").read_text().splitlines()
                if line.startswith("__version__"))
 
 setup(

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from engine._version import __version__
 from engine.atomic import Staging
 
 SCHEMA = 2
@@ -142,7 +143,6 @@ def store_state(path: str) -> str:
 
 
 def engine_version() -> str:
-    from engine import __version__
     return __version__
 
 

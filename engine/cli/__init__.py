@@ -20,7 +20,7 @@ import warnings
 
 import click
 
-from engine import __version__
+from engine._version import __version__
 from engine.lock import LockError
 
 COMMAND_MODULES = ["engine.cli.sampling", "engine.cli.interop", "engine.cli.sweep", "engine.cli.bench",
