@@ -79,6 +79,7 @@ def test_a_stored_table_is_refused_before_any_pass_unless_overwrite(planted_copy
     assert "attribute_pearson" in correlate(planted_copy.path, overwrite=True)
 
 
+@pytest.mark.filterwarnings(r"ignore:.*Dask workers run with MALLOC_TRIM_THRESHOLD_:UserWarning")  # a plain test cluster
 def test_an_all_nan_attribute_is_left_out_of_pearson_and_the_others_kept(tmp_path):
     from engine.interop import import_interfacegan
 
