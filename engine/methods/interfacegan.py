@@ -204,6 +204,30 @@ def _plan(name: str, column: int, extremes: Extremes, ratio: float | None, num: 
                  (extremes.high + extremes.low) / 2.0, extremes.valid)
 
 
+def select_rows(store: str | os.PathLike | Store, method: str, purpose: str, *, space: str, layer: int | None,
+                attributes: Sequence[str] | None, ratio: float | None, num: int | None, split: float, seed: int,
+                invalid_value: float | None, overwrite: bool,
+                progress: bool) -> tuple[Store, LatentView, dict[str, str], list[_Plan]]:
+    """What ``boundaries`` and the methods that share its rows start from, checked before any work.
+
+    Returns (the store opened for reading, the view of the codes, {attribute: stored name under
+    ``directions/<method>``}, the plans of the attributes that can be used). Stored results are refused unless
+    ``overwrite``; then one streamed pass over ``scores`` selects each attribute's top and bottom rows.
+    """
+    reader = open_for_reading(store)
+    if not reader.attributes:
+        raise StoreError(f"{reader.path} has no scores: sample it with --predictor to {purpose}")
+    names = list(dict.fromkeys(attributes)) if attributes else reader.attributes
+    columns = [require_attribute(reader, a) for a in names]
+    view = LatentView(reader, space, layer)
+    stored_as = {a: direction_name(a, space, view.layer) for a in names}
+    require_new(reader, [f"directions/{method}/{stored_as[a]}" for a in names], overwrite)
+    capacity = num if num is not None else max(1, int(reader.n * ratio))
+    extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
+    plans = plan_attributes(names, columns, extremes, ratio, num, split, seed, invalid_value, named=bool(attributes))
+    return reader, view, stored_as, plans
+
+
 def plan_attributes(names: Sequence[str], columns: Sequence[int], extremes: Sequence[Extremes],
                     ratio: float | None, num: int | None, split: float, seed: int, invalid_value: float | None,
                     named: bool) -> list[_Plan]:
@@ -285,18 +309,9 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     if num is not None:
         ratio = None
     _check_arguments(ratio, num, split, loss, C)
-    reader = open_for_reading(store)
-    if not reader.attributes:
-        raise StoreError(f"{reader.path} has no scores: sample it with --predictor to fit boundaries")
-    names = list(dict.fromkeys(attributes)) if attributes else reader.attributes
-    columns = [require_attribute(reader, a) for a in names]
-    view = LatentView(reader, space, layer)
-    stored_as = {a: direction_name(a, space, view.layer) for a in names}
-    require_new(reader, [f"directions/{METHOD}/{stored_as[a]}" for a in names], overwrite)
-
-    capacity = num if num is not None else max(1, int(reader.n * ratio))
-    extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
-    plans = plan_attributes(names, columns, extremes, ratio, num, split, seed, invalid_value, named=bool(attributes))
+    reader, view, stored_as, plans = select_rows(
+        store, METHOD, "fit boundaries", space=space, layer=layer, attributes=attributes, ratio=ratio, num=num,
+        split=split, seed=seed, invalid_value=invalid_value, overwrite=overwrite, progress=progress)
     names = [p.name for p in plans]
 
     # One batched fit per distinct K (one call for all attributes unless NaNs differ between them); every

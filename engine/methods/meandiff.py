@@ -25,10 +25,9 @@ import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option
 from engine.methods import Method, ReportSection
-from engine.methods._common import open_for_reading, require_attribute, require_new, writing
-from engine.spaces import LatentView
-from engine.methods.interfacegan import check_selection, direction_name, plan_attributes, select_extremes
-from engine.store import Store, StoreError
+from engine.methods._common import require_new, writing
+from engine.methods.interfacegan import check_selection, select_rows
+from engine.store import Store
 
 METHOD = "meandiff"
 
@@ -47,18 +46,9 @@ def meandiff(store: str | os.PathLike | Store, *, space: str = "z", attributes: 
     if num is not None:
         ratio = None
     check_selection(ratio, num)
-    reader = open_for_reading(store)
-    if not reader.attributes:
-        raise StoreError(f"{reader.path} has no scores: sample it with --predictor to take mean differences")
-    names = list(dict.fromkeys(attributes)) if attributes else reader.attributes
-    columns = [require_attribute(reader, a) for a in names]
-    view = LatentView(reader, space, layer)
-    stored_as = {a: direction_name(a, space, view.layer) for a in names}
-    require_new(reader, [f"directions/{METHOD}/{stored_as[a]}" for a in names], overwrite)
-
-    capacity = num if num is not None else max(1, int(reader.n * ratio))
-    extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
-    plans = plan_attributes(names, columns, extremes, ratio, num, 1.0, 0, invalid_value, named=bool(attributes))
+    reader, view, stored_as, plans = select_rows(
+        store, METHOD, "take mean differences", space=space, layer=layer, attributes=attributes, ratio=ratio,
+        num=num, split=1.0, seed=0, invalid_value=invalid_value, overwrite=overwrite, progress=progress)
     sides = [np.sort(p.train_pos) for p in plans] + [np.sort(p.train_neg) for p in plans]
     sums = np.zeros((len(sides), view.dim), np.float64)
     with progress_bar(total=view.n, desc="summing selected rows", unit="rows", enabled=progress) as bar:
