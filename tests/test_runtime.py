@@ -58,3 +58,39 @@ def test_the_first_error_stops_the_run_and_keeps_what_was_committed(tmp_path):
     pending = store.pending_chunks()
     run_in_process(NormJob(), store, pending)                 # a resume redoes exactly the rest
     assert store.complete
+
+
+@dataclass
+class FailingReadJob(NormJob):
+    """Reads fail at chunk 5 while a slow writer keeps the write queue full."""
+
+    def read(self, store, index):
+        if index == 5:
+            raise OSError("chunk 5 cannot be read")
+        return super().read(store, index)
+
+    def write(self, store, index, outputs):
+        import time
+        time.sleep(0.05)
+        return super().write(store, index, outputs)
+
+
+def test_a_read_error_while_the_writer_is_behind_stops_the_run_without_hanging(tmp_path):
+    import threading
+
+    store = _store(tmp_path / "s.zarr")
+    outcome = []
+
+    def run():
+        try:
+            run_in_process(FailingReadJob(), store, range(10))
+        except OSError as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the run hung after the reader failed"
+    assert outcome == ["chunk 5 cannot be read"]
+    done = store.progress()                                # what was computed before the error is committed
+    assert done.sum() >= 1 and done[:done.sum()].all() and not done[5:].any()

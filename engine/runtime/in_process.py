@@ -82,14 +82,14 @@ def run_in_process(job: ChunkJob, store: Store, chunks: Iterable[int],
         stop.set()
         raise
     finally:
-        # Let the writer drain what was computed (those chunks are complete) before reporting.
+        # Let the writer drain what was computed (those chunks are complete) before reporting. A live writer
+        # keeps taking from the queue, so the end marker always gets in; a dead one ends the loop.
         while threads[1].is_alive():
             try:
                 write_queue.put(None, timeout=0.1)
                 break
             except queue.Full:
-                if stop.is_set() and errors:
-                    break
+                continue
         threads[1].join()
         stop.set()
         threads[0].join(timeout=5)
