@@ -71,7 +71,7 @@ class FailingReadJob(NormJob):
 
     def write(self, store, index, outputs):
         import time
-        time.sleep(0.05)
+        time.sleep(0.3)
         return super().write(store, index, outputs)
 
 
@@ -89,7 +89,7 @@ def test_a_read_error_while_the_writer_is_behind_stops_the_run_without_hanging(t
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    worker.join(timeout=30)
+    worker.join(timeout=10)
     assert not worker.is_alive(), "the run hung after the reader failed"
     assert outcome == ["chunk 5 cannot be read"]
     done = store.progress()                                # what was computed before the error is committed
