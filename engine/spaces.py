@@ -256,12 +256,16 @@ def synthesis_input(G: Any, codes: Any, space: LatentSpace, base_ws: Any = None,
         return G.mapping(codes)
     if space.name == "wp" and space.layer is None:
         return codes.reshape(-1, G.num_ws, G.w_dim)
-    if space.name == "w" and layers is None:
+    if space.name == "w":
         truncate = getattr(G, "truncate", None)    # w is stored before truncation: apply it as mapping did
-        return truncate(codes) if callable(truncate) else codes[:, None, :].expand(-1, G.num_ws, -1)
+        per_layer = truncate(codes) if callable(truncate) else codes[:, None, :].expand(-1, G.num_ws, -1)
+        if layers is None:
+            return per_layer
+    else:
+        per_layer = codes[:, None, :].expand(-1, G.num_ws, -1)    # one wp layer's code, already as synthesized
     first, last = layers if layers is not None else (space.layer, space.layer)
     if base_ws is None:
         raise ValueError("editing part of the layers needs the unedited per-layer codes (base_ws)")
     ws = base_ws.clone()
-    ws[:, first:last + 1] = codes[:, None, :]
+    ws[:, first:last + 1] = per_layer[:, first:last + 1]
     return ws

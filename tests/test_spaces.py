@@ -39,8 +39,9 @@ def test_synthesis_inputs_change_only_the_layers_a_space_owns():
     one = synthesis_input(G, moved, LatentSpace("wp", 2), base_ws=ws)
     assert torch.equal(one[:, 2], moved) and torch.equal(one[:, [0, 1, 3]], ws[:, [0, 1, 3]])
     ranged = synthesis_input(G, moved, LatentSpace("w"), base_ws=ws, layers=(1, 2))
-    assert torch.equal(ranged[:, 1:3], moved[:, None].expand(-1, 2, -1)) and torch.equal(ranged[:, [0, 3]],
-                                                                                          ws[:, [0, 3]])
+    assert torch.equal(ranged[:, 1:3], G.truncate(moved)[:, 1:3]) and torch.equal(ranged[:, [0, 3]], ws[:, [0, 3]])
+    # Unedited w on truncated layers gives back exactly the sampled per-layer codes.
+    torch.testing.assert_close(synthesis_input(G, w, LatentSpace("w"), base_ws=ws, layers=(0, 1)), ws)
     with pytest.raises(ValueError, match="w-sized"):
         synthesis_input(G, ws.reshape(3, -1), LatentSpace("wp"), base_ws=ws, layers=(0, 1))
 
@@ -68,6 +69,8 @@ def test_edit_moves_a_w_direction_on_a_range_of_layers_only(tmp_path):
     G = truncating_generator()
     whole = edit(store.path, "test/d", alphas="0,2,2", units="raw", samples=3, generator=G)
     ranged = edit(store.path, "test/d", alphas="0,2,2", units="raw", samples=3, generator=G, layers="2-3")
+    truncated = edit(store.path, "test/d", alphas="0,2,2", units="raw", samples=3, generator=G, layers="0-1")
+    torch.testing.assert_close(truncated["images"][:, 0], whole["images"][:, 0])     # α = 0 is the sample itself
     assert ranged["layers"] == [2, 3] and whole["layers"] is None
     # At α = 0 both are the unedited image; at α = 2 only layers 2-3 carry w + 2n, layers 0-1 keep their codes.
     torch.testing.assert_close(ranged["images"][:, 0], whole["images"][:, 0])
