@@ -58,11 +58,17 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def local_path(path: str | os.PathLike) -> Path:
+    """A local store path with symlinks resolved: the real folder, so that its staging folder and lock file sit
+    on its own file system and every name for one store means one lock."""
+    return Path(os.fspath(path).removeprefix("file://")).resolve()
+
+
 class Staging:
     """The staging folder of the store at ``store_path`` (a local path)."""
 
     def __init__(self, store_path: str | os.PathLike):
-        store = Path(os.fspath(store_path).removeprefix("file://")).absolute()
+        store = local_path(store_path)
         self.root = store.with_name(store.name + ".staging")
 
     def new_folder(self, kind: str) -> Path:

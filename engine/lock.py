@@ -22,6 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
+from engine.atomic import local_path
+
 
 class LockError(RuntimeError):
     """Another live process holds the store's lock, or the file system cannot lock."""
@@ -31,7 +33,7 @@ def lock_path_for(store_path: str) -> Path | None:
     """The lock file for a local store path; None for remote URLs (which cannot be locked)."""
     if "://" in store_path and not store_path.startswith("file://"):
         return None
-    path = Path(store_path.removeprefix("file://")).absolute()
+    path = local_path(store_path)
     return path.with_name(path.name + ".lock")
 
 

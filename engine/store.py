@@ -38,7 +38,7 @@ import numpy as np
 import zarr
 
 from engine._version import __version__
-from engine.atomic import Staging
+from engine.atomic import Staging, local_path
 
 SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
@@ -247,7 +247,7 @@ class Store:
             _lay_out(zarr.open_group(str(staged), mode="w"), n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim,
                      w_dim=w_dim, num_ws=num_ws, spaces=spaces, attributes=attributes, meta=meta,
                      sources=sources)
-            staging.install(staged, Path(path.removeprefix("file://")).absolute())
+            staging.install(staged, local_path(path))
         except OSError as exc:
             staging.discard(staged)
             state = "the existing store is unchanged" if exists(path) else "nothing was created"
@@ -443,7 +443,7 @@ class Store:
         staged = staging.new_folder("write")
         try:
             build(zarr.open_group(str(staged), mode="w"), "result")
-            staging.install(staged / "result", Path(self.path.removeprefix("file://")).absolute() / key)
+            staging.install(staged / "result", local_path(self.path) / key)
         except OSError as exc:
             raise write_failure(exc, f"{key} of {self.path}", "the store is unchanged",
                                 "run the command again") from exc

@@ -399,3 +399,18 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(planted_store):
     result = CliRunner().invoke(cli, ["sample", str(Path(planted_store.path).parent / "x.zarr"), "-g", "planted",
                                       "-n", "10", "--invalid-option"])
     assert result.exit_code == 2                          # click's usage error, as the README says
+
+
+def test_a_store_reached_through_a_symlink_has_one_lock_and_stages_beside_the_real_folder(tmp_path):
+    real = tmp_path / "disk" / "s.zarr"
+    real.parent.mkdir()
+    _store_with_result(real)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(real)
+    with StoreLock(str(link)):
+        with pytest.raises(LockError, match="being written by another process"):
+            StoreLock(str(real)).acquire()
+    assert Staging(link).root == Staging(real).root == real.with_name("s.zarr.staging")
+    Store.open(link, mode="r+").write_direction("interfacegan", "age", NEW, {"space": "z"})
+    np.testing.assert_array_equal(Store.open(real).read_direction("interfacegan/age")[0], NEW)
+    assert link.is_symlink()
