@@ -93,11 +93,16 @@ class Staging:
             token = uuid.uuid4().hex[:12]
             record = self.root / (token + _INSTALL)
             temporary = self.root / (token + ".tmp")
-            temporary.write_text(json.dumps({"target": str(target), "staged": str(staged)}))
-            os.replace(temporary, record)         # from here on, recover() finishes this install
             old = self.root / f"old-{token}"
+            temporary.write_text(json.dumps({"target": str(target), "staged": str(staged), "old": str(old)}))
+            os.replace(temporary, record)         # from here on, recover() finishes this install
             os.rename(target, old)
-            os.rename(staged, target)
+            try:
+                os.rename(staged, target)
+            except BaseException:
+                os.rename(old, target)            # put the old result back: the store stays as it was
+                record.unlink()
+                raise
             _remove(old)
             record.unlink()
         self._remove_root_if_empty()
@@ -113,13 +118,16 @@ class Staging:
         for record in sorted(self.root.glob("*" + _INSTALL)):
             try:
                 entry = json.loads(record.read_text())
-                target, staged = Path(entry["target"]), Path(entry["staged"])
+                target, staged, old = Path(entry["target"]), Path(entry["staged"]), Path(entry["old"])
             except (OSError, ValueError, KeyError, TypeError):
                 record.unlink(missing_ok=True)
                 continue
             if staged.is_dir() and not target.exists():
                 os.rename(staged, target)
                 done.append(f"finished replacing {target}")
+            elif old.is_dir() and not target.exists():
+                os.rename(old, target)               # the new one is gone: the old result is the one to keep
+                done.append(f"restored {target}")
             record.unlink()
         for leftover in sorted(self.root.iterdir()):
             _remove(leftover)

@@ -414,3 +414,27 @@ def test_a_store_reached_through_a_symlink_has_one_lock_and_stages_beside_the_re
     Store.open(link, mode="r+").write_direction("interfacegan", "age", NEW, {"space": "z"})
     np.testing.assert_array_equal(Store.open(real).read_direction("interfacegan/age")[0], NEW)
     assert link.is_symlink()
+
+
+def test_a_failed_second_rename_puts_the_old_result_back(tmp_path, monkeypatch):
+    import errno
+
+    import engine.atomic as atomic
+
+    path = tmp_path / "s.zarr"
+    store = _store_with_result(path)
+    monkeypatch.setattr(atomic, "exchange", lambda a, b: False)       # a file system without RENAME_EXCHANGE
+    real, calls = os.rename, []
+
+    def rename(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error", str(b))
+        real(a, b)
+
+    monkeypatch.setattr(atomic.os, "rename", rename)
+    with pytest.raises(StoreWriteError, match="the store is unchanged"):
+        store.write_direction("interfacegan", "age", NEW, {"space": "z"})
+    monkeypatch.undo()
+    np.testing.assert_array_equal(Store.open(path).read_direction("interfacegan/age")[0], OLD)
+    assert not Staging(path).root.exists()
