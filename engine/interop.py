@@ -230,14 +230,16 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
             from engine.sampler import check_overwritable
             check_overwritable(str(store))
         source = {"kind": "imported", "format": "interfacegan", "files": [os.path.abspath(codes)]}
-        target = Store.create(str(store), n=n, chunk=chunk, z_dim=d if space == "z" else None,
-                              w_dim=None if space == "z" else d, num_ws=z.shape[1] if space == "wp" else None,
-                              spaces=[space], attributes=names, meta=meta, sources={space: source},
-                              overwrite=overwrite)
-        for index in range(target.n_chunks):
-            rows = target.chunk_rows(index)
-            target.write_chunk(index, {f"latents/{space}": np.asarray(z[rows], np.float32),
-                                       "scores": np.asarray(s[rows], np.float32)})
+        def fill(target: Store) -> None:
+            for index in range(target.n_chunks):
+                rows = target.chunk_rows(index)
+                target.write_chunk(index, {f"latents/{space}": np.asarray(z[rows], np.float32),
+                                           "scores": np.asarray(s[rows], np.float32)})
+
+        Store.create(str(store), n=n, chunk=chunk, z_dim=d if space == "z" else None,
+                     w_dim=None if space == "z" else d, num_ws=z.shape[1] if space == "wp" else None,
+                     spaces=[space], attributes=names, meta=meta, sources={space: source}, overwrite=overwrite,
+                     fill=fill)
     return Store.open(str(store))
 
 

@@ -204,11 +204,14 @@ class Store:
     def create(cls, path: str | os.PathLike, *, n: int, chunk: int, z_dim: int | None = None,
                w_dim: int | None = None, num_ws: int | None = None, spaces: Sequence[str] = ("z",),
                attributes: Sequence[str] = (), meta: dict[str, Any] | None = None,
-               sources: dict[str, dict[str, Any]] | None = None, overwrite: bool = False) -> "Store":
-        """Create an empty store for ``n`` rows in chunks of ``chunk`` rows.
+               sources: dict[str, dict[str, Any]] | None = None, overwrite: bool = False,
+               fill: Callable[["Store"], None] | None = None) -> "Store":
+        """Create a store for ``n`` rows in chunks of ``chunk`` rows: empty, or filled by ``fill``.
 
         ``sources`` gives, per space, where its rows come from (the ``source`` attrs of ``latents/<space>``).
-        Refuses an existing path unless ``overwrite``; the caller holds the store's lock.
+        ``fill(store)`` writes the rows before the store is put in place, so a store made from files in one go
+        (an import) replaces an existing one all or nothing. Refuses an existing path unless ``overwrite``;
+        the caller holds the store's lock.
         """
         path = str(path)
         _check_positive("n", n)
@@ -235,7 +238,10 @@ class Store:
             group = zarr.open_group(path, mode="w")
             _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
                      spaces=spaces, attributes=attributes, meta=meta, sources=sources)
-            return cls(group, path, "r+")
+            created = cls(group, path, "r+")
+            if fill is not None:
+                fill(created)
+            return created
         # Built complete beside the target, then renamed into place: a creation killed half-way leaves only
         # staging (deleted by the next writer), never a folder that is neither a store nor free to replace.
         staging = Staging(path)
@@ -244,14 +250,21 @@ class Store:
             raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
         staged = staging.new_folder("create")
         try:
-            _lay_out(zarr.open_group(str(staged), mode="w"), n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim,
-                     w_dim=w_dim, num_ws=num_ws, spaces=spaces, attributes=attributes, meta=meta,
-                     sources=sources)
+            group = zarr.open_group(str(staged), mode="w")
+            _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
+                     spaces=spaces, attributes=attributes, meta=meta, sources=sources)
+            if fill is not None:
+                fill(cls(group, str(staged), "r+"))
             staging.install(staged, local_path(path))
         except OSError as exc:
             staging.discard(staged)
             state = "the existing store is unchanged" if exists(path) else "nothing was created"
             raise write_failure(exc, f"the new store {path}", state, "run the command again") from exc
+        except StoreWriteError as exc:          # a chunk that ``fill`` wrote: the cause, said for a creation
+            staging.discard(staged)
+            state = "the existing store is unchanged" if exists(path) else "nothing was created"
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(str(exc))
+            raise write_failure(cause, f"the new store {path}", state, "run the command again") from exc
         except BaseException:
             staging.discard(staged)
             raise

@@ -438,3 +438,30 @@ def test_a_failed_second_rename_puts_the_old_result_back(tmp_path, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(Store.open(path).read_direction("interfacegan/age")[0], OLD)
     assert not Staging(path).root.exists()
+
+
+def test_an_import_that_fails_half_way_leaves_the_existing_store_as_it_was(tmp_path, monkeypatch):
+    from engine.interop import import_interfacegan
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "z.npy", rng.standard_normal((600, 4)).astype(np.float32))
+    np.save(tmp_path / "smile_scores.npy", rng.standard_normal(600).astype(np.float32))
+    path = tmp_path / "s.zarr"
+    before = import_interfacegan(tmp_path / "z.npy", tmp_path / "smile_scores.npy", path, chunk=100)
+    codes = before.array("latents/z")[:]
+    real, written = Store.write_chunk, []
+
+    def fail_on_the_fourth(self, index, arrays):
+        written.append(index)
+        if len(written) == 4:
+            raise OSError(28, "No space left on device", "chunk")
+        real(self, index, arrays)
+
+    monkeypatch.setattr(Store, "write_chunk", fail_on_the_fourth)
+    with pytest.raises(StoreWriteError, match=r"^disk full while writing the new store .*; the existing store is "
+                                              r"unchanged; free space and run the command again"):
+        import_interfacegan(tmp_path / "z.npy", tmp_path / "smile_scores.npy", path, chunk=50, overwrite=True)
+    monkeypatch.undo()
+    after = Store.open(path)
+    assert after.complete and after.chunk == 100 and not Staging(path).root.exists()
+    np.testing.assert_array_equal(after.array("latents/z")[:], codes)
