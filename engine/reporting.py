@@ -96,18 +96,17 @@ def strongest_directions(store: Store, per_method: int) -> list[tuple[str, str]]
     of each direction array. The ranked ones come last, in folder order. The demo and the report both call
     this, so the grids and the re-scoring curves are always about the same directions.
     """
-    from engine.methods import method_named
+    from engine.methods import report_section
 
     targets: list[tuple[str, str]] = []
     ranked: dict[str, list[tuple[tuple, str, str]]] = {}
     for key in store.directions():
-        method = key.split("/", 1)[0]
         array = store.array(f"directions/{key}")
-        registration = method_named(method)
-        section = registration.report if registration is not None else None
+        attrs = dict(array.attrs)
+        section = report_section(key, attrs)        # the method its attrs record (condition), else its folder's
         if section is not None and section.rank is not None:
-            order, caption = section.rank(key, dict(array.attrs))
-            ranked.setdefault(method, []).append((order, key, caption))
+            order, caption = section.rank(key, attrs)
+            ranked.setdefault(id(section), []).append((order, key, caption))
         else:
             label = section.row_label if section is not None else "row"
             for row in range(min(per_method, array.shape[0])):

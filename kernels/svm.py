@@ -29,7 +29,7 @@ the smoothing adds more than ``_SMOOTHING_GAP`` of the exact objective at the cu
 width μ, made Newton crawl for tens of steps after every cut of μ; a primal-dual active-set polish on SVC's
 KKT system diverged from those warm starts.)
 
-Threads: on a CPU the batch is split over the single-threaded workers that ``kernels.eigh`` keeps (see
+Threads: on a CPU the batch is split over the single-threaded workers of ``kernels._threads`` (see
 ``_solve_batch``): each worker solves a contiguous share of the problems with one intra-op thread, so no OpenMP
 barrier is ever entered. The solver is thousands of small ops, each a parallel region ending in a barrier when
 torch has two or more threads, and when other processes load the cores a team member that spins or is

@@ -77,7 +77,9 @@ def test_report_shows_a_conditioned_direction_and_ranks_boundaries(tmp_path):
     engine.condition(store.path, first, [second])
     html = report(store.path, tmp_path / "out", per_method=2, samples=1, progress=False).read_text()
     assert f"conditioned on interfacegan/{second}" in html
-    ranked = strongest_directions(Store.open(store.path), per_method=2)
-    accuracies = [dict(Store.open(store.path).array(f"directions/{key}").attrs)["val_accuracy"]
-                  for key, _ in ranked]
-    assert len(ranked) == 2 and accuracies == sorted(accuracies, reverse=True)
+    chosen = [key for key, _ in strongest_directions(Store.open(store.path), per_method=2)]
+    # The conditioned direction is shown under its own (condition's) section, not ranked among the boundaries.
+    assert f"interfacegan/{first}__cond_{second}:0" in chosen
+    boundaries = [key for key in chosen if "__cond_" not in key]
+    accuracies = [dict(Store.open(store.path).array(f"directions/{key}").attrs)["val_accuracy"] for key in boundaries]
+    assert len(boundaries) == 2 and accuracies == sorted(accuracies, reverse=True)

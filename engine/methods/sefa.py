@@ -219,11 +219,12 @@ def _check_target(path: str, space: str, d: int, names: Sequence[str], overwrite
 
 def _write(path: str, results: dict[str, dict[str, Any]], d: int, source: str, overwrite: bool) -> None:
     from engine.lock import StoreLock
-    from engine.store import exists
+    from engine.store import exists, warn_repairs
 
     with StoreLock(path, purpose="sefa"):
         if exists(path):
             target = Store.open(path, mode="r+")
+            warn_repairs(path, target.recover())           # what a killed writer left, as every writer does
             # Checked again under the lock: another writer may have stored one of these names meanwhile.
             require_new(target, [f"directions/{METHOD}/{n}" for n in results], overwrite)
         else:
