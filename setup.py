@@ -21,7 +21,7 @@ setup(
         # torch may pull a multi-GB CUDA build.
         "torch>=2.2",
         "numpy>=1.26",
-        "zarr>=3.0",
+        "zarr>=3.1.3",  # LocalStore writes each file atomically (temp + rename) from 3.1.3 on; the store relies on it
         "fsspec>=2024.2",
         "dask[array]>=2024.1",
         "distributed>=2024.1",

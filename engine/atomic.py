@@ -51,6 +51,22 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+def _sync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (and it)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -83,8 +99,12 @@ class Staging:
         self._remove_root_if_empty()
 
     def install(self, staged: Path, target: Path) -> None:
-        """Put the complete folder ``staged`` at ``target``, replacing what is there in one step."""
+        """Put the complete folder ``staged`` at ``target``, replacing what is there in one step.
+
+        The staged files reach the disk before the rename, so a power loss cannot leave a renamed-in result
+        whose files are empty."""
         target.parent.mkdir(parents=True, exist_ok=True)
+        _sync_tree(staged)
         if not target.exists():
             os.rename(staged, target)
         elif exchange(staged, target):
