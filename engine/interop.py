@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.store import Store, StoreError
+from engine.store import Store, StoreError, check_positive_int
 
 FORMATS = ("interfacegan", "ganspace")
 
@@ -195,8 +195,7 @@ def import_interfacegan(codes: str | os.PathLike, scores: str | os.PathLike, sto
     """
     from engine.lock import StoreLock
 
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk <= 0:
-        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+    check_positive_int("chunk", chunk)
     if space not in ("z", "w", "wp"):
         raise ValueError(f"space must be z, w or wp; got {space!r}")
     z = open_npy(codes, "codes")

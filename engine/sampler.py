@@ -26,7 +26,8 @@ from engine.models.base import Generator, Predictor, mapped_w
 from engine.models.registry import load_generator, load_predictor
 from engine.spaces import spaces_for
 from engine.runtime import RunStats, run_chunk, run_in_process, run_on_dask
-from engine.store import MAX_CHUNKS, Store, StoreError, is_remote, exists, store_state, warn_repairs
+from engine.store import (Store, StoreError, check_chunk_count, check_positive_int, exists, is_remote, store_state,
+                          warn_repairs)
 
 DRAW_RECIPE = "numpy PCG64(SeedSequence(seed, spawn_key=(0, chunk_index))).standard_normal((chunk, z_dim), float32)[:rows]"
 
@@ -289,16 +290,13 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     from engine.progress import progress_bar
 
     for name, value in (("n", n), ("chunk", chunk), ("batch", 1 if batch is None else batch)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        check_positive_int(name, value)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
     chunk = min(int(chunk), int(n))      # a chunk beyond n would only be a larger empty zarr chunk
-    if -(-n // chunk) > MAX_CHUNKS:
-        raise ValueError(f"n={n} in chunks of {chunk} makes {-(-n // chunk)} chunks; a store holds at most "
-                         f"{MAX_CHUNKS}: use chunks of at least {-(-n // MAX_CHUNKS)} rows")
+    check_chunk_count(int(n), chunk)
     path = str(path)
     distributed = workers is not None or scheduler is not None or gpus is not None
     if distributed and not (isinstance(generator, str) and all(isinstance(p, str) for p in predictors)):

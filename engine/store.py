@@ -214,8 +214,8 @@ class Store:
         the caller holds the store's lock.
         """
         path = str(path)
-        _check_positive("n", n)
-        _check_positive("chunk", chunk)
+        check_positive_int("n", n)
+        check_positive_int("chunk", chunk)
         unknown = [s for s in spaces if s not in SPACES]
         if unknown or not spaces:
             raise ValueError(f"spaces must be among {SPACES} (at least one); got {list(spaces)}")
@@ -228,10 +228,7 @@ class Store:
         unsourced = set(sources or {}) - set(spaces)
         if unsourced:
             raise ValueError(f"sources names spaces the store does not have: {sorted(unsourced)}")
-        n_chunks = -(-n // chunk)
-        if n_chunks > MAX_CHUNKS:
-            raise ValueError(f"n={n} in chunks of {chunk} makes {n_chunks} chunks; a store holds at most "
-                             f"{MAX_CHUNKS}: use chunks of at least {-(-n // MAX_CHUNKS)} rows")
+        n_chunks = check_chunk_count(n, chunk)
         if is_remote(path):
             if exists(path) and not overwrite:
                 raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
@@ -547,9 +544,20 @@ def _check_node_name(name: str) -> None:
                          f"'.partial'; got {name!r}")
 
 
-def _check_positive(name: str, value: int) -> None:
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` when it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def check_chunk_count(n: int, chunk: int) -> int:
+    """The number of chunks of ``n`` rows in chunks of ``chunk``; a ValueError past ``MAX_CHUNKS``."""
+    n_chunks = -(-n // chunk)
+    if n_chunks > MAX_CHUNKS:
+        raise ValueError(f"n={n} in chunks of {chunk} makes {n_chunks} chunks; a store holds at most "
+                         f"{MAX_CHUNKS}: use chunks of at least {-(-n // MAX_CHUNKS)} rows")
+    return n_chunks
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,10 +11,8 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import numpy as np
-
 from engine.lock import StoreLock
-from engine.store import Store, StoreError, check_writable, warn_repairs
+from engine.store import Store, StoreError, check_positive_int, check_writable, warn_repairs
 
 
 def store_path(store: str | os.PathLike | Store) -> str:
@@ -61,10 +59,7 @@ def require_new(store: Store, paths: Sequence[str], overwrite: bool) -> None:
                                 "replace it, or choose another name")
 
 
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
+
 
 
 def require_attribute(store: Store, name: str) -> int:
@@ -72,3 +67,6 @@ def require_attribute(store: Store, name: str) -> int:
         return store.attribute_index(name)
     except StoreError:
         raise StoreError(f"unknown attribute {name!r}; {store.path} has {store.attributes or 'no scores'}") from None
+
+__all__ = ["ResultExistsError", "check_positive_int", "open_for_reading", "require_attribute", "require_new",
+           "store_path", "writing"]
