@@ -457,8 +457,9 @@ def _summary_row(run: Run, folder: Path, record: dict[str, Any], seconds: float)
     row["samples_per_s"] = store.meta.get("samples_per_s")
     for key in store.directions():
         method, _, attribute = key.partition("/")
-        if method == "interfacegan":
-            accuracy = store.array(f"directions/{key}").attrs.get("val_accuracy")
+        attrs = store.array(f"directions/{key}").attrs
+        if method == "interfacegan" and attrs.get("method", "interfacegan") == "interfacegan":   # not conditioned
+            accuracy = attrs.get("val_accuracy")
             row["boundary_accuracy"][attribute] = None if accuracy is None else round(float(accuracy), 4)
     return row
 
