@@ -30,6 +30,9 @@ from engine.store import (Store, StoreError, check_chunk_count, check_positive_i
                           warn_repairs)
 
 DRAW_RECIPE = "numpy PCG64(SeedSequence(seed, spawn_key=(0, chunk_index))).standard_normal((chunk, z_dim), float32)[:rows]"
+#: How a generator's random noise (StyleGAN ``noise=random``) is seeded per chunk, recorded with the store.
+NOISE_RECIPE = "torch.Generator seeded SeedSequence(seed, spawn_key=(1, chunk_index)).generate_state(1, uint64)[0] >> 1, drawn batch after batch"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None = None) -> np.ndarray:
@@ -38,6 +41,26 @@ def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None =
     # The generator fills row after row, so the first ``rows`` rows of the chunk's draw are drawn alone:
     # a short last chunk (or chunk > n) never allocates the full chunk.
     return rng.standard_normal((chunk if rows is None else min(rows, chunk), z_dim), dtype=np.float32)
+
+
+def noise_seed(seed: int, index: int) -> int:
+    """The seed of chunk ``index``'s generator noise (``NOISE_RECIPE``): like its codes, a function of (seed, i)."""
+    state = np.random.SeedSequence(seed, spawn_key=(1, index)).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+@dataclass(frozen=True)
+class ChunkCodes:
+    """What a sampling chunk starts from: its index (which seeds any generator noise) and its codes."""
+
+    index: int
+    z: np.ndarray
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return precision
 
 
 @dataclass
@@ -49,15 +72,29 @@ class ChunkComputer:
     spaces: Sequence[str]
     batch: int
     device: torch.device
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.batch <= 0:
             raise ValueError(f"batch must be a positive integer; got {self.batch!r}")
+        check_precision(self.precision)
         self.attributes = [a for P in self.predictors for a in P.attributes]
 
-    def __call__(self, z: np.ndarray) -> dict[str, np.ndarray]:
+    def _autocast(self):
+        """The generator and predictors in ``precision`` (torch autocast); codes and scores stay float32."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def __call__(self, z: np.ndarray, noise_seed: int | None = None) -> dict[str, np.ndarray]:
+        """Codes, mapped codes and scores of one chunk; ``noise_seed`` restarts the generator's random noise
+        (generators with ``reseed_noise``) so that a chunk's images do not depend on the chunks before it."""
         rows = z.shape[0]
         G = self.generator
+        reseed = getattr(G, "reseed_noise", None)
+        if noise_seed is not None and callable(reseed):
+            reseed(noise_seed)
         out: dict[str, np.ndarray] = {"latents/z": z}
         if "w" in self.spaces:
             out["latents/w"] = np.empty((rows, G.w_dim), np.float32)
@@ -65,7 +102,7 @@ class ChunkComputer:
             out["latents/wp"] = np.empty((rows, G.num_ws, G.w_dim), np.float32)
         if self.attributes:
             out["scores"] = np.empty((rows, len(self.attributes)), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for start in range(0, rows, self.batch):
                 stop = min(start + self.batch, rows)
                 # A copy torch owns (aligned as torch aligns), whatever offset the batch has inside the chunk.
@@ -100,6 +137,7 @@ class ModelSpecs:
     device: str
     batch: int
     spaces: tuple[str, ...]
+    precision: str = "fp32"
 
 
 #: Model sets a process keeps built for the next chunks (one run normally needs one).
@@ -117,7 +155,7 @@ def _built(specs: ModelSpecs) -> ChunkComputer:
         dev = resolve_device(specs.device)
         G = load_generator(specs.generator, dev)
         Ps = [load_predictor(p, G, dev) for p in specs.predictors]
-        computer = ChunkComputer(G, Ps, list(specs.spaces), specs.batch, dev)
+        computer = ChunkComputer(G, Ps, list(specs.spaces), specs.batch, dev, specs.precision)
         _MODELS[specs] = computer
         while len(_MODELS) > MODEL_CACHE_SIZE:
             _MODELS.popitem(last=False)
@@ -142,12 +180,12 @@ class SamplingJob:
         if (self.models is None) == (self.computer is None):
             raise ValueError("a SamplingJob needs exactly one of models (SPECs) or computer (built models)")
 
-    def read(self, store: Store, index: int) -> np.ndarray:
+    def read(self, store: Store, index: int) -> ChunkCodes:
         rows = store.chunk_rows(index)
-        return draw_codes(self.seed, index, self.chunk, self.z_dim, rows.stop - rows.start)
+        return ChunkCodes(index, draw_codes(self.seed, index, self.chunk, self.z_dim, rows.stop - rows.start))
 
-    def compute(self, z: np.ndarray) -> dict[str, np.ndarray]:
-        return (self.computer or _built(self.models))(z)
+    def compute(self, codes: ChunkCodes) -> dict[str, np.ndarray]:
+        return (self.computer or _built(self.models))(codes.z, noise_seed(self.seed, codes.index))
 
     def write(self, store: Store, index: int, outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
         stored = {f"latents/{s}" for s in store.spaces} | ({"scores"} if store.attributes else set())
@@ -163,25 +201,26 @@ class SamplingJob:
 
 
 def sample_chunk(store_path: str, index: int, generator_spec: str, predictor_specs: Sequence[str], *,
-                 batch: int, device: str = "auto") -> tuple[int, dict[str, int]]:
+                 batch: int, device: str = "auto", precision: str = "fp32") -> tuple[int, dict[str, int]]:
     """Compute and commit chunk ``index`` of the store at ``store_path`` in this process (a Dask task does
     exactly this); returns (index, counters). Running it twice writes the same values."""
     store = Store.open(store_path)
-    job = _spec_job(store, generator_spec, predictor_specs, batch=batch, device=device)
+    job = _spec_job(store, generator_spec, predictor_specs, batch=batch, device=device, precision=precision)
     return run_chunk(job, store_path, index)
 
 
 def _spec_job(store: Store, generator_spec: str, predictor_specs: Sequence[str], *, batch: int,
-              device: str) -> SamplingJob:
+              device: str, precision: str = "fp32") -> SamplingJob:
     meta = store.meta
-    specs = ModelSpecs(generator_spec, tuple(predictor_specs), str(device), int(batch), tuple(store.spaces))
+    specs = ModelSpecs(generator_spec, tuple(predictor_specs), str(device), int(batch), tuple(store.spaces),
+                       check_precision(precision))
     return SamplingJob(int(meta["seed"]), store.chunk, int(meta["z_dim"]), models=specs)
 
 
 def run_distributed(store: Store, generator_spec: str, predictor_specs: Sequence[str], chunks: Sequence[int], *,
                     batch: int, device: str | torch.device = "auto", cluster: ClusterHandle | None = None,
                     workers: int | None = None, scheduler: str | None = None,
-                    gpus: str | Sequence[int] | None = None,
+                    gpus: str | Sequence[int] | None = None, precision: str = "fp32",
                     on_chunk: Callable[[int, int], None] | None = None) -> RunStats:
     """Sample ``chunks`` of ``store`` on a Dask cluster: the one ``cluster`` the caller opened, or one started
     (or reached) here from ``workers`` / ``scheduler`` / ``gpus`` and closed at the end. The caller holds the
@@ -191,9 +230,9 @@ def run_distributed(store: Store, generator_spec: str, predictor_specs: Sequence
             raise ClusterError("run_distributed needs one of workers, scheduler or gpus")
         with cluster_client(workers, scheduler, gpus) as handle:
             return run_distributed(store, generator_spec, predictor_specs, chunks, batch=batch, device=device,
-                                   cluster=handle, on_chunk=on_chunk)
+                                   cluster=handle, precision=precision, on_chunk=on_chunk)
     job = _spec_job(store, generator_spec, predictor_specs, batch=batch,
-                    device=_worker_device(cluster.request, device))
+                    device=_worker_device(cluster.request, device), precision=precision)
     return run_on_dask(job, store.path, [int(i) for i in chunks], cluster, on_chunk=on_chunk)
 
 
@@ -210,10 +249,12 @@ def _spec_of(model: object) -> str:
     return getattr(model, "spec", None) or f"{type(model).__module__}:{type(model).__qualname__}"
 
 
-def numerics(batch: int, device: torch.device, distributed: bool = False) -> dict[str, object]:
+def numerics(batch: int, device: torch.device, distributed: bool = False,
+             precision: str = "fp32") -> dict[str, object]:
     """What decides the last float bits of w and the scores (never of z): recorded when a store is created and
     compared when it is resumed. Thread counts are per worker on a cluster, so they are left out there."""
-    record = {"batch": int(batch), "device_type": device.type, "torch_version": torch.__version__,
+    record = {"batch": int(batch), "device_type": device.type, "precision": precision,
+              "torch_version": torch.__version__,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "float32_matmul_precision": torch.get_float32_matmul_precision()}
     if not distributed:
@@ -241,10 +282,19 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
     record = {"seed": int(seed), "generator": _spec_of(generator),
               "predictors": [_spec_of(P) for P in predictors], "draw": DRAW_RECIPE,
               "torch_version": torch.__version__, **({"numerics": numerics} if numerics else {})}
+    provenance = getattr(generator, "provenance", None)
+    if provenance:
+        record["generator_file"] = dict(provenance)
+        if provenance.get("noise") == "random":
+            record["noise"] = NOISE_RECIPE
     if resume and exists(path):
         store = Store.open(path, mode="r+")          # a damaged or unfinished store says so, and how to redo it
         expected = {"n": n, "chunk": chunk, "z_dim": generator.z_dim, "spaces": list(spaces),
                     "attributes": attributes, **{k: record[k] for k in ("seed", "generator", "predictors")}}
+        if provenance and (store.meta.get("generator_file") or {}).get("sha256") != provenance.get("sha256"):
+            raise StoreError(f"cannot resume {path}: the generator file {provenance.get('path')} is not the one "
+                             f"it was sampled with (SHA-256 {str(provenance.get('sha256'))[:12]}… now, "
+                             f"{str((store.meta.get('generator_file') or {}).get('sha256'))[:12]}… then)")
         for key, value in expected.items():
             if store.meta.get(key) != value:
                 raise StoreError(f"cannot resume {path}: it was sampled with {key}={store.meta.get(key)!r}, "
@@ -278,14 +328,15 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
            seed: int = 0, chunk: int = 4096, batch: int | None = None, device: str | torch.device = "auto",
            spaces: Sequence[str] | None = None, resume: bool = False, overwrite: bool = False,
            progress: bool = True, workers: int | None = None, scheduler: str | None = None,
-           gpus: str | Sequence[int] | None = None) -> Store:
+           gpus: str | Sequence[int] | None = None, precision: str = "fp32") -> Store:
     """Sample ``n`` codes into the store at ``path`` and return it (opened read-only).
 
     ``generator`` and ``predictors`` are SPEC strings (see ``engine.models.registry``) or model objects.
     Exactly one of a fresh path, ``resume`` (continue an interrupted run) or ``overwrite`` applies.
     ``workers``, ``scheduler`` or ``gpus`` spread the chunks over a Dask cluster (``engine.distributed``);
     the store is identical either way. ``batch`` (rows per generator call) defaults by device type
-    (``engine.devices.DEFAULT_BATCH``); it changes speed and memory, never the codes.
+    (``engine.devices.DEFAULT_BATCH``); it changes speed and memory, never the codes. ``precision`` (fp32,
+    bf16, fp16) runs the generator and predictors under torch autocast; codes and scores are stored as float32.
     """
     from engine.progress import progress_bar
 
@@ -295,6 +346,7 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
+    check_precision(precision)
     chunk = min(int(chunk), int(n))      # a chunk beyond n would only be a larger empty zarr chunk
     check_chunk_count(int(n), chunk)
     path = str(path)
@@ -316,19 +368,21 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         # The cluster is up (or the scheduler reached) before the store is created: no empty store is left
         # behind by an unreachable address.
         store = prepare_store(path, G, Ps, n=n, seed=seed, chunk=chunk, spaces=chosen, resume=resume,
-                              overwrite=overwrite, numerics=numerics(batch, dev, distributed))
+                              overwrite=overwrite, numerics=numerics(batch, dev, distributed, precision))
         stored = store.meta.get("numerics") or {}
         if requested_batch is None and stored.get("batch"):
             batch = int(stored["batch"])                # a resume computes in the batches the run began with
-        _warn_if_numerics_differ(path, stored, numerics(batch, dev, distributed))
+        _warn_if_numerics_differ(path, stored, numerics(batch, dev, distributed, precision))
         pending = store.pending_chunks()
         done_rows = n - sum(store.chunk_rows(i).stop - store.chunk_rows(i).start for i in pending)
         with progress_bar(total=n, initial=done_rows, desc="sample", unit="samples", enabled=progress) as bar:
             if distributed:
                 stats = run_distributed(store, generator, list(predictors), pending, batch=batch, device=device,
-                                        cluster=cluster, on_chunk=lambda i, rows: bar.update(rows))
+                                        cluster=cluster, precision=precision,
+                                        on_chunk=lambda i, rows: bar.update(rows))
             else:
-                job = SamplingJob(int(seed), store.chunk, G.z_dim, computer=ChunkComputer(G, Ps, chosen, batch, dev))
+                job = SamplingJob(int(seed), store.chunk, G.z_dim, computer=ChunkComputer(G, Ps, chosen, batch, dev,
+                                                                                   precision))
                 stats = run_in_process(job, store, pending, on_chunk=lambda i, rows: bar.update(rows))
         if stats.rows:
             store.update_meta(device=str(dev), batch=int(batch), samples_per_s=round(stats.samples_per_s, 1))

@@ -14,9 +14,11 @@ Examples:
   latent-engine sample run.zarr --generator digits --predictor digits --predictor imagestats -n 50000 --space z --space w
   latent-engine sample run.zarr --generator planted --predictor planted -n 100000 --resume
   latent-engine sample big.zarr --generator mypkg.models:make_gan --predictor imagestats -n 500000 --workers 2
+  latent-engine sample ffhq.zarr --generator stylegan2:stylegan2-ffhq-config-f.pt,truncation=0.7 --predictor imagestats -n 200000 --space w --space wp
+  latent-engine sample afhq.zarr --generator stylegan3:stylegan3-t-afhqv2-512x512.pkl --predictor imagestats -n 50000 --precision bf16 --device cuda
 """)
 @click.argument("store", type=str)
-@click.option("--generator", "-g", required=True, help="Generator SPEC: planted, digits, convstack, or pkg.module:factory.")
+@click.option("--generator", "-g", required=True, help="Generator SPEC: planted, digits, convstack, stylegan2:FILE, stylegan3:FILE.pkl, stylegan:FILE.pth (options after commas: truncation=0.7, truncation_cutoff=8, noise=const|random, class=K), or pkg.module:factory.")
 @click.option("--predictor", "-p", "predictors", multiple=True, help="Predictor SPEC (repeatable): planted, digits, imagestats, pkg.module:factory.")
 @click.option("-n", "n", type=int, required=True, help="Number of latent codes to sample.")
 @click.option("--seed", type=int, default=0, help="Seed of the latent draw; recorded in the store.")
@@ -31,11 +33,13 @@ Examples:
 @click.option("--gpus", default=None, help="Comma-separated GPU indices: one Dask worker per GPU (needs the [gpu] extra).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: redo exactly the uncommitted chunks.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Arithmetic of the generator and predictors (torch autocast); codes and scores are stored as float32.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed: int, chunk: int, batch: int | None,
            device: str, spaces: tuple[str, ...], workers: int | None, scheduler: str | None, gpus: str | None,
-           resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
+           resume: bool, overwrite: bool, precision: str, quiet: bool, as_json: bool) -> None:
     """Sample N latent codes through a generator and predictors into a Zarr store.
 
     The codes of each chunk depend only on (seed, chunk index, chunk size, z_dim), so the store is identical
@@ -46,7 +50,8 @@ def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed
 
     result = run_sample(store, generator, list(predictors), n=n, seed=seed, chunk=chunk, batch=batch,
                         device=device, spaces=list(spaces) or None, resume=resume, overwrite=overwrite,
-                        progress=not quiet and not as_json, workers=workers, scheduler=scheduler, gpus=gpus)
+                        progress=not quiet and not as_json, workers=workers, scheduler=scheduler, gpus=gpus,
+                        precision=precision)
     summary = summarize(result)
     if as_json:
         echo_json(summary)

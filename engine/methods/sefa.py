@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 METHOD = "sefa"
-LATENT_SPACE = {"stylegan2": "w", "stylegan": "w", "pggan": "z", "biggan": "z"}
+LATENT_SPACE = {"stylegan2": "w", "stylegan3": "w", "stylegan": "w", "pggan": "z", "biggan": "z"}
 
 
 def parse_layers(spec: str, count: int) -> list[int]:
@@ -114,6 +114,8 @@ def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = N
     The checkpoint entry is the wrapper key the weights came from (``g_ema``, ``generator_smooth``, ...), None
     for a bare state dict or a generator object.
     """
+    import inspect
+
     import torch
 
     from engine.models.checkpoints import LIKE
@@ -143,7 +145,13 @@ def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = N
     if not callable(getattr(G, "latent_weights", None)):
         raise ValueError(f"generator {getattr(G, 'spec', G)!r} does not expose latent_weights() "
                          "(engine.models.base.Factorizable); pass its checkpoint with --family instead")
-    layers = [(name, torch.as_tensor(w).detach().float().cpu()) for name, w in G.latent_weights()]
+    if include_torgb:
+        if "include_torgb" not in inspect.signature(G.latent_weights).parameters:
+            raise ValueError(f"generator {getattr(G, 'spec', G)!r} has no ToRGB layers to add: drop --include-torgb")
+        found = G.latent_weights(include_torgb=True)
+    else:
+        found = G.latent_weights()
+    layers = [(name, torch.as_tensor(w).detach().float().cpu()) for name, w in found]
     if not layers:
         raise ValueError(f"generator {getattr(G, 'spec', G)!r} returned no latent weights")
     space = "w" if getattr(G, "has_mapping", False) else "z"
@@ -244,6 +252,7 @@ Examples:
   latent-engine sefa --checkpoint pggan.pth --family pggan --store pggan.zarr
   latent-engine sefa --checkpoint stylegan2-ffhq.pth --family stylegan2 --like sefa --layers 0-1
   latent-engine sefa --checkpoint 550000.pt --family stylegan2 --like rosinality
+  latent-engine sefa --generator stylegan3:stylegan3-r-ffhq-1024x1024.pkl --store ffhq3.zarr
 
 \b
 Layer conventions (--like; they differ for StyleGAN2 only):
@@ -258,16 +267,16 @@ Layer conventions (--like; they differ for StyleGAN2 only):
 Default result names say what they hold: layers_0-3 (all resolves to its indices), layer_fc (one
 layer), like_sefa_layers_0-17 / like_rosinality_layers_0-17 for the reference conventions.
 """)
-@click.option("--generator", "-g", default=None, help="Generator SPEC exposing latent_weights() (e.g. planted).")
-@click.option("--checkpoint", default=None, help="Checkpoint file (.pt/.pth state dict); needs --family. Inside g_ema, generator_smooth (before generator), state_dict, ... is read; the result records which.")
-@click.option("--family", type=click.Choice(["stylegan2", "stylegan", "pggan", "biggan"]), default=None, help="Weight layout of --checkpoint.")
+@click.option("--generator", "-g", default=None, help="Generator SPEC exposing latent_weights() (e.g. planted, stylegan2:ffhq.pkl).")
+@click.option("--checkpoint", default=None, help="Checkpoint file (.pt/.pth state dict, or an NVlabs .pkl read safely); needs --family. Inside g_ema, generator_smooth (before generator), state_dict, ... is read; the result records which.")
+@click.option("--family", type=click.Choice(["stylegan2", "stylegan3", "stylegan", "pggan", "biggan"]), default=None, help="Weight layout of --checkpoint.")
 @click.option("--layers", "layers", multiple=True, default=["all"], help="all | 0-3 | 0,2,5 (repeatable: all selections in one batched eigh), numbered as --like says.")
 @click.option("--like", type=click.Choice(["engine", "sefa", "rosinality"]), default="engine", show_default=True, help="Layer set and normalisation of the engine or of a reference tool (see below).")
 @click.option("-k", "k", type=int, default=10, help="Directions kept per selection.")
 @click.option("--store", default=None, help="Store to write directions/sefa/<name> into (created if missing).")
 @click.option("--name", default=None, help="Name of the result (one --layers only; default: the layers it holds).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing directions/sefa/<name> in --store.")
-@click.option("--include-torgb", is_flag=True, help="StyleGAN2, --like engine: also factorize the ToRGB modulations.")
+@click.option("--include-torgb", is_flag=True, help="StyleGAN2/3, --like engine: also factorize the ToRGB modulations.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary unpickling of --checkpoint (runs code from the file!).")
 @json_option
 def sefa_command(generator: str | None, checkpoint: str | None, family: str | None, layers: tuple[str, ...], like: str,

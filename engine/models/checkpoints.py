@@ -1,6 +1,8 @@
 """Safe checkpoint loading and the per-family weight layouts SeFa factorizes.
 
 Checkpoints load with ``torch.load(weights_only=True, map_location="cpu")``: tensors and plain containers only.
+Plain pickles (NVlabs' ``.pkl`` networks) are rebuilt as data by ``engine.models.nvlabs_pickle``'s restricted
+reader, which executes nothing from the file.
 One that needs arbitrary unpickling (a pickled network, a custom class) is refused unless the caller passes
 ``trust=True`` (the CLI's ``--trust-checkpoint``): unpickling runs code from the file. A file that cannot be read
 at all (random bytes, a truncated or damaged zip) is a ``CheckpointError`` naming the file, whatever
@@ -17,8 +19,9 @@ returns them as ``[(layer_name, weight (out_features, latent_dim))]`` in layer o
   rosinality's ``g_ema`` (``conv1.conv.modulation.weight`` = layer 0, ``convs.{i}.conv.modulation.weight`` =
   layer i+1; ToRGB ``to_rgb1``, ``to_rgbs.{i}``), NVlabs' stylegan2-ada-pytorch
   (``synthesis.b{res}.conv0/conv1.affine.weight`` by resolution; ToRGB ``synthesis.b{res}.torgb.affine.weight``)
-  and genforce's (``synthesis.layer{i}.style.weight``; ToRGB ``synthesis.output{i}.style.weight``). StyleGAN3's
-  layout (``synthesis.L{i}_{res}_{channels}.affine.weight``) is not read.
+  and genforce's (``synthesis.layer{i}.style.weight``; ToRGB ``synthesis.output{i}.style.weight``). 
+* ``stylegan3``: NVlabs' per-layer affines ``synthesis.L{i}_{res}_{channels}.affine.weight`` in layer order, the
+  last one (the ToRGB) only with ``include_torgb``;
 * ``stylegan``: the per-layer style affines (genforce ``synthesis.layer{i}.style.weight``, or
   ``...epilogue.style_mod.dense.weight``);
 * ``pggan``: the first layer, which takes z (``layer0.weight``; a 4-D conv kernel (out, z_dim, kh, kw)
@@ -40,7 +43,7 @@ from collections.abc import Mapping
 
 import torch
 
-FAMILIES = ("stylegan2", "stylegan", "pggan", "biggan")
+FAMILIES = ("stylegan2", "stylegan3", "stylegan", "pggan", "biggan")
 LIKE = ("engine", "sefa", "rosinality")
 GENERATOR_KEYS = ("g_ema", "G_ema", "generator_smooth", "generator", "state_dict", "model", "params")
 
@@ -58,6 +61,21 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> object:
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file {path}")
+    if is_plain_pickle(path):
+        # NVlabs' network pickles (and other plain pickles): rebuilt as data by the restricted reader, which
+        # refuses anything but containers, tensors and NVlabs' persistent networks; nothing is executed.
+        from engine.models.nvlabs_pickle import PersistentObject, UnsafePickleError, read_network_pickle
+
+        try:
+            contents = read_network_pickle(path)
+        except UnsafePickleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as above: a damaged pickle fails in many ways
+            raise _unreadable(path, exc) from None
+        if isinstance(contents, Mapping):
+            return {key: value.state_dict() if isinstance(value, PersistentObject) else value
+                    for key, value in contents.items()}
+        return contents
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")     # torch warns about odd pickle protocols of garbage files
@@ -71,6 +89,18 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> object:
                               "for safety: pass --trust-checkpoint only if you trust its source") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file makes the unpickler raise almost anything
         raise _unreadable(path, exc) from None
+
+
+#: How ``torch.save``'s legacy (pre-zip) format begins: a pickled magic number.
+_TORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def is_plain_pickle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a plain pickle stream (NVlabs' ``.pkl``), not ``torch.save``'s zip archive nor its
+    legacy format; told from the content, whatever the file is called."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(_TORCH_LEGACY_HEAD))
+    return head[:1] == b"\x80" and not head.startswith(_TORCH_LEGACY_HEAD)
 
 
 def _unreadable(path: str, exc: BaseException) -> CheckpointError:
@@ -169,6 +199,17 @@ def _stylegan2(state: Mapping[str, torch.Tensor], include_torgb: bool, like: str
     return convs + [rgbs[-1] if like == "sefa" else rgbs[0]]
 
 
+def _stylegan3(state: Mapping[str, torch.Tensor], include_torgb: bool, path: str) -> Layers:
+    """The per-layer affines ``synthesis.L{i}_{size}_{channels}.affine.weight`` in layer order; the last layer
+    is the ToRGB. The input layer's affine (w -> rotation and translation) is not a style and is left out."""
+    found = _numbered(state, r"synthesis\.L(\d+)_\d+_\d+\.affine\.weight")
+    if not found:
+        raise CheckpointError(f"{path} has none of the StyleGAN3 affine weights SeFa needs "
+                              f"(synthesis.L<i>_<size>_<channels>.affine.weight); its keys begin {_keys(state)}")
+    layers = [(key.split(".")[1], state[key]) for _, key in found]
+    return layers if include_torgb else layers[:-1]
+
+
 def _stylegan(state: Mapping[str, torch.Tensor], path: str) -> Layers:
     for pattern in (r"synthesis\.layer(\d+)\.style\.weight",
                     r"synthesis\.layer(\d+)\.epilogue\.style_mod\.dense\.weight",
@@ -210,6 +251,9 @@ def check_like(family: str, like: str, include_torgb: bool = False) -> None:
         return
     if include_torgb:
         raise ValueError(f"like {like} fixes which ToRGB layers are factorized; drop --include-torgb")
+    if like == "sefa" and family == "stylegan3":
+        raise ValueError("like sefa reproduces genforce/sefa's factorize_weight, which has no StyleGAN3; use the "
+                         "engine's convention (the default) for stylegan3")
     if like == "rosinality" and family != "stylegan2":
         raise ValueError(f"like rosinality reproduces closed_form_factorization.py, which reads StyleGAN2 only; "
                          f"got --family {family}")
@@ -231,6 +275,8 @@ def latent_weights(state: Mapping[str, torch.Tensor], family: str, *, include_to
     check_like(family, like, include_torgb)
     if family == "stylegan2":
         layers = _stylegan2(state, include_torgb, like, path)
+    elif family == "stylegan3":
+        layers = _stylegan3(state, include_torgb, path)
     elif family == "stylegan":
         layers = _stylegan(state, path)
     elif family == "pggan":

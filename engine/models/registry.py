@@ -7,6 +7,7 @@ A SPEC is either a built-in name with optional arguments, or an import path to t
     convstack:channels=128       built-in with keyword options
     mypkg.models:make_gan        the user's factory, called with no arguments
     mypkg.models:make_gan:size=64
+    stylegan2:ffhq.pkl,truncation=0.7   a StyleGAN-family file (engine.models.stylegan_files) with its options
 
 Built-ins are named lazily (module path strings) so importing the registry never builds or imports a model.
 A factory that declares a ``generator`` parameter (predictors tied to one generator, e.g. ``planted``)
@@ -28,6 +29,9 @@ BUILTIN_GENERATORS: dict[str, str] = {
     "planted": "engine.models.planted:planted_generator",
     "convstack": "engine.models.convstack:convstack_generator",
     "digits": "engine.models.digits:digits_generator",
+    "stylegan2": "engine.models.stylegan_files:stylegan2_generator",
+    "stylegan3": "engine.models.stylegan_files:stylegan3_generator",
+    "stylegan": "engine.models.stylegan_files:stylegan_generator",
 }
 BUILTIN_PREDICTORS: dict[str, str] = {
     "planted": "engine.models.planted:planted_predictor",
@@ -100,8 +104,18 @@ def _call(factory: Callable[..., Any], options: str, spec: str, kind: str, **con
         raise SpecError(f"{kind} {spec!r}: bad options ({exc})") from exc
     except (SpecError, MemoryError, KeyboardInterrupt):
         raise
+    except (ValueError, OSError) as exc:
+        if not getattr(factory, "__module__", "").startswith("engine."):
+            raise SpecError(f"{kind} {spec!r}: its factory raised {_describe(exc)}") from exc
+        # A built-in's own error already says what is wrong (a missing file, an unknown option, a refused pickle).
+        raise SpecError(f"{kind} {spec!r}: {_message(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - a factory that fails is the model's problem, not a bug here
         raise SpecError(f"{kind} {spec!r}: its factory raised {_describe(exc)}") from exc
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:
