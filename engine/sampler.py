@@ -377,7 +377,7 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         done_rows = n - sum(store.chunk_rows(i).stop - store.chunk_rows(i).start for i in pending)
         with progress_bar(total=n, initial=done_rows, desc="sample", unit="samples", enabled=progress) as bar:
             if distributed:
-                stats = run_distributed(store, generator, list(predictors), pending, batch=batch, device=device,
+                stats = run_distributed(store, _spec_of(G), list(predictors), pending, batch=batch, device=device,
                                         cluster=cluster, precision=precision,
                                         on_chunk=lambda i, rows: bar.update(rows))
             else:

@@ -133,7 +133,9 @@ def load_generator(spec: str, device: str | torch.device = "cpu") -> Generator:
     check_generator(G, spec)
     if isinstance(G, torch.nn.Module):
         G = G.eval().requires_grad_(False).to(device)
-    G.spec = spec
+    # A factory may name its model more exactly (a file's absolute path), so that the SPEC recorded in a store
+    # finds the same model from any directory and on every Dask worker.
+    G.spec = getattr(G, "spec", None) or spec
     return G
 
 

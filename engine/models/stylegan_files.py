@@ -288,11 +288,29 @@ def load_style_generator(family: str, path: Any = None, *args: Any, truncation: 
                                truncation=truncation, truncation_cutoff=truncation_cutoff, noise=noise,
                                class_index=class_index,
                                w_avg_source="file" if network.has_w_avg else "none")
+    generator.spec = canonical_spec(family, path, truncation=generator.truncation,
+                                    truncation_cutoff=truncation_cutoff, noise=noise, class_index=class_index)
     if generator.truncation != 1.0 and not network.has_w_avg:
         network.w_avg.copy_(estimate_w_avg(network, generator._class_codes(torch.zeros(1, network.z_dim))))
         generator.w_avg_source = (f"computed: mean of mapping_w over z ~ N(0, I) seeded {W_AVG_SEED}, "
                                   f"standard error ≤ {W_AVG_TOLERANCE}")
     return generator
+
+
+def canonical_spec(family: str, path: str, *, truncation: float, truncation_cutoff: int | None, noise: str,
+                   class_index: int | None) -> str:
+    """The SPEC of this generator with the file's absolute path and only the options that differ from the
+    defaults: what a store records, so that ``edit``, ``report`` and Dask workers find the same file anywhere."""
+    options = [path]
+    if truncation != 1.0:
+        options.append(f"truncation={truncation!r}")
+    if truncation_cutoff is not None:
+        options.append(f"truncation_cutoff={truncation_cutoff}")
+    if noise != "const":
+        options.append(f"noise={noise}")
+    if class_index is not None:
+        options.append(f"class={class_index}")
+    return f"{family}:{','.join(options)}"
 
 
 def stylegan2_generator(path: Any = None, *args: Any, **options: Any) -> StyleGenerator:
