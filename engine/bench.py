@@ -89,9 +89,12 @@ def _step(G, Ps, z):
     """One batch: codes -> (w, images) -> scores; returns host arrays."""
     import torch
 
+    from engine.models.base import conditional, map_codes, synthesize
+
+    labels = torch.zeros(len(z), dtype=torch.int64, device=z.device) if conditional(G) else None
     with torch.inference_mode():
-        ws = G.mapping(z)
-        images = G.synthesis(ws)
+        ws = map_codes(G, z, labels)
+        images = synthesize(G, ws, labels)
         scores = torch.cat([P(images).float() for P in Ps], dim=1) if Ps else images.new_zeros((len(z), 0))
         return ws[:, 0].float().cpu().numpy(), scores.cpu().numpy()
 

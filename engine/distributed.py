@@ -256,13 +256,22 @@ def read_block(store_path: str, array: str, block: int) -> np.ndarray:
     return values[block * step:min((block + 1) * step, values.shape[0])]
 
 
-def partial_of_block(store_path: str, array: str, block: int, partial: Callable[[np.ndarray], S]) -> S:
-    """One map task: ``partial`` of one store chunk."""
-    return partial(read_block(store_path, array, block))
+def partial_of_block(store_path: str, array: str, block: int, partial: Callable[[np.ndarray], S],
+                     where_class: int | None = None) -> S | None:
+    """One map task: ``partial`` of one store chunk (of its rows of class ``where_class`` only, if given; None
+    when the chunk has none)."""
+    values = read_block(store_path, array, block)
+    if where_class is not None:
+        values = values[read_block(store_path, "labels", block) == where_class]
+        if values.shape[0] == 0:
+            return None
+    return partial(values)
 
 
-def merge_states(merge: Callable[[S, S], S], left: S, right: S) -> S:
-    """One reduce task."""
+def merge_states(merge: Callable[[S, S], S], left: S | None, right: S | None) -> S | None:
+    """One reduce task (a chunk without rows of the class asked for has no state: None)."""
+    if left is None or right is None:
+        return right if left is None else left
     return merge(left, right)
 
 
@@ -280,7 +289,7 @@ def _blocks_of(store_path: str, array: str) -> int:
 
 def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray], S],
                       merge: Callable[[S, S], S], *, workers: int | None = None,
-                      scheduler: str | None = None) -> S:
+                      scheduler: str | None = None, where_class: int | None = None) -> S:
     """Apply ``partial`` to every store chunk of ``array`` and merge the states into one.
 
     With ``workers`` or ``scheduler`` each chunk is read and reduced on a Dask worker and the partial states
@@ -289,6 +298,7 @@ def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray
     (module-level functions, ``functools.partial`` or lambdas, which Dask ships with cloudpickle) and
     ``merge`` may modify and return its first argument. Sampled arrays (``latents/*``, ``scores``) must be
     complete. The merge order varies between runs, so results agree to float rounding, not bit for bit.
+    ``where_class`` keeps only the rows whose ``labels`` equal it; a ValueError if there are none.
     """
     store_path = str(store_path)
     request = validate_cluster_flags(workers, scheduler, None)
@@ -297,21 +307,21 @@ def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray
         # A binary-counter tree in this process: O(log n_blocks) states held, merged in row order.
         stack: list[tuple[int, S]] = []
         for block in range(n_blocks):
-            state, level = partial_of_block(store_path, array, block, partial), 0
+            state, level = partial_of_block(store_path, array, block, partial, where_class), 0
             while stack and stack[-1][0] == level:
                 state, level = merge_states(merge, stack.pop()[1], state), level + 1
             stack.append((level, state))
         state = stack.pop()[1]
         while stack:
             state = merge_states(merge, stack.pop()[1], state)
-        return state
+        return _some_rows(state, store_path, where_class)
     from distributed import as_completed
 
     path = shipped_path(store_path)
     with cluster_client(workers, scheduler) as handle:
         client = handle.client
         # No list of the futures is kept: a partial state is released as soon as it has been merged.
-        pending = as_completed([client.submit(partial_of_block, path, array, b, partial, pure=False,
+        pending = as_completed([client.submit(partial_of_block, path, array, b, partial, where_class, pure=False,
                                               retries=RETRIES, priority=-b) for b in range(n_blocks)])
         waiting = None
         for future in pending:
@@ -324,4 +334,10 @@ def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray
                                       priority=1))
             waiting = None
         result = waiting.result()  # raises the first error of any task; closing the client cancels the rest
-    return result
+    return _some_rows(result, store_path, where_class)
+
+
+def _some_rows(state: S | None, store_path: str, where_class: int | None) -> S:
+    if state is None:
+        raise ValueError(f"{store_path} has no rows of class {where_class}")
+    return state

@@ -22,7 +22,7 @@ from engine.allocator import retain_freed_memory
 from engine.devices import default_batch, resolve_device
 from engine.distributed import ClusterError, ClusterHandle, ClusterRequest, cluster_client, validate_cluster_flags
 from engine.lock import StoreLock
-from engine.models.base import Generator, Predictor, mapped_w
+from engine.models.base import Generator, Predictor, conditional, map_codes, mapped_w, synthesize
 from engine.models.registry import load_generator, load_predictor
 from engine.spaces import spaces_for
 from engine.runtime import RunStats, run_chunk, run_in_process, run_on_dask
@@ -35,12 +35,42 @@ NOISE_RECIPE = "torch.Generator seeded SeedSequence(seed, spawn_key=(1, chunk_in
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None = None) -> np.ndarray:
-    """The z codes of chunk ``index``: a function of (seed, index, chunk, z_dim) only, identical everywhere."""
+TRUNCATED_DRAW_RECIPE = ("numpy PCG64(SeedSequence(seed, spawn_key=(0, chunk_index))).uniform(Φ(-bound), Φ(bound), "
+                         "(chunk, z_dim)) -> scipy.special.ndtri × scale, float32[:rows]")
+LABEL_RECIPE = ("numpy PCG64(SeedSequence(seed, spawn_key=(3, chunk_index))).integers(0, len(choice), chunk) "
+                "indexing choice (all classes when none is given), int32[:rows]")
+
+
+def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None = None,
+               distribution: Mapping[str, object] | None = None) -> np.ndarray:
+    """The z codes of chunk ``index``: a function of (seed, index, chunk, z_dim) only, identical everywhere.
+
+    N(0, I) unless ``distribution`` is ``{"kind": "truncated_normal", "bound": b, "scale": ψ}``: the normal
+    restricted to [-b, b] (drawn by inverting its CDF), times ψ, as BigGAN samples with its truncation trick.
+    """
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(0, index))))
     # The generator fills row after row, so the first ``rows`` rows of the chunk's draw are drawn alone:
     # a short last chunk (or chunk > n) never allocates the full chunk.
-    return rng.standard_normal((chunk if rows is None else min(rows, chunk), z_dim), dtype=np.float32)
+    shape = (chunk if rows is None else min(rows, chunk), z_dim)
+    if not distribution:
+        return rng.standard_normal(shape, dtype=np.float32)
+    if distribution.get("kind") != "truncated_normal":
+        raise ValueError(f"unknown latent distribution {distribution!r}")
+    from scipy.special import ndtr, ndtri
+
+    bound, scale = float(distribution["bound"]), float(distribution["scale"])
+    u = rng.uniform(ndtr(-bound), ndtr(bound), shape)
+    return (np.clip(ndtri(u), -bound, bound) * scale).astype(np.float32)
+
+
+def draw_labels(seed: int, index: int, chunk: int, rows: int, choice: Sequence[int] | None,
+                num_classes: int) -> np.ndarray:
+    """The class labels of chunk ``index`` (``LABEL_RECIPE``): like its codes, a function of (seed, index)."""
+    if choice is not None and len(choice) == 1:
+        return np.full(min(rows, chunk), int(choice[0]), np.int32)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(3, index))))
+    picks = rng.integers(0, num_classes if choice is None else len(choice), chunk)[:rows]
+    return (picks if choice is None else np.asarray(choice, np.int64)[picks]).astype(np.int32)
 
 
 def noise_seed(seed: int, index: int) -> int:
@@ -51,10 +81,12 @@ def noise_seed(seed: int, index: int) -> int:
 
 @dataclass(frozen=True)
 class ChunkCodes:
-    """What a sampling chunk starts from: its index (which seeds any generator noise) and its codes."""
+    """What a sampling chunk starts from: its index (which seeds any generator noise), its codes and, for a
+    class-conditional generator, their class labels."""
 
     index: int
     z: np.ndarray
+    labels: np.ndarray | None = None
 
 
 def check_precision(precision: str) -> str:
@@ -87,15 +119,19 @@ class ChunkComputer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def __call__(self, z: np.ndarray, noise_seed: int | None = None) -> dict[str, np.ndarray]:
+    def __call__(self, z: np.ndarray, noise_seed: int | None = None,
+                 labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Codes, mapped codes and scores of one chunk; ``noise_seed`` restarts the generator's random noise
-        (generators with ``reseed_noise``) so that a chunk's images do not depend on the chunks before it."""
+        (generators with ``reseed_noise``) so that a chunk's images do not depend on the chunks before it;
+        ``labels`` are the codes' classes for a class-conditional generator."""
         rows = z.shape[0]
         G = self.generator
         reseed = getattr(G, "reseed_noise", None)
         if noise_seed is not None and callable(reseed):
             reseed(noise_seed)
         out: dict[str, np.ndarray] = {"latents/z": z}
+        if labels is not None:
+            out["labels"] = labels
         if "w" in self.spaces:
             out["latents/w"] = np.empty((rows, G.w_dim), np.float32)
         if "wp" in self.spaces:
@@ -107,13 +143,14 @@ class ChunkComputer:
                 stop = min(start + self.batch, rows)
                 # A copy torch owns (aligned as torch aligns), whatever offset the batch has inside the chunk.
                 zb = torch.from_numpy(z[start:stop]).to(self.device, copy=True)
-                ws = G.mapping(zb)
+                lb = None if labels is None else torch.from_numpy(labels[start:stop].astype(np.int64)).to(self.device)
+                ws = map_codes(G, zb, lb)
                 if "w" in self.spaces:
-                    out["latents/w"][start:stop] = mapped_w(G, zb, ws).float().cpu().numpy()
+                    out["latents/w"][start:stop] = mapped_w(G, zb, ws, lb).float().cpu().numpy()
                 if "wp" in self.spaces:
                     out["latents/wp"][start:stop] = ws.float().cpu().numpy()
                 if self.attributes:
-                    images = G.synthesis(ws)
+                    images = synthesize(G, ws, lb)
                     out["scores"][start:stop] = self._score(images).cpu().numpy()
         return out
 
@@ -175,6 +212,9 @@ class SamplingJob:
     z_dim: int
     models: ModelSpecs | None = None
     computer: ChunkComputer | None = field(default=None, compare=False)
+    distribution: dict | None = None          # how z is drawn (``draw_codes``); None: N(0, I)
+    num_classes: int | None = None            # class-conditional generators: labels are drawn per chunk
+    label_choice: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if (self.models is None) == (self.computer is None):
@@ -182,13 +222,19 @@ class SamplingJob:
 
     def read(self, store: Store, index: int) -> ChunkCodes:
         rows = store.chunk_rows(index)
-        return ChunkCodes(index, draw_codes(self.seed, index, self.chunk, self.z_dim, rows.stop - rows.start))
+        count = rows.stop - rows.start
+        labels = None
+        if self.num_classes:
+            labels = draw_labels(self.seed, index, self.chunk, count, self.label_choice, self.num_classes)
+        return ChunkCodes(index, draw_codes(self.seed, index, self.chunk, self.z_dim, count, self.distribution),
+                          labels)
 
     def compute(self, codes: ChunkCodes) -> dict[str, np.ndarray]:
-        return (self.computer or _built(self.models))(codes.z, noise_seed(self.seed, codes.index))
+        return (self.computer or _built(self.models))(codes.z, noise_seed(self.seed, codes.index), codes.labels)
 
     def write(self, store: Store, index: int, outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
-        stored = {f"latents/{s}" for s in store.spaces} | ({"scores"} if store.attributes else set())
+        stored = {f"latents/{s}" for s in store.spaces} | ({"scores"} if store.attributes else set()) \
+            | ({"labels"} if store.num_classes else set())
         arrays = {name: values for name, values in outputs.items() if name in stored}
         store.write_chunk(index, arrays)
         nans = int(np.isnan(arrays["scores"]).sum()) if "scores" in arrays else 0
@@ -214,7 +260,29 @@ def _spec_job(store: Store, generator_spec: str, predictor_specs: Sequence[str],
     meta = store.meta
     specs = ModelSpecs(generator_spec, tuple(predictor_specs), str(device), int(batch), tuple(store.spaces),
                        check_precision(precision))
-    return SamplingJob(int(meta["seed"]), store.chunk, int(meta["z_dim"]), models=specs)
+    return SamplingJob(int(meta["seed"]), store.chunk, int(meta["z_dim"]), models=specs, **draw_settings(meta))
+
+
+def draw_settings(meta: Mapping[str, object]) -> dict[str, object]:
+    """The SamplingJob fields that decide a store's draws, as its metadata records them."""
+    labels = meta.get("labels") or {}
+    choice = labels.get("choice") if isinstance(labels, Mapping) else None
+    return {"distribution": meta.get("distribution") or None, "num_classes": meta.get("num_classes") or None,
+            "label_choice": None if choice is None else tuple(int(c) for c in choice)}
+
+
+def generator_draws(G: Generator) -> dict[str, object]:
+    """What a store records of how ``G``'s codes and labels are drawn (``draw_settings`` reads it back)."""
+    record: dict[str, object] = {}
+    distribution = getattr(G, "latent_distribution", None)
+    record["draw"] = TRUNCATED_DRAW_RECIPE if distribution else DRAW_RECIPE
+    if distribution:
+        record["distribution"] = dict(distribution)
+    if conditional(G):
+        choice = getattr(G, "label_choice", None)
+        record["labels"] = {"recipe": LABEL_RECIPE, "num_classes": int(G.num_classes),
+                            "choice": None if choice is None else [int(c) for c in choice]}
+    return record
 
 
 def run_distributed(store: Store, generator_spec: str, predictor_specs: Sequence[str], chunks: Sequence[int], *,
@@ -280,7 +348,7 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
     if len(set(attributes)) != len(attributes):
         raise ValueError(f"attribute names collide across predictors: {attributes}")
     record = {"seed": int(seed), "generator": _spec_of(generator),
-              "predictors": [_spec_of(P) for P in predictors], "draw": DRAW_RECIPE,
+              "predictors": [_spec_of(P) for P in predictors], **generator_draws(generator),
               "torch_version": torch.__version__, **({"numerics": numerics} if numerics else {})}
     provenance = getattr(generator, "provenance", None)
     if provenance:
@@ -290,7 +358,8 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
     if resume and exists(path):
         store = Store.open(path, mode="r+")          # a damaged or unfinished store says so, and how to redo it
         expected = {"n": n, "chunk": chunk, "z_dim": generator.z_dim, "spaces": list(spaces),
-                    "attributes": attributes, **{k: record[k] for k in ("seed", "generator", "predictors")}}
+                    "attributes": attributes, **{k: record.get(k) for k in ("seed", "generator", "predictors",
+                                                                            "distribution", "labels")}}
         if provenance and (store.meta.get("generator_file") or {}).get("sha256") != provenance.get("sha256"):
             raise StoreError(f"cannot resume {path}: the generator file {provenance.get('path')} is not the one "
                              f"it was sampled with (SHA-256 {str(provenance.get('sha256'))[:12]}… now, "
@@ -304,14 +373,16 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
     if overwrite:
         check_overwritable(path)
     mapped = {"kind": "mapped", "from": "latents/z", "generator": record["generator"]}
-    sources = {"z": {"kind": "sampled", "seed": int(seed), "draw": DRAW_RECIPE, "chunk": int(chunk)},
+    sources = {"z": {"kind": "sampled", "seed": int(seed), "draw": record["draw"], "chunk": int(chunk),
+                     **({"distribution": record["distribution"]} if "distribution" in record else {})},
                "w": {**mapped, "codes": "the mapping network's output, before truncation"},
                "wp": {**mapped, "codes": "the per-layer codes the synthesis used, after truncation"}}
     return Store.create(path, n=n, chunk=chunk, z_dim=generator.z_dim,
                         w_dim=generator.w_dim if generator.has_mapping else None,
                         num_ws=generator.num_ws if generator.has_mapping else None,
                         spaces=spaces, attributes=attributes, meta=record,
-                        sources={space: sources[space] for space in spaces}, overwrite=overwrite)
+                        sources={space: sources[space] for space in spaces}, overwrite=overwrite,
+                        num_classes=int(generator.num_classes) if conditional(generator) else None)
 
 
 def check_overwritable(path: str) -> None:
@@ -381,8 +452,9 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
                                         cluster=cluster, precision=precision,
                                         on_chunk=lambda i, rows: bar.update(rows))
             else:
-                job = SamplingJob(int(seed), store.chunk, G.z_dim, computer=ChunkComputer(G, Ps, chosen, batch, dev,
-                                                                                   precision))
+                job = SamplingJob(int(seed), store.chunk, G.z_dim,
+                                  computer=ChunkComputer(G, Ps, chosen, batch, dev, precision),
+                                  **draw_settings(store.meta))
                 stats = run_in_process(job, store, pending, on_chunk=lambda i, rows: bar.update(rows))
         if stats.rows:
             store.update_meta(device=str(dev), batch=int(batch), samples_per_s=round(stats.samples_per_s, 1))

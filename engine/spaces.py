@@ -205,24 +205,26 @@ class LatentView:
         return self.space_of.label
 
 
-def codes_from_z(G: Any, z: np.ndarray, space: LatentSpace, device: Any = "cpu") -> tuple[np.ndarray, Any]:
+def codes_from_z(G: Any, z: np.ndarray, space: LatentSpace, device: Any = "cpu",
+                 labels: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
     """z codes (S, z_dim) -> ((S, D) codes of ``space`` as float64, (S, L, w_dim) per-layer codes or None).
 
     w is the mapping output before truncation (``engine.models.base.mapped_w``); wp the per-layer codes the
-    synthesis takes.
+    synthesis takes. ``labels`` (S,): the codes' classes, for a class-conditional generator.
     """
     import torch
 
-    from engine.models.base import mapped_w
+    from engine.models.base import map_codes, mapped_w
 
     if space.name == "z":
         return z.astype(np.float64), None
     with torch.inference_mode():
         zt = torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(device)
-        wst = G.mapping(zt)
+        lt = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64)).to(device)
+        wst = map_codes(G, zt, lt)
         ws = wst.float().cpu().numpy()
         if space.name == "w":
-            return mapped_w(G, zt, wst).double().cpu().numpy(), ws
+            return mapped_w(G, zt, wst, lt).double().cpu().numpy(), ws
     return space.from_ws(ws).astype(np.float64), ws
 
 
@@ -243,17 +245,20 @@ def parse_layers(text: "str | Sequence[int] | None", num_ws: int) -> tuple[int, 
 
 
 def synthesis_input(G: Any, codes: Any, space: LatentSpace, base_ws: Any = None,
-                    layers: tuple[int, int] | None = None) -> Any:
+                    layers: tuple[int, int] | None = None, labels: Any = None) -> Any:
     """Per-layer codes (B, num_ws, w_dim) for the synthesis from (B, D) codes of ``space`` (torch tensors).
 
     ``base_ws`` (B, num_ws, w_dim): the unedited per-layer codes, needed where only part of them changes (one
-    wp layer, or ``layers``, a range a w-sized code is applied to); the other layers keep theirs.
+    wp layer, or ``layers``, a range a w-sized code is applied to); the other layers keep theirs. ``labels``
+    (B,): the codes' classes, for a class-conditional generator mapping z codes.
     """
     if layers is not None and not space.w_sized:
         raise ValueError(f"layers applies to w-sized codes (w or one wp layer); {space.label} codes span "
                          "their own layers")
     if space.name == "z":
-        return G.mapping(codes)
+        from engine.models.base import map_codes
+
+        return map_codes(G, codes, labels)
     if space.name == "wp" and space.layer is None:
         return codes.reshape(-1, G.num_ws, G.w_dim)
     if space.name == "w":

@@ -205,10 +205,12 @@ class Store:
                w_dim: int | None = None, num_ws: int | None = None, spaces: Sequence[str] = ("z",),
                attributes: Sequence[str] = (), meta: dict[str, Any] | None = None,
                sources: dict[str, dict[str, Any]] | None = None, overwrite: bool = False,
-               fill: Callable[["Store"], None] | None = None) -> "Store":
+               fill: Callable[["Store"], None] | None = None, num_classes: int | None = None) -> "Store":
         """Create a store for ``n`` rows in chunks of ``chunk`` rows: empty, or filled by ``fill``.
 
         ``sources`` gives, per space, where its rows come from (the ``source`` attrs of ``latents/<space>``).
+        ``num_classes`` (class-conditional generators) adds ``labels`` (n,) int32, each row's class, written
+        with the codes (-1 until its chunk is).
         ``fill(store)`` writes the rows before the store is put in place, so a store made from files in one go
         (an import) replaces an existing one all or nothing. Refuses an existing path unless ``overwrite``;
         the caller holds the store's lock.
@@ -229,12 +231,15 @@ class Store:
         if unsourced:
             raise ValueError(f"sources names spaces the store does not have: {sorted(unsourced)}")
         n_chunks = check_chunk_count(n, chunk)
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
         if is_remote(path):
             if exists(path) and not overwrite:
                 raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
             group = zarr.open_group(path, mode="w")
             _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
-                     spaces=spaces, attributes=attributes, meta=meta, sources=sources)
+                     spaces=spaces, attributes=attributes, meta=meta, sources=sources,
+                     num_classes=num_classes)
             created = cls(group, path, "r+")
             if fill is not None:
                 fill(created)
@@ -249,7 +254,8 @@ class Store:
         try:
             group = zarr.open_group(str(staged), mode="w")
             _lay_out(group, n=n, chunk=chunk, n_chunks=n_chunks, z_dim=z_dim, w_dim=w_dim, num_ws=num_ws,
-                     spaces=spaces, attributes=attributes, meta=meta, sources=sources)
+                     spaces=spaces, attributes=attributes, meta=meta, sources=sources,
+                     num_classes=num_classes)
             if fill is not None:
                 fill(cls(group, str(staged), "r+"))
             staging.install(staged, local_path(path))
@@ -288,6 +294,27 @@ class Store:
     @property
     def spaces(self) -> list[str]:
         return list(self.meta["spaces"])
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes the generator's labels index; None for a store without ``labels``."""
+        value = self.meta.get("num_classes")
+        return int(value) if value else None
+
+    def class_rows(self, label: int) -> np.ndarray:
+        """The (sorted) indices of the committed rows of class ``label``, streamed from ``labels``.
+
+        A ValueError names the problem: a store without labels, or a class outside 0..num_classes-1."""
+        if self.num_classes is None:
+            raise ValueError(f"{self.path} has no class labels (its generator is not class-conditional): drop "
+                             "--class")
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) \
+                or not 0 <= label < self.num_classes:
+            raise ValueError(f"class must be an integer from 0 to {self.num_classes - 1}; got {label!r}")
+        found = [span.start + np.flatnonzero(block == label) for span, block in self.iter_rows("labels")]
+        rows = np.concatenate(found) if found else np.empty(0, np.int64)
+        committed = self.progress()
+        return rows[committed[rows // self.chunk].astype(bool)] if rows.size else rows
 
     def chunk_rows(self, index: int) -> slice:
         """The rows of sampler chunk ``index`` (the last chunk may be short)."""
@@ -502,13 +529,15 @@ class Store:
 
 def _lay_out(group: zarr.Group, *, n: int, chunk: int, n_chunks: int, z_dim: int, w_dim: int | None,
              num_ws: int | None, spaces: Sequence[str], attributes: Sequence[str],
-             meta: dict[str, Any] | None, sources: dict[str, dict[str, Any]] | None) -> None:
+             meta: dict[str, Any] | None, sources: dict[str, dict[str, Any]] | None,
+             num_classes: int | None = None) -> None:
     """Create every array of an empty store in ``group``; the run metadata is written last."""
     record = {
         "schema": SCHEMA, "engine_version": engine_version(), "n": int(n), "chunk": int(chunk),
         "n_chunks": int(n_chunks), "z_dim": int(z_dim) if z_dim else None, "w_dim": int(w_dim) if w_dim else None,
         "num_ws": int(num_ws) if num_ws else None, "spaces": list(spaces), "attributes": list(attributes),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **({"num_classes": int(num_classes)} if num_classes else {}),
         **(meta or {}),
     }
     latents = group.create_group("latents")
@@ -522,6 +551,9 @@ def _lay_out(group: zarr.Group, *, n: int, chunk: int, n_chunks: int, z_dim: int
         group.create_array("scores", shape=(n, len(attributes)), chunks=(chunk, len(attributes)),
                            dtype="float32", fill_value=_float_fill(), dimension_names=("sample", "attribute"),
                            attributes={"attributes": list(attributes)})
+    if num_classes:
+        group.create_array("labels", shape=(n,), chunks=(chunk,), dtype="int32", fill_value=-1,
+                           dimension_names=("sample",), attributes={"num_classes": int(num_classes)})
     group.create_array("progress", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
                        dimension_names=("chunk",))
     group.create_group("directions")

@@ -61,3 +61,37 @@ class TruncatingGenerator(nn.Module):
 
 def truncating_generator(psi: float = 0.5, cutoff: int = 2) -> TruncatingGenerator:
     return TruncatingGenerator(psi, cutoff)
+
+
+class ClassConditionalGenerator(nn.Module):
+    """A BigGAN-like class-conditional generator without a mapping network: each class has its own planted
+    direction, and the image's brightness is tanh of the code along its class's direction."""
+
+    z_dim, w_dim, num_ws, has_mapping, num_classes = 6, 6, 1, False, 5
+
+    def __init__(self, classes: tuple[int, ...] | None = None, truncation: float | None = None):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        directions = torch.randn(self.num_classes, self.z_dim, generator=g)
+        self.register_buffer("directions", directions / directions.norm(dim=1, keepdim=True))
+        self.label_choice = classes
+        if truncation is not None:
+            self.latent_distribution = {"kind": "truncated_normal", "bound": 2.0, "scale": float(truncation)}
+
+    def mapping(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return z[:, None, :]
+
+    def synthesis(self, ws: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        along = (ws[:, 0] * self.directions[labels]).sum(dim=1)
+        return torch.tanh(along)[:, None, None, None].expand(-1, 3, 4, 4)
+
+
+def class_conditional_generator(classes: object = None, truncation: float | None = None) -> ClassConditionalGenerator:
+    """SPEC options: ``classes=2`` or ``classes=1;3`` (the classes a run draws; default all), ``truncation=ψ``."""
+    if classes is None:
+        chosen = None
+    elif isinstance(classes, int):
+        chosen = (classes,)
+    else:
+        chosen = tuple(int(c) for c in str(classes).split(";"))
+    return ClassConditionalGenerator(chosen, truncation)

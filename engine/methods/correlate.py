@@ -109,7 +109,8 @@ def _match_pairs(sets: dict[str, list]) -> list[tuple[str, list, tuple[str, np.n
     return pairs
 
 
-def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None) -> dict[str, Any] | None:
+def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None,
+                       class_label: int | None = None) -> dict[str, Any] | None:
     """The attribute_pearson table over the usable score columns, or None when no row can be correlated.
 
     One pass computes the table and counts each column's finite scores; only when a column has fewer than two
@@ -118,11 +119,19 @@ def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None
     def reduce(partial: Any, merge: Any) -> Any:
         if workers is not None or scheduler is not None:
             from engine.distributed import map_reduce_chunks
-            return map_reduce_chunks(reader.path, "scores", partial, merge, workers=workers, scheduler=scheduler)
+            return map_reduce_chunks(reader.path, "scores", partial, merge, workers=workers, scheduler=scheduler,
+                                     where_class=class_label)
         state = None
-        for _, block in reader.iter_rows("scores"):
+        labels = reader.array("labels") if class_label is not None else None
+        for rows, block in reader.iter_rows("scores"):
+            if labels is not None:
+                block = block[np.asarray(labels[rows]) == class_label]
+                if block.shape[0] == 0:
+                    continue
             part = partial(block)
             state = part if state is None else merge(state, part)
+        if state is None:
+            raise ValueError(f"{reader.path} has no rows of class {class_label}")
         return state
 
     names = list(reader.attributes)
@@ -146,20 +155,28 @@ def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None
 
 
 def correlate(store: str | os.PathLike | Store, *, heatmaps: bool = False, workers: int | None = None,
-              scheduler: str | None = None, overwrite: bool = False) -> dict[str, dict[str, Any]]:
+              scheduler: str | None = None, overwrite: bool = False,
+              class_label: int | None = None) -> dict[str, dict[str, Any]]:
     """Write the comparison tables; returns {table name: {"values", "rows", "cols"}}.
 
     ``heatmaps`` also saves each table as ``<store>_<table>.png`` beside the store. Tables already stored under
-    the names this run writes are refused, before any work, unless ``overwrite``.
+    the names this run writes are refused, before any work, unless ``overwrite``. ``class_label`` computes
+    the per-class tables instead: ``attribute_pearson_class<K>`` over that class's rows and
+    ``boundary_cosine_class<K>`` between the boundaries fitted on them (``boundaries --class K``).
     """
     import kernels
 
     reader = open_for_reading(store)
     sets = _direction_sets(reader)
+    suffix = ""
+    if class_label is not None:
+        reader.class_rows(class_label)                    # a store without labels, or a bad class, says so
+        suffix = f"_class{class_label}"
+        sets = {"interfacegan": [item for item in sets.get("interfacegan", []) if item[2].get("class") == class_label]}
     chosen = _boundary_group(sets)
-    pairs = _match_pairs(sets)
-    planned = (["boundary_cosine"] if chosen else []) + (["attribute_pearson"] if reader.attributes else []) + \
-        [table for table, *_ in pairs]
+    pairs = _match_pairs(sets) if class_label is None else []
+    planned = ([f"boundary_cosine{suffix}"] if chosen else []) + \
+        ([f"attribute_pearson{suffix}"] if reader.attributes else []) + [table for table, *_ in pairs]
     if not planned:
         raise ValueError(f"{reader.path} has nothing to correlate: no scores and no directions")
     require_new(reader, [f"tables/{t}" for t in planned], overwrite)
@@ -168,12 +185,15 @@ def correlate(store: str | os.PathLike | Store, *, heatmaps: bool = False, worke
     if chosen:
         labels = [n for n, _, _ in chosen]
         stacked = np.concatenate([v for _, v, _ in chosen])
-        tables["boundary_cosine"] = {"values": np.asarray(kernels.cosine_matrix(stacked, stacked)),
-                                     "rows": labels, "cols": labels, "attrs": {"space": chosen[0][2].get("space")}}
+        tables[f"boundary_cosine{suffix}"] = {
+            "values": np.asarray(kernels.cosine_matrix(stacked, stacked)), "rows": labels, "cols": labels,
+            "attrs": {"space": chosen[0][2].get("space"), **({"class": class_label} if suffix else {})}}
     if reader.attributes:
-        pearson = _attribute_pearson(reader, workers, scheduler)
+        pearson = _attribute_pearson(reader, workers, scheduler, class_label)
         if pearson is not None:
-            tables["attribute_pearson"] = pearson
+            if suffix:
+                pearson["attrs"]["class"] = class_label
+            tables[f"attribute_pearson{suffix}"] = pearson
     for table, refs, (cand_key, cand, cand_attrs), ref_method in pairs:
         labels = [n if v.shape[0] == 1 else f"{n}[{r}]" for n, v in refs for r in range(v.shape[0])]
         index, distance = kernels.best_match(np.concatenate([v for _, v in refs]), cand)
@@ -205,20 +225,23 @@ Examples:
   latent-engine correlate run.zarr --heatmaps
   latent-engine correlate big.zarr --workers 4 --json
   latent-engine correlate run.zarr --overwrite     # after new boundaries: recompute the stored tables
+  latent-engine correlate imagenet.zarr --class 207   # attribute_pearson_class207, boundary_cosine_class207
 """)
 @click.argument("store")
 @click.option("--heatmaps", is_flag=True, help="Also save each square table as <store>_<table>.png beside the store.")
+@click.option("--class", "class_label", type=int, default=None, help="Per-class tables: the rows of this class and the boundaries fitted on them.")
 @click.option("--overwrite", is_flag=True, help="Replace tables already stored under the same names.")
 @workers_option
 @scheduler_option
 @json_option
-def correlate_command(store: str, heatmaps: bool, overwrite: bool, workers: int | None, scheduler: str | None,
-              as_json: bool) -> None:
+def correlate_command(store: str, heatmaps: bool, class_label: int | None, overwrite: bool, workers: int | None,
+                      scheduler: str | None, as_json: bool) -> None:
     """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables.
 
     An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
     """
-    tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite)
+    tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                       class_label=class_label)
     if as_json:
         echo_json({name: {"rows": t["rows"], "cols": t["cols"], "values": t["values"].tolist()}
                    for name, t in tables.items()})

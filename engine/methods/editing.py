@@ -116,9 +116,20 @@ def _reference_codes(store: Store, space: LatentSpace, G: Any, device: str) -> n
         rows = store.chunk_rows(int(committed[0]))
         return LatentView(store, space).read(slice(rows.start, min(rows.stop, rows.start + SPREAD_ROWS))
                                              ).astype(np.float64)
-    from engine.sampler import draw_codes
-    z = draw_codes(int(store.meta.get("seed") or 0), 0, store.chunk, G.z_dim, rows=min(store.chunk, SPREAD_ROWS))
-    return codes_from_z(G, z, space, device)[0]
+    z, labels = starting_codes(G, int(store.meta.get("seed") or 0), min(store.chunk, SPREAD_ROWS))
+    return codes_from_z(G, z, space, device, labels)[0]
+
+
+def starting_codes(G: Any, seed: int, samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``samples`` codes drawn as the sampler draws chunk 0 with ``seed`` (the generator's own distribution of
+    z, and its class choice for a class-conditional generator): (z, labels or None)."""
+    from engine.models.base import conditional
+    from engine.sampler import draw_codes, draw_labels
+
+    z = draw_codes(seed, 0, samples, G.z_dim, distribution=getattr(G, "latent_distribution", None))
+    labels = draw_labels(seed, 0, samples, samples, getattr(G, "label_choice", None), int(G.num_classes)) \
+        if conditional(G) else None
+    return z, labels
 
 
 def direction_spread(codes: np.ndarray, n: np.ndarray) -> float:
@@ -163,8 +174,8 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     """
     import torch
 
+    from engine.models.base import conditional, synthesize
     from engine.models.registry import load_generator, load_predictor
-    from engine.sampler import draw_codes
 
     samples = check_positive_int("samples", samples)
     batch = check_positive_int("batch", batch)
@@ -220,9 +231,10 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     # Starting codes in the direction's space, as (S, D) rows.
     if stored:
         z = np.asarray(reader.latent_array("z")[:samples], np.float32)
+        labels = np.asarray(reader.array("labels")[:samples]) if conditional(G) else None
     else:
-        z = draw_codes(seed, 0, samples, G.z_dim)
-    x, ws = codes_from_z(G, z, space, device)
+        z, labels = starting_codes(G, seed, samples)
+    x, ws = codes_from_z(G, z, space, device, labels)
     moved = _moved(x, n, raw, distance).astype(np.float32)                           # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
 
@@ -233,7 +245,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
             part = torch.from_numpy(flat[start:start + batch]).to(device)
             base = None if ws is None else torch.from_numpy(
                 np.repeat(ws, codes.shape[1], axis=0)[start:start + batch]).to(device)
-            img = G.synthesis(synthesis_input(G, part, space, base, layer_range))
+            lb = None if labels is None else torch.from_numpy(
+                np.repeat(labels, codes.shape[1])[start:start + batch].astype(np.int64)).to(device)
+            img = synthesize(G, synthesis_input(G, part, space, base, layer_range, lb), lb)
             images.append(img.float().cpu())
             if rescore:
                 scores.append(torch.cat([P(img).float() for P in Ps], dim=1).cpu().numpy())

@@ -36,12 +36,14 @@ def pca_merge(a, b):
 
 
 def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | None = None,
-        workers: int | None = None, scheduler: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+        workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
+        class_label: int | None = None) -> dict[str, Any]:
     """Streaming PCA of ``array`` (default latents/w if stored, else latents/z) -> ``directions/ganspace/<space>``.
 
     ``k`` components are kept (default all). Attrs: ``explained_variance_ratio``, ``explained_variance``,
     ``mean``, ``stdev`` (√variance, GANSpace's ``lat_stdev``), ``n_rows``. Returns the attrs written.
     A stored ``directions/ganspace/<space>`` is refused, before any work, unless ``overwrite``.
+    ``class_label`` takes the rows of that class only (``directions/ganspace/<space>_class<K>``).
     """
     reader = open_for_reading(store)
     path, space = resolve_array(reader, array)
@@ -51,26 +53,38 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
         k = check_positive_int("-k", k)
         if k > dim:
             raise ValueError(f"-k must be at most the code size {dim} of {path}; got {k}")
-    target_path = f"directions/{METHOD}/{space}"
+    name = space if class_label is None else f"{space}_class{class_label}"
+    if class_label is not None:
+        reader.class_rows(class_label)                      # a store without labels, or a bad class, says so
+    target_path = f"directions/{METHOD}/{name}"
     require_new(reader, [target_path], overwrite)
     partial = functools.partial(pca_partial, n_components=k)
     if workers is not None or scheduler is not None:
         from engine.distributed import map_reduce_chunks
-        state = map_reduce_chunks(reader.path, path, partial, pca_merge, workers=workers, scheduler=scheduler)
+        state = map_reduce_chunks(reader.path, path, partial, pca_merge, workers=workers, scheduler=scheduler,
+                                  where_class=class_label)
     else:
         state = None
-        for _, block in reader.iter_rows(path):
+        labels = reader.array("labels") if class_label is not None else None
+        for rows, block in reader.iter_rows(path):
+            if labels is not None:
+                block = block[np.asarray(labels[rows]) == class_label]
+                if block.shape[0] == 0:
+                    continue
             part = partial(block)
             state = part if state is None else pca_merge(state, part)
+        if state is None:
+            raise ValueError(f"{reader.path} has no rows of class {class_label}")
     components = np.asarray(state.components_, np.float32)
     variance = np.asarray(state.explained_variance_, np.float64)
     attrs = {"space": space, "method": METHOD, "array": path, "n_rows": int(state.n_samples_seen_),
+             **({} if class_label is None else {"class": int(class_label)}),
              "explained_variance_ratio": np.asarray(state.explained_variance_ratio_, np.float64),
              "explained_variance": variance, "stdev": np.sqrt(variance),
              "mean": np.asarray(state.mean_, np.float64)}
     with writing(store, purpose="pca") as target:
         require_new(target, [target_path], overwrite)
-        target.write_direction(METHOD, space, components, attrs)
+        target.write_direction(METHOD, name, components, attrs)
     return attrs
 
 
@@ -81,26 +95,30 @@ Examples:
   latent-engine pca run.zarr --array latents/z -k 20
   latent-engine pca big.zarr --array latents/wp --workers 4
   latent-engine pca run.zarr -k 10 --overwrite
+  latent-engine pca imagenet.zarr --array latents/z --class 207       # rows of one class: ganspace/z_class207
 """)
 @click.argument("store")
 @click.option("--array", default=None, help="latents/z, latents/w or latents/wp (default w if stored, else z).")
 @click.option("-k", "k", type=int, default=None, help="Components kept (default all).")
+@click.option("--class", "class_label", type=int, default=None, help="Rows of this class only (stores of class-conditional generators).")
 @click.option("--overwrite", is_flag=True, help="Replace directions/ganspace/<space> if already stored.")
 @workers_option
 @scheduler_option
 @json_option
-def pca_command(store: str, array: str | None, k: int | None, overwrite: bool, workers: int | None,
-        scheduler: str | None, as_json: bool) -> None:
+def pca_command(store: str, array: str | None, k: int | None, class_label: int | None, overwrite: bool,
+                workers: int | None, scheduler: str | None, as_json: bool) -> None:
     """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>.
 
     Prints the first 10 components' variance ratios; --json gives all of them.
     """
-    result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite)
+    result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                 class_label=class_label)
     if as_json:
         echo_json({key: result[key] for key in ("space", "array", "n_rows", "explained_variance_ratio")})
         return
     ratio = result["explained_variance_ratio"]
-    click.echo(f"wrote directions/ganspace/{result['space']} ({len(ratio)} components of {result['array']}, "
+    where = result["space"] + (f"_class{result['class']}" if "class" in result else "")
+    click.echo(f"wrote directions/ganspace/{where} ({len(ratio)} components of {result['array']}, "
                f"{result['n_rows']} rows)")
     shown = 10
     echo_table([[i, float(r), float(sum(ratio[: i + 1]))] for i, r in enumerate(ratio[:shown])],

@@ -109,8 +109,9 @@ def _keep(values: np.ndarray, index: np.ndarray, k: int, descending: bool) -> tu
 
 
 def select_extremes(store: Store, columns: Sequence[int], capacity: int, invalid_value: float | None,
-                    progress: bool = False) -> list[Extremes]:
-    """One streamed pass over ``scores``: the extremes of each column in ``columns``."""
+                    progress: bool = False, rows_mask: np.ndarray | None = None) -> list[Extremes]:
+    """One streamed pass over ``scores``: the extremes of each column in ``columns`` (among the rows
+    ``rows_mask`` keeps, when given: one class's rows)."""
     from engine.progress import progress_bar
 
     found = [Extremes.empty(capacity) for _ in columns]
@@ -119,14 +120,15 @@ def select_extremes(store: Store, columns: Sequence[int], capacity: int, invalid
     block_chunks = max(1, (1 << 21) // max(1, int(scores.shape[1])) // int(scores.chunks[0]))
     with progress_bar(total=store.n, desc="selecting top/bottom", unit="rows", enabled=progress) as bar:
         for rows, block in store.iter_rows("scores", block_chunks=block_chunks):
-            _add_block(found, rows, block, columns, invalid_value)
+            _add_block(found, rows, block, columns, invalid_value,
+                       None if rows_mask is None else rows_mask[rows])
             bar.update(rows.stop - rows.start)
     return found
 
 
 def _add_block(found: list[Extremes], rows: slice, block: np.ndarray, columns: Sequence[int],
-               invalid_value: float | None) -> None:
-    """Fold one block of score rows into each column's running extremes."""
+               invalid_value: float | None, kept: np.ndarray | None = None) -> None:
+    """Fold one block of score rows (those ``kept`` says, if given) into each column's running extremes."""
     block = block[:, list(columns)].astype(np.float64)
     index = np.arange(rows.start, rows.stop, dtype=np.int64)
     for j, extremes in enumerate(found):
@@ -134,6 +136,8 @@ def _add_block(found: list[Extremes], rows: slice, block: np.ndarray, columns: S
         ok = np.isfinite(values)
         if invalid_value is not None:
             ok &= values != invalid_value
+        if kept is not None:
+            ok &= kept
         extremes.update(values[ok], index[ok])
 
 
@@ -206,13 +210,14 @@ def _plan(name: str, column: int, extremes: Extremes, ratio: float | None, num: 
 
 def select_rows(store: str | os.PathLike | Store, method: str, purpose: str, *, space: str, layer: int | None,
                 attributes: Sequence[str] | None, ratio: float | None, num: int | None, split: float, seed: int,
-                invalid_value: float | None, overwrite: bool,
-                progress: bool) -> tuple[Store, LatentView, dict[str, str], list[_Plan]]:
+                invalid_value: float | None, overwrite: bool, progress: bool, class_label: int | None = None,
+                ) -> tuple[Store, LatentView, dict[str, str], list[_Plan], np.ndarray | None]:
     """What ``boundaries`` and the methods that share its rows start from, checked before any work.
 
     Returns (the store opened for reading, the view of the codes, {attribute: stored name under
-    ``directions/<method>``}, the plans of the attributes that can be used). Stored results are refused unless
-    ``overwrite``; then one streamed pass over ``scores`` selects each attribute's top and bottom rows.
+    ``directions/<method>``}, the plans of the attributes that can be used, the (n,) mask of the rows of
+    ``class_label`` or None). Stored results are refused unless ``overwrite``; then one streamed pass over
+    ``scores`` selects each attribute's top and bottom rows (of that class only, with ``class_label``).
     """
     reader = open_for_reading(store)
     if not reader.attributes:
@@ -220,12 +225,18 @@ def select_rows(store: str | os.PathLike | Store, method: str, purpose: str, *, 
     names = list(dict.fromkeys(attributes)) if attributes else reader.attributes
     columns = [require_attribute(reader, a) for a in names]
     view = LatentView(reader, space, layer)
-    stored_as = {a: direction_name(a, space, view.layer) for a in names}
+    rows_mask = None
+    if class_label is not None:
+        rows_mask = np.zeros(reader.n, bool)
+        rows_mask[reader.class_rows(class_label)] = True
+        if not rows_mask.any():
+            raise ValueError(f"{reader.path} has no committed rows of class {class_label}")
+    stored_as = {a: direction_name(a, space, view.layer, class_label) for a in names}
     require_new(reader, [f"directions/{method}/{stored_as[a]}" for a in names], overwrite)
     capacity = num if num is not None else max(1, int(reader.n * ratio))
-    extremes = select_extremes(reader, columns, capacity, invalid_value, progress)
+    extremes = select_extremes(reader, columns, capacity, invalid_value, progress, rows_mask)
     plans = plan_attributes(names, columns, extremes, ratio, num, split, seed, invalid_value, named=bool(attributes))
-    return reader, view, stored_as, plans
+    return reader, view, stored_as, plans, rows_mask
 
 
 def plan_attributes(names: Sequence[str], columns: Sequence[int], extremes: Sequence[Extremes],
@@ -253,12 +264,14 @@ def plan_attributes(names: Sequence[str], columns: Sequence[int], extremes: Sequ
     return plans
 
 
-def direction_name(attribute: str, space: str, layer: int | None = None) -> str:
-    """The stored name of ``attribute``'s boundary: the attribute itself in z, else ``<attr>@<space>[<layer>]``.
+def direction_name(attribute: str, space: str, layer: int | None = None, class_label: int | None = None) -> str:
+    """The stored name of ``attribute``'s boundary: the attribute itself in z, else ``<attr>@<space>[<layer>]``,
+    and ``_class<K>`` after it when fitted on the rows of one class.
 
-    ``age`` (z), ``age@w``, ``age@wp`` (all wp layers flattened), ``age@wp4`` (layer 4 of wp).
+    ``age`` (z), ``age@w``, ``age@wp`` (all wp layers flattened), ``age@wp4`` (layer 4 of wp),
+    ``smile@w_class207`` (w, rows of class 207).
     """
-    return attribute + LatentSpace.of(space, layer).suffix
+    return attribute + LatentSpace.of(space, layer).suffix + ("" if class_label is None else f"_class{class_label}")
 
 
 def _batch_rows(group: list[_Plan], part: str) -> np.ndarray:
@@ -294,7 +307,8 @@ def _fit_batch(group: list[_Plan], X: np.ndarray, Xv: np.ndarray | None, C: floa
 def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes: Sequence[str] | None = None,
                ratio: float | None = 0.02, num: int | None = None, split: float = 0.7, loss: str = "hinge",
                C: float = 1.0, seed: int = 0, invalid_value: float | None = None, layer: int | None = None,
-               overwrite: bool = False, progress: bool = False) -> dict[str, dict[str, Any]]:
+               overwrite: bool = False, progress: bool = False,
+               class_label: int | None = None) -> dict[str, dict[str, Any]]:
     """Fit InterFaceGAN boundaries for ``attributes`` (default all) and write them to ``directions/interfacegan``.
 
     Each boundary is stored as ``directions/interfacegan/<direction_name(attr, space, layer)>``: ``<attr>`` in
@@ -302,16 +316,19 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     beside it (attribute, space, layer, accuracies, num, split, ...)} for every fitted attribute.
     ``num`` (rows per side) overrides ``ratio`` (fraction of valid rows per side). Unusable attributes are
     skipped with a warning, or refused if named in ``attributes`` (see the module docstring). A boundary already
-    stored under one of the names is refused, before any work, unless ``overwrite``.
+    stored under one of the names is refused, before any work, unless ``overwrite``. ``class_label`` fits on
+    the rows of that class only (a store sampled from a class-conditional generator), as the papers fit
+    per-class boundaries; the names then end in ``_class<K>``.
     """
     from engine.progress import progress_bar
 
     if num is not None:
         ratio = None
     _check_arguments(ratio, num, split, loss, C)
-    reader, view, stored_as, plans = select_rows(
+    reader, view, stored_as, plans, rows_mask = select_rows(
         store, METHOD, "fit boundaries", space=space, layer=layer, attributes=attributes, ratio=ratio, num=num,
-        split=split, seed=seed, invalid_value=invalid_value, overwrite=overwrite, progress=progress)
+        split=split, seed=seed, invalid_value=invalid_value, overwrite=overwrite, progress=progress,
+        class_label=class_label)
     names = [p.name for p in plans]
 
     # One batched fit per distinct K (one call for all attributes unless NaNs differ between them); every
@@ -343,6 +360,7 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
                 "n_train": 2 * p.train_pos.size, "n_val": 2 * p.val_pos.size, "decision_value": p.midpoint,
                 "offset": float(intercept[j] / norms[j]), "train_accuracy": float(train_acc[j]),
                 "val_accuracy": None if val_acc[j] is None else float(val_acc[j]),
+                **({} if class_label is None else {"class": int(class_label)}),
             }
         models.append((coef / norms[:, None], intercept / norms, group))
 
@@ -366,6 +384,8 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
                     keep = np.isfinite(values) & ~chosen[rows, position[p.name]]
                     if invalid_value is not None:
                         keep &= values != invalid_value
+                    if rows_mask is not None:
+                        keep &= rows_mask[rows]
                     label = values[keep] >= p.midpoint
                     correct[p.name] += int(np.sum((decision[keep, j] > 0) == label))
                     total[p.name] += int(keep.sum())
@@ -481,6 +501,7 @@ Examples:
   latent-engine boundaries run.zarr --space w --attribute smile --attribute age --ratio 0.05
   latent-engine boundaries run.zarr --num 10000 --split 0.7 --loss squared_hinge -C 0.1 --seed 3
   latent-engine boundaries run.zarr --space wp --layer 4 --invalid-value -1
+  latent-engine boundaries imagenet.zarr --attribute brightness --class 207       # rows of one ImageNet class
   latent-engine boundaries run.zarr --attribute smile --overwrite
 
 \b
@@ -498,12 +519,13 @@ Stored as directions/interfacegan/<attr> for --space z, <attr>@w, <attr>@wp and 
 @click.option("-C", "C", type=float, default=1.0, help="SVM inverse regularisation strength.")
 @click.option("--seed", type=int, default=0, help="Seed of the train/validation shuffle (recorded).")
 @click.option("--invalid-value", type=float, default=None, help="Score value to drop like NaN (e.g. a predictor's failure code).")
+@click.option("--class", "class_label", type=int, default=None, help="Fit on the rows of this class only (stores of class-conditional generators); names end in _class<K>.")
 @click.option("--overwrite", is_flag=True, help="Replace boundaries already stored under the same names.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def boundaries_command(store: str, space: str, layer: int | None, attributes: tuple[str, ...], ratio: float,
                num: int | None, split: float, loss: str, C: float, seed: int, invalid_value: float | None,
-               overwrite: bool, quiet: bool, as_json: bool) -> None:
+               class_label: int | None, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """InterFaceGAN: fit one linear SVM boundary per attribute and store its unit normal.
 
     Writes directions/interfacegan/<attr> (z) or <attr>@<space> (1, d) with the accuracies on the
@@ -513,7 +535,7 @@ def boundaries_command(store: str, space: str, layer: int | None, attributes: tu
     """
     result = boundaries(store, space=space, attributes=list(attributes) or None, ratio=ratio, num=num, split=split,
                  loss=loss, C=C, seed=seed, invalid_value=invalid_value, layer=layer, overwrite=overwrite,
-                 progress=not quiet and not as_json)
+                 progress=not quiet and not as_json, class_label=class_label)
     if as_json:
         echo_json(result)
         return

@@ -46,7 +46,7 @@ def meandiff(store: str | os.PathLike | Store, *, space: str = "z", attributes: 
     if num is not None:
         ratio = None
     check_selection(ratio, num)
-    reader, view, stored_as, plans = select_rows(
+    reader, view, stored_as, plans, _ = select_rows(
         store, METHOD, "take mean differences", space=space, layer=layer, attributes=attributes, ratio=ratio,
         num=num, split=1.0, seed=0, invalid_value=invalid_value, overwrite=overwrite, progress=progress)
     sides = [np.sort(p.train_pos) for p in plans] + [np.sort(p.train_neg) for p in plans]

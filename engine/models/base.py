@@ -71,11 +71,45 @@ class Predictor(Protocol):
 # so that w-space edits are truncated as the sampled codes were (engine.spaces.synthesis_input).
 
 
-def mapped_w(G: Generator, z: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+# A class-conditional generator (BigGAN, a conditional StyleGAN2-ADA) also has:
+#   num_classes: int                         how many classes its labels index (> 0)
+#   label_choice: tuple[int, ...] | None     the classes a sampling run draws from (None: all), from its options
+#   mapping(z, labels), synthesis(ws, labels) and mapping_w(z, labels), labels (B,) int64
+# and a generator whose z is not N(0, I) says how it is drawn:
+#   latent_distribution = {"kind": "truncated_normal", "bound": 2.0, "scale": ψ}   (BigGAN's truncation trick)
+# Callers go through ``map_codes`` / ``synthesize`` / ``mapped_w``, which pass labels only to such generators.
+
+
+def conditional(G: object) -> bool:
+    """Whether ``G`` takes class labels beside its codes."""
+    return int(getattr(G, "num_classes", 0) or 0) > 0
+
+
+def _labels_for(G: object, labels: torch.Tensor | None, batch: int) -> tuple:
+    if not conditional(G):
+        return ()
+    if labels is None:
+        raise ValueError(f"generator {getattr(G, 'spec', G)!r} is class-conditional: its codes need class labels")
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), one per code; got {tuple(labels.shape)}")
+    return (labels,)
+
+
+def map_codes(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """``G.mapping(z)``, with each code's class label where ``G`` is class-conditional."""
+    return G.mapping(z, *_labels_for(G, labels, z.shape[0]))
+
+
+def synthesize(G: Generator, ws: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """``G.synthesis(ws)``, with each code's class label where ``G`` is class-conditional."""
+    return G.synthesis(ws, *_labels_for(G, labels, ws.shape[0]))
+
+
+def mapped_w(G: Generator, z: torch.Tensor, ws: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """w, the mapping network's output before truncation: ``G.mapping_w(z)`` where the generator defines it
     (generators that truncate must), else the first layer's copy in ``ws`` (which is w when nothing truncates)."""
     mapping_w = getattr(G, "mapping_w", None)
-    return mapping_w(z) if callable(mapping_w) else ws[:, 0]
+    return mapping_w(z, *_labels_for(G, labels, z.shape[0])) if callable(mapping_w) else ws[:, 0]
 
 
 class IdentityMapping:
