@@ -80,17 +80,32 @@ def test_random_noise_repeats_after_reseeding_and_differs_between_seeds():
     assert not torch.equal(first, G.synthesis(ws))
 
 
-def test_a_conditional_model_maps_with_its_class_and_refuses_a_missing_or_bad_one():
+def test_a_conditional_model_maps_each_code_with_its_label_and_refuses_a_missing_or_bad_class():
     network = TinyStyleNetwork(c_dim=3)
-    G = wrap(network, class_index=2)
+    G = wrap(network, classes=(0, 2))
+    assert G.num_classes == 3 and G.label_choice == (0, 2)
     z = torch.randn(2, 6)
-    torch.testing.assert_close(G.mapping_w(z), network.mapping_w(z) + network.embed[2])
+    labels = torch.tensor([2, 0])
+    expected = network.mapping_w(z) + network.embed[labels]
+    torch.testing.assert_close(G.mapping_w(z, labels), expected)
+    with pytest.raises(ValueError, match="its codes need class labels"):
+        G.mapping_w(z)
     with pytest.raises(ValueError, match=r"conditional model with 3 classes: pass class=K"):
         wrap(network)
-    with pytest.raises(ValueError, match=r"class must be an integer from 0 to 2; got 3"):
-        wrap(network, class_index=3)
+    with pytest.raises(ValueError, match=r"classes must be integers from 0 to 2"):
+        wrap(network, classes=(3,))
     with pytest.raises(ValueError, match=r"not a conditional model"):
-        wrap(class_index=1)
+        wrap(classes=(1,))
+
+
+def test_a_conditional_model_samples_labels_from_its_classes(tmp_path):
+    G = wrap(TinyStyleNetwork(c_dim=3), classes=(0, 2))
+    store = engine.sample(str(tmp_path / "c.zarr"), G, [], n=40, chunk=20, progress=False)
+    labels = store.array("labels")[:]
+    assert set(np.unique(labels)) == {0, 2} and store.num_classes == 3
+    z = torch.from_numpy(store.array("latents/z")[:])
+    torch.testing.assert_close(torch.from_numpy(store.array("latents/w")[:]),
+                               G.mapping_w(z, torch.from_numpy(labels.astype(np.int64))))
 
 
 @pytest.mark.parametrize("options, message", [

@@ -10,7 +10,9 @@ behind the engine's ``Generator`` protocol with the options a researcher sets pe
 * ``noise=const|random|none``: const (the default) uses the file's stored noise, so an image is a function of
   its code alone; random draws fresh noise from a generator the sampler seeds per chunk (``reseed_noise``),
   so a store stays reproducible.
-* ``class=K`` for a conditional model (``c_dim > 0``): every code is mapped with class K.
+* ``class=K`` or ``classes=K1;K2;...|all`` for a conditional model (``c_dim > 0``): the classes a run draws
+  its codes' labels from (``engine.sampler.draw_labels``; one class: every code); the store keeps each row's
+  class in ``labels``.
 
 Files read (nothing in them is executed; ``--trust-checkpoint`` is never needed):
 
@@ -62,8 +64,8 @@ class StyleGenerator(torch.nn.Module):
 
     def __init__(self, network: torch.nn.Module, *, family: str, file_format: str, path: str, sha256: str,
                  state_affines: dict[str, torch.Tensor], truncation: float = 1.0,
-                 truncation_cutoff: int | None = None, noise: str = "const", class_index: int | None = None,
-                 w_avg_source: str = "file") -> None:
+                 truncation_cutoff: int | None = None, noise: str = "const",
+                 classes: tuple[int, ...] | None = None, w_avg_source: str = "file") -> None:
         super().__init__()
         self.network = network
         self.z_dim, self.w_dim, self.num_ws = int(network.z_dim), int(network.w_dim), int(network.num_ws)
@@ -73,16 +75,18 @@ class StyleGenerator(torch.nn.Module):
         self.family, self.file_format, self.path, self.sha256 = family, file_format, path, sha256
         self.truncation, self.truncation_cutoff = _check_truncation(truncation, truncation_cutoff, self.num_ws)
         self.noise = _check_noise(noise, family)
-        self.class_index = _check_class(class_index, self.c_dim, path)
+        self.label_choice = _check_classes(classes, self.c_dim, path)
+        if self.c_dim:
+            self.num_classes = self.c_dim         # a class-conditional generator (engine.models.base)
         self._state_affines = state_affines
         self.w_avg_source = w_avg_source
         self._noise_rng: torch.Generator | None = None
         self.reseed_noise(0)
 
     # --- the Generator protocol -------------------------------------------------------------------------
-    def mapping_w(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_dim) -> w (B, w_dim), before truncation."""
-        return self.network.mapping_w(z, self._class_codes(z))
+    def mapping_w(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, z_dim) [+ class labels (B,) of a conditional model] -> w (B, w_dim), before truncation."""
+        return self.network.mapping_w(z, self._class_codes(labels))
 
     def truncate(self, w: torch.Tensor) -> torch.Tensor:
         """w (B, w_dim) -> the per-layer codes (B, num_ws, w_dim) the synthesis takes, truncated as asked."""
@@ -93,10 +97,11 @@ class StyleGenerator(torch.nn.Module):
             ws[:, :cut] = avg.lerp(ws[:, :cut], self.truncation)
         return ws
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        return self.truncate(self.mapping_w(z))
+    def mapping(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.truncate(self.mapping_w(z, labels))
 
-    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+    def synthesis(self, ws: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [-1, 1]; a conditional model's class acts through the mapping only, so ``labels`` is unused."""
         images = self.network.synthesis(ws, noise=self.noise, generator=self._noise_rng)
         return images.clamp(-1.0, 1.0)
 
@@ -131,17 +136,18 @@ class StyleGenerator(torch.nn.Module):
             "truncation_cutoff": self.truncation_cutoff, "noise": self.noise, "w_avg": self.w_avg_source}
         if self.c_dim:
             record["c_dim"] = self.c_dim
-            record["class"] = self.class_index
+            record["classes"] = None if self.label_choice is None else list(self.label_choice)
         if self.w_avg_source != "file" and self.truncation != 1.0:
             record["w_avg_values"] = [float(v) for v in self.network.w_avg.float().cpu()]
         return record
 
-    def _class_codes(self, z: torch.Tensor) -> torch.Tensor | None:
+    def _class_codes(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """One-hot c (B, c_dim) for NVlabs' conditional mapping."""
         if not self.c_dim:
             return None
-        c = torch.zeros(z.shape[0], self.c_dim, device=z.device, dtype=z.dtype)
-        c[:, self.class_index] = 1
-        return c
+        if labels is None:
+            raise ValueError(f"{self.path} is a conditional model: its codes need class labels")
+        return torch.nn.functional.one_hot(labels.long(), self.c_dim).to(self.network.w_avg.dtype)
 
 
 def _check_truncation(psi: Any, cutoff: Any, num_ws: int) -> tuple[float, int | None]:
@@ -159,16 +165,34 @@ def _check_noise(noise: Any, family: str) -> str:
     return str(noise)
 
 
-def _check_class(index: Any, c_dim: int, path: str) -> int | None:
-    if not c_dim:
-        if index is not None:
-            raise ValueError(f"{path} is not a conditional model (c_dim 0): drop class={index!r}")
+def parse_classes(value: Any) -> tuple[int, ...] | None | str:
+    """A SPEC's ``class=K`` / ``classes=K1;K2;...|all`` -> (K, ...) or None (all); the text if malformed."""
+    if value is None or value == "all":
         return None
-    if index is None:
-        raise ValueError(f"{path} is a conditional model with {c_dim} classes: pass class=K (0 ≤ K < {c_dim})")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < c_dim:
-        raise ValueError(f"class must be an integer from 0 to {c_dim - 1}; got {index!r}")
-    return index
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return (value,)
+    try:
+        return tuple(int(part) for part in str(value).split(";"))
+    except ValueError:
+        return str(value)
+
+
+def _check_classes(classes: Any, c_dim: int, path: str) -> tuple[int, ...] | None:
+    if not c_dim:
+        if classes is not None:
+            raise ValueError(f"{path} is not a conditional model (c_dim 0): drop class/classes")
+        return None
+    if classes is None:
+        raise ValueError(f"{path} is a conditional model with {c_dim} classes: pass class=K (0 ≤ K < {c_dim}) "
+                         "or classes=K1;K2;...|all")
+    if classes == "all":
+        return None
+    if not isinstance(classes, tuple) or not classes or any(not 0 <= k < c_dim for k in classes):
+        raise ValueError(f"classes must be integers from 0 to {c_dim - 1} (class=K or classes=K1;K2;...|all); "
+                         f"got {classes!r}")
+    return classes
 
 
 def estimate_w_avg(network: torch.nn.Module, class_codes: torch.Tensor | None = None, *,
@@ -276,9 +300,12 @@ def load_style_generator(family: str, path: Any = None, *args: Any, truncation: 
         raise ValueError(f"unexpected positional options {list(args)!r}: options are key=value after the path")
     if path is None or not str(path):
         raise ValueError(f"{family} needs a file: {family}:PATH[,truncation=0.7,...]")
-    class_index = options.pop("class", None)
+    if "class" in options and "classes" in options:
+        raise ValueError("give class=K or classes=K1;K2;..., not both")
+    raw = options.pop("class", options.pop("classes", None))
+    classes = "all" if raw == "all" else (None if raw is None else parse_classes(raw))
     if options:
-        known = "truncation, truncation_cutoff, noise, class"
+        known = "truncation, truncation_cutoff, noise, class, classes"
         raise ValueError(f"unknown option(s) {', '.join(sorted(options))} (known: {known})")
     path = os.path.abspath(os.path.expanduser(str(path)))
     network, file_format, state = read_network(path, family)
@@ -286,19 +313,20 @@ def load_style_generator(family: str, path: Any = None, *args: Any, truncation: 
     generator = StyleGenerator(network, family=family, file_format=file_format, path=path,
                                sha256=file_sha256(path), state_affines=_affines(state, family, path),
                                truncation=truncation, truncation_cutoff=truncation_cutoff, noise=noise,
-                               class_index=class_index,
+                               classes=classes,
                                w_avg_source="file" if network.has_w_avg else "none")
     generator.spec = canonical_spec(family, path, truncation=generator.truncation,
-                                    truncation_cutoff=truncation_cutoff, noise=noise, class_index=class_index)
+                                    truncation_cutoff=truncation_cutoff, noise=noise, classes=raw)
     if generator.truncation != 1.0 and not network.has_w_avg:
-        network.w_avg.copy_(estimate_w_avg(network, generator._class_codes(torch.zeros(1, network.z_dim))))
+        first = None if not generator.c_dim else torch.tensor([(generator.label_choice or (0,))[0]])
+        network.w_avg.copy_(estimate_w_avg(network, generator._class_codes(first)))
         generator.w_avg_source = (f"computed: mean of mapping_w over z ~ N(0, I) seeded {W_AVG_SEED}, "
                                   f"standard error ≤ {W_AVG_TOLERANCE}")
     return generator
 
 
 def canonical_spec(family: str, path: str, *, truncation: float, truncation_cutoff: int | None, noise: str,
-                   class_index: int | None) -> str:
+                   classes: Any) -> str:
     """The SPEC of this generator with the file's absolute path and only the options that differ from the
     defaults: what a store records, so that ``edit``, ``report`` and Dask workers find the same file anywhere."""
     options = [path]
@@ -308,8 +336,8 @@ def canonical_spec(family: str, path: str, *, truncation: float, truncation_cuto
         options.append(f"truncation_cutoff={truncation_cutoff}")
     if noise != "const":
         options.append(f"noise={noise}")
-    if class_index is not None:
-        options.append(f"class={class_index}")
+    if classes is not None:
+        options.append(f"classes={classes}")
     return f"{family}:{','.join(options)}"
 
 
