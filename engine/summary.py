@@ -24,7 +24,21 @@ def summarize(store: Store) -> dict[str, Any]:
         "directions": {key: _direction_summary(store, key) for key in store.directions()},
         "tables": store.tables(),
     }
+    if store.num_classes:
+        summary["arrays"]["labels"] = [store.n]
+        summary["labels"] = label_counts(store, progress)
     return summary
+
+
+def label_counts(store: Store, progress: np.ndarray | None = None) -> dict[str, Any]:
+    """{"num_classes", "counts": {class: rows}} over the committed chunks, streamed chunk by chunk."""
+    if progress is None:
+        progress = store.progress()
+    counts = np.zeros(int(store.num_classes), np.int64)
+    for index in np.flatnonzero(progress):
+        counts += np.bincount(store.array("labels")[store.chunk_rows(int(index))], minlength=counts.size)
+    return {"num_classes": int(store.num_classes),
+            "counts": {str(k): int(c) for k, c in enumerate(counts) if c}}
 
 
 def attribute_stats(store: Store, progress: np.ndarray | None = None) -> dict[str, dict[str, float | int]]:

@@ -168,3 +168,17 @@ def test_a_generator_with_truncated_codes_records_and_reuses_its_draw(tmp_path):
     np.testing.assert_array_equal(z[100:], draw_codes(0, 1, 100, 6, distribution=store.meta["distribution"]))
     reopened = Store.open(store.path)
     assert reopened.latent_source("z")["distribution"]["scale"] == 0.4
+
+
+def test_info_counts_the_rows_of_each_class(labelled):
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+    from engine.summary import summarize
+
+    summary = summarize(labelled)
+    labels = labelled.array("labels")[:]
+    assert summary["labels"] == {"num_classes": 5, "counts": {"1": int((labels == 1).sum()),
+                                                              "3": int((labels == 3).sum())}}
+    out = CliRunner().invoke(cli, ["info", labelled.path]).output
+    assert "2 of 5 classes drawn" in out

@@ -97,6 +97,12 @@ def _print_summary(s: dict) -> None:
     if s.get("samples_per_s"):
         click.echo(f"  sampled on {s['device']} at {s['samples_per_s']} samples/s")
     for name, shape in s["arrays"].items():
+        if name == "labels":
+            counts = s["labels"]["counts"]
+            shown = ", ".join(f"{k}: {v}" for k, v in list(counts.items())[:8]) + (", ..." if len(counts) > 8 else "")
+            click.echo(f"  {name:<12} {str(tuple(shape)):<18} {len(counts)} of {s['labels']['num_classes']} "
+                       f"classes drawn ({shown})")
+            continue
         click.echo(f"  {name:<12} {str(tuple(shape)):<18} {_describe_source(s['sources'].get(name, {}))}")
     if s["attributes"]:
         click.echo("")
