@@ -32,6 +32,8 @@ BUILTIN_GENERATORS: dict[str, str] = {
     "stylegan2": "engine.models.stylegan_files:stylegan2_generator",
     "stylegan3": "engine.models.stylegan_files:stylegan3_generator",
     "stylegan": "engine.models.stylegan_files:stylegan_generator",
+    "pggan": "engine.models.gan_files:pggan_generator",
+    "biggan": "engine.models.gan_files:biggan_generator",
 }
 BUILTIN_PREDICTORS: dict[str, str] = {
     "planted": "engine.models.planted:planted_predictor",
