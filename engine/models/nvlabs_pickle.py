@@ -28,7 +28,7 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +44,7 @@ class UnsafePickleError(CheckpointError):
     """A pickle asked for a global outside the allowlist; it was refused before anything from the file ran."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class PersistentObject:
     """One persistent network object of an NVlabs pickle, rebuilt as data only.
 
@@ -65,6 +65,10 @@ class PersistentObject:
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
     non_persistent: set[str] = field(default_factory=set)
     children: dict[str, PersistentObject] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"PersistentObject({self.class_name}, kind={self.module_kind()}, {len(self.state_dict())} tensors, "
+                f"children={list(self.children)})")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The flat {dotted name: tensor} dict ``module.state_dict()`` of the original network gives, in its order:
@@ -257,6 +261,14 @@ def _np_reconstruct(subtype: object, shape: object, dtype_code: object) -> np.nd
     return np.ndarray.__new__(np.ndarray, _ints(shape, "numpy shape"), dtype_code)
 
 
+def _np_frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """``numpy.core.numeric._frombuffer``: how numpy pickles an array with protocol 5 (the buffer in-band)."""
+    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype) or dtype.hasobject \
+            or order not in ("C", "F"):
+        raise CheckpointError("a numpy array is not a plain numeric array")
+    return np.frombuffer(buffer, dtype=dtype).reshape(_ints(shape, "numpy shape"), order=order)
+
+
 def _np_dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
     """``numpy.dtype(spec, align, copy)`` as numpy pickles it: ``spec`` a type code such as ``'f8'``."""
     if not isinstance(spec, str) or not isinstance(align, bool) or not isinstance(copy, bool):
@@ -302,6 +314,7 @@ def _callables() -> dict[tuple[str, str], _Allowed]:
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):    # numpy 1.x / 2.x spell it differently
         table[(module, "_reconstruct")] = _np_reconstruct
         table[(module, "scalar")] = _np_scalar
+        table[(module.replace("multiarray", "numeric"), "_frombuffer")] = _np_frombuffer
     allowed = {key: _Allowed(".".join(key), function) for key, function in table.items()}
     allowed[("numpy", "ndarray")] = _NDARRAY
     return allowed
