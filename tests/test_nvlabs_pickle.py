@@ -10,6 +10,7 @@ import io
 import os
 import pickle
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +236,16 @@ def test_a_payload_inside_a_tensors_storage_bytes_is_refused(tmp_path):
     assert message == (f"{path}: a tensor's storage bytes ask for {os.system.__module__}.system, which is not "
                        "allowed; refused, nothing from the file was run")
     assert not marker.exists()
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path):
+    path = tmp_path / "evil.pkl"
+    # a 4-element float storage, as torch pickles it, under a view of 100 elements
+    typed = torch.TypedStorage(wrap_storage=torch.zeros(4).untyped_storage(), dtype=torch.float32, _internal=True)
+    path.write_bytes(pickle.dumps({"G_ema": _Reduce(torch._utils._rebuild_tensor_v2, typed, 0, (100,), (1,), False,
+                                                    OrderedDict())}))
+    assert _refusal(path) == (f"{path}: a tensor of size (100,) at offset 0 reaches past its storage of 4 "
+                              "elements")
 
 
 def test_opcodes_cannot_alter_a_rebuilt_network(tmp_path):

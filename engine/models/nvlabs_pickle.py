@@ -214,29 +214,41 @@ def _load_storage(data: object) -> _Storage:
 
 
 def _ints(value: object, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
-        raise CheckpointError(f"a tensor's {what} is {value!r}, not a tuple of integers")
+    if not isinstance(value, (tuple, list)) or not all(type(v) is int and v >= 0 for v in value):
+        raise CheckpointError(f"{what} is not a tuple of non-negative integers")
     return tuple(value)
 
 
 def _no_hooks(hooks: object) -> None:
-    if hooks not in (None, {}) and not (isinstance(hooks, OrderedDict) and not hooks):
+    if not (hooks is None or (isinstance(hooks, dict) and not hooks)):
         raise CheckpointError("a tensor carries backward hooks; a network pickle's tensors have none")
+
+
+def _view_fits(storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+    """Refuses a view reaching past its storage (torch's ``set_`` would grow the storage instead)."""
+    if len(size) != len(stride):
+        raise CheckpointError(f"a tensor has {len(size)} sizes but {len(stride)} strides")
+    elements = storage.untyped.nbytes() // storage.dtype.itemsize
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
+    if last >= elements:
+        raise CheckpointError(f"a tensor of size {size} at offset {offset} reaches past its storage of {elements} "
+                              "elements")
 
 
 def _rebuild_tensor(storage: object, offset: object, size: object, stride: object, requires_grad: object = False,
                     backward_hooks: object = None, metadata: object = None) -> _Tensor:
-    """``torch._utils._rebuild_tensor_v2``: a view of ``storage`` (offset, size, stride); the bounds are torch's
-    to check. Gradient flags and (empty) hooks are dropped: the tensors come back as plain data."""
+    """``torch._utils._rebuild_tensor_v2``: a view of ``storage`` (offset, size, stride) that stays inside it.
+    Gradient flags and (empty) hooks are dropped: the tensors come back as plain data."""
     if not isinstance(storage, _Storage):
         raise CheckpointError(f"a tensor is built on a {type(storage).__name__}, not on a storage")
-    if type(offset) is not int or not isinstance(requires_grad, bool):
-        raise CheckpointError("a tensor's storage offset or requires_grad flag has the wrong type")
+    if type(offset) is not int or offset < 0 or not isinstance(requires_grad, bool):
+        raise CheckpointError("a tensor's storage offset or requires_grad flag is not valid")
     _no_hooks(backward_hooks)
-    if metadata not in (None, {}):
-        raise CheckpointError(f"a tensor carries metadata {metadata!r}, which this reader does not apply")
-    tensor = torch.empty((0,), dtype=storage.dtype)
-    return _Tensor(tensor.set_(storage.untyped, offset, _ints(size, "size"), _ints(stride, "stride")))
+    if not (metadata is None or (isinstance(metadata, dict) and not metadata)):
+        raise CheckpointError("a tensor carries metadata (conjugate/negative bits), which this reader does not apply")
+    size, stride = _ints(size, "a tensor's size"), _ints(stride, "a tensor's stride")
+    _view_fits(storage, offset, size, stride)
+    return _Tensor(torch.empty((0,), dtype=storage.dtype).set_(storage.untyped, offset, size, stride))
 
 
 def _rebuild_parameter(data: object, requires_grad: object, backward_hooks: object) -> _Tensor:
@@ -258,7 +270,7 @@ def _np_reconstruct(subtype: object, shape: object, dtype_code: object) -> np.nd
     """``numpy.core.multiarray._reconstruct`` for plain ndarrays only (numpy's BUILD then fills it)."""
     if subtype is not _NDARRAY or not isinstance(dtype_code, bytes):
         raise CheckpointError("numpy's _reconstruct is asked for something other than a plain ndarray")
-    return np.ndarray.__new__(np.ndarray, _ints(shape, "numpy shape"), dtype_code)
+    return np.ndarray.__new__(np.ndarray, _ints(shape, "a numpy shape"), dtype_code)
 
 
 def _np_frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
@@ -266,7 +278,7 @@ def _np_frombuffer(buffer: object, dtype: object, shape: object, order: object) 
     if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype) or dtype.hasobject \
             or order not in ("C", "F"):
         raise CheckpointError("a numpy array is not a plain numeric array")
-    return np.frombuffer(buffer, dtype=dtype).reshape(_ints(shape, "numpy shape"), order=order)
+    return np.frombuffer(buffer, dtype=dtype).reshape(_ints(shape, "a numpy shape"), order=order)
 
 
 def _np_dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
