@@ -5,9 +5,10 @@ Python module source embedded in the file and rebuilds the network classes from 
 that. Its unpickler resolves only an allowlist of globals (``ALLOWED_GLOBALS``), each to an engine-owned callable
 that builds data: ``torch_utils.persistence._reconstruct_persistent_obj`` records the object's class name,
 source text (kept as text) and state; ``dnnlib.util.EasyDict`` becomes ``dict``; tensors are rebuilt by torch's
-plain-pickle route, their storage bytes read with ``torch.load(weights_only=True)``; numpy arrays, scalars and
-dtypes are rebuilt by numpy's own reconstructors. Any other global (``os.system``, ``builtins.exec``, a network
-class of the file's own) is refused with ``UnsafePickleError`` before it is called; nothing from the file runs.
+plain-pickle route, their storage bytes read with ``torch.load(weights_only=True)`` and every view checked to
+stay inside its storage; numeric numpy arrays, scalars and dtypes go through numpy's constructors after a type
+check. Any other global (``os.system``, ``builtins.exec``, a network class of the file's own) is refused with
+``UnsafePickleError`` before it is called; nothing from the file runs.
 
 Loading happens in two steps. The unpickler builds only plain containers, numbers, strings, numpy values and
 inert tokens (a tensor, a persistent object's recorded ``meta``) that no pickle opcode can alter. A second pass
