@@ -104,30 +104,43 @@ class _ModulatedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, ws: torch.Tensor, resample_filter: torch.Tensor, noise: str,
                 generator: torch.Generator | None) -> torch.Tensor:
-        styles = self.affine(ws[:, self.ws_index])
         batch = x.shape[0]
+        styles = self.affine(ws[:, self.ws_index])
         if self.demodulate:
             # Scaling the styles leaves the demodulated output unchanged (up to eps) and keeps fp16 finite.
             styles = styles / styles.abs().amax(dim=1, keepdim=True)
-            # sum over (in, kh, kw) of (weight * style)^2, without building per-sample weights
-            dcoefs = (styles.square() @ self.weight.square().sum(dim=(2, 3)).t() + DEMODULATION_EPS).rsqrt()
         x = x * styles.reshape(batch, -1, 1, 1)
         if self.up:
             x = _conv_up(x, self.weight, resample_filter)
         else:
             x = F.conv2d(x, self.weight, padding=self.kernel_size // 2)
-        if self.demodulate:
-            x = x * dcoefs.reshape(batch, -1, 1, 1)
+        # The activation's gain is folded into what precedes it: leaky_relu(a) * g == leaky_relu(a * g), g > 0.
+        shift = (self.bias * self.gain).reshape(1, -1, 1, 1)
         if self.use_noise and noise != "none":
-            x = x + self._noise(x, noise, generator)
-        x = x + self.bias.reshape(1, -1, 1, 1)
+            shift = shift + self._noise(x, noise, generator) * self.gain
+        if self.demodulate:
+            x = torch.addcmul(shift, x, self._demodulation(styles).mul(self.gain).reshape(batch, -1, 1, 1))
+        else:
+            x = x * self.gain + shift if self.gain != 1 else x + shift
         if self.activation:
-            x = F.leaky_relu(x, LRELU_SLOPE)
-        if self.gain != 1:
-            x = x * self.gain
+            x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)      # x is a fresh tensor that backward does not need
         if self.clamp is not None:
             x = x.clamp(-self.clamp, self.clamp)
         return x
+
+    def _demodulation(self, styles: torch.Tensor) -> torch.Tensor:
+        """(B, out): 1 / sqrt(sum over (in, kh, kw) of (weight · style)² + eps), without per-sample weights."""
+        return (styles.square() @ self._weight_energy().t() + DEMODULATION_EPS).rsqrt()
+
+    def _weight_energy(self) -> torch.Tensor:
+        """sum over (kh, kw) of weight², (out, in); cached while the weight stays the same tensor, unmodified
+        (an inference-mode result is not reused outside inference mode, where autograd could not save it)."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.weight.device,
+               torch.is_inference_mode_enabled())
+        if getattr(self, "_energy_key", None) != key or torch.is_grad_enabled() and self.weight.requires_grad:
+            self._energy = self.weight.square().sum(dim=(2, 3))
+            self._energy_key = key
+        return self._energy
 
     def _noise(self, x: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
         if mode == "const":
