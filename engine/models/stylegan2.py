@@ -108,7 +108,7 @@ class _ModulatedConv(nn.Module):
         styles = self.affine(ws[:, self.ws_index])
         if self.demodulate:
             # Scaling the styles leaves the demodulated output unchanged (up to eps) and keeps fp16 finite.
-            styles = styles / styles.abs().amax(dim=1, keepdim=True)
+            styles = styles / styles.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(styles.dtype).tiny)
         x = x * styles.reshape(batch, -1, 1, 1)
         if self.up:
             x = _conv_up(x, self.weight, resample_filter)
@@ -249,7 +249,7 @@ class StyleGAN2Network(nn.Module):
         self.has_w_avg = False
         self.register_buffer("w_avg", torch.zeros(arch.w_dim))
         self.register_buffer("resample_filter", make_filter(resample_filter))
-        self.mapping = _Mapping(arch)
+        self.mapping_network = _Mapping(arch)
         self.const = nn.Parameter(torch.zeros(arch.channels[4], 4, 4))
         blocks, index = [], 0
         for res in arch.resolutions:
@@ -272,7 +272,7 @@ class StyleGAN2Network(nn.Module):
                 raise ValueError(f"this generator is conditional: c of shape (batch, {self.c_dim}) is required")
             if tuple(c.shape) != (z.shape[0], self.c_dim):
                 raise ValueError(f"c must have shape ({z.shape[0]}, {self.c_dim}); got {tuple(c.shape)}")
-        return self.mapping(z, c)
+        return self.mapping_network(z, c)
 
     def synthesis(self, ws: torch.Tensor, noise: str = "const",
                   generator: torch.Generator | None = None) -> torch.Tensor:
@@ -310,20 +310,12 @@ def from_rosinality(state: Mapping[str, torch.Tensor], latent_avg: torch.Tensor 
     ``has_w_avg`` is False. Raises ``CheckpointError`` for a key missing, unexpected or of the wrong shape.
     """
     r = _Reader(state, "rosinality")
-    n_rgbs = len(r.numbered(r"to_rgbs\.(\d+)\.conv\.weight"))
-    size = 4 * 2 ** n_rgbs
-    n_mlp = len(r.numbered(r"style\.(\d+)\.weight"))
-    style_dim = r.peek("style.1.weight").shape[1]
-    channels = {4: r.peek("input.input").shape[1]}
-    channels.update({8 * 2 ** i: r.peek(f"convs.{2 * i}.conv.weight").shape[1] for i in range(n_rgbs)})
-    arch = Architecture(z_dim=style_dim, w_dim=style_dim, img_resolution=size,
-                        img_channels=r.peek("to_rgb1.conv.weight").shape[1], channels=channels,
-                        mapping_features=(style_dim,) * (n_mlp + 1),
-                        kernel_size=r.peek("conv1.conv.weight").shape[-1])
+    arch = _rosinality_arch(r)
+    n_rgbs = len(arch.resolutions) - 1
     net = StyleGAN2Network(arch, _first_filter(r, "convs.0.conv.blur.kernel") if n_rgbs else (1, 3, 3, 1))
-    values = {"const": r.take("input.input", (1, channels[4], 4, 4))[0]}
-    for i, layer in enumerate(net.mapping.layers):
-        values.update(_dense(r, f"style.{i + 1}", f"mapping.layers.{i}", layer, lr_mul=ROSINALITY_LR_MLP))
+    values = {"const": r.take("input.input", (1, *net.const.shape))[0]}
+    for i, layer in enumerate(net.mapping_network.layers):
+        values.update(_dense(r, f"style.{i + 1}", f"mapping_network.layers.{i}", layer, lr_mul=ROSINALITY_LR_MLP))
     conv_keys = ["conv1"] + [f"convs.{i}" for i in range(2 * n_rgbs)]
     rgb_keys = ["to_rgb1"] + [f"to_rgbs.{i}" for i in range(n_rgbs)]
     for i, (name, layer) in enumerate(_layers(net, "convs")):
@@ -368,10 +360,10 @@ def from_nvlabs(init_kwargs: Mapping[str, object], state: Mapping[str, torch.Ten
     values = {}
     map_kwargs = dict(init_kwargs.get("mapping_kwargs") or {})
     lr = float(map_kwargs.get("lr_multiplier", 0.01))
-    for i, layer in enumerate(net.mapping.layers):
-        values.update(_dense(r, f"mapping.fc{i}", f"mapping.layers.{i}", layer, lr_mul=lr))
-    if net.mapping.embed is not None:
-        values.update(_dense(r, "mapping.embed", "mapping.embed", net.mapping.embed, lr_mul=1.0))
+    for i, layer in enumerate(net.mapping_network.layers):
+        values.update(_dense(r, f"mapping.fc{i}", f"mapping_network.layers.{i}", layer, lr_mul=lr))
+    if net.mapping_network.embed is not None:
+        values.update(_dense(r, "mapping.embed", "mapping_network.embed", net.mapping_network.embed, lr_mul=1.0))
     if map_kwargs.get("w_avg_beta", 0.995) is not None:
         values["w_avg"] = r.take("mapping.w_avg", (arch.w_dim,))
     values["const"] = r.take("synthesis.b4.const", net.const.shape)
@@ -398,9 +390,7 @@ def from_nvlabs(init_kwargs: Mapping[str, object], state: Mapping[str, torch.Ten
             weight = r.take(f"{src}.skip.weight", b.skip.weight.shape)
             values[f"blocks.{i}.skip.weight"] = weight * math.sqrt(0.5 / weight.shape[1])
             r.check_filter(f"{src}.skip.resample_filter", net.resample_filter, gain=1.0)
-    net = _finish(net, values, r)
-    net.has_w_avg = "w_avg" in values
-    return net
+    return _finish(net, values, r)
 
 
 def from_genforce(state: Mapping[str, torch.Tensor]) -> StyleGAN2Network:
@@ -411,6 +401,53 @@ def from_genforce(state: Mapping[str, torch.Tensor]) -> StyleGAN2Network:
     becomes ``w_avg``. Raises ``CheckpointError`` for a key missing, unexpected or of the wrong shape.
     """
     r = _Reader(state, "genforce")
+    arch = _genforce_arch(r)
+    n_blocks = len(arch.resolutions)
+    net = StyleGAN2Network(arch, _first_filter(r, "synthesis.layer1.filter.kernel", flip=True) if n_blocks > 1
+                           else (1, 3, 3, 1))
+    values = {"const": r.take("synthesis.early_layer.const", (1, *net.const.shape))[0],
+              "w_avg": r.take("truncation.w_avg", (arch.w_dim,))}
+    for i, layer in enumerate(net.mapping_network.layers):
+        values.update(_dense(r, f"mapping.dense{i}", f"mapping_network.layers.{i}", layer, lr_mul=GENFORCE_LR_MUL))
+    if arch.c_dim:
+        values["mapping_network.label_weight"] = r.take("mapping.label_weight", (arch.c_dim, arch.z_dim))
+    for i, (name, layer) in enumerate(_layers(net, "convs")):
+        src = f"synthesis.layer{i}"
+        values.update(_modulation(r, f"{src}.style", name, layer, bias_offset=1.0))
+        weight = r.take(f"{src}.weight", layer.weight.shape) * _fan_in_gain(layer)
+        # genforce flips the kernel of its upsampling (transposed) conv; the engine's does not
+        values[f"{name}.weight"] = weight.flip(2, 3) if layer.up else weight
+        values[f"{name}.bias"] = r.take(f"{src}.bias", layer.bias.shape)
+        values[f"{name}.noise_const"] = r.take(f"{src}.noise", (1, 1, *layer.noise_const.shape))[0, 0]
+        values[f"{name}.noise_strength"] = r.take(f"{src}.noise_strength", ())
+        if layer.up:
+            r.check_filter(f"{src}.filter.kernel", net.resample_filter, gain=4.0, flip=True)
+    rgbs = _layers(net, "to_rgbs")
+    for (name, layer), block in zip(rgbs, range(n_blocks - len(rgbs), n_blocks)):
+        src = f"synthesis.output{block}"
+        values.update(_modulation(r, f"{src}.style", name, layer, bias_offset=1.0))
+        values[f"{name}.weight"] = r.take(f"{src}.weight", layer.weight.shape) * _fan_in_gain(layer)
+        values[f"{name}.bias"] = r.take(f"{src}.bias", layer.bias.shape)
+    if arch.architecture == "skip" and n_blocks > 1:
+        r.check_filter("synthesis.upsample.kernel", net.resample_filter, gain=4.0, flip=True)
+    return _finish(net, values, r)
+
+
+def _rosinality_arch(r: _Reader) -> Architecture:
+    """size, style_dim, n_mlp and the channels per resolution, from rosinality's key names and shapes."""
+    n_rgbs = len(r.numbered(r"to_rgbs\.(\d+)\.conv\.weight"))
+    n_mlp = len(r.numbered(r"style\.(\d+)\.weight"))
+    style_dim = r.peek("style.1.weight").shape[1]
+    channels = {4: r.peek("input.input").shape[1]}
+    channels.update({8 * 2 ** i: r.peek(f"convs.{2 * i}.conv.weight").shape[1] for i in range(n_rgbs)})
+    return Architecture(z_dim=style_dim, w_dim=style_dim, img_resolution=4 * 2 ** n_rgbs,
+                        img_channels=r.peek("to_rgb1.conv.weight").shape[1], channels=channels,
+                        mapping_features=(style_dim,) * (n_mlp + 1),
+                        kernel_size=r.peek("conv1.conv.weight").shape[-1])
+
+
+def _genforce_arch(r: _Reader) -> Architecture:
+    """Resolution, widths, label size and architecture, from genforce's key names and shapes."""
     n_convs = len(r.numbered(r"synthesis\.layer(\d+)\.weight"))
     n_dense = len(r.numbered(r"mapping\.dense(\d+)\.weight"))
     if n_convs < 1 or n_convs % 2 == 0 or n_dense < 1:
@@ -419,47 +456,19 @@ def from_genforce(state: Mapping[str, torch.Tensor]) -> StyleGAN2Network:
     log2 = (n_convs + 3) // 2
     label_size = r.peek("mapping.label_weight").shape[0] if r.has("mapping.label_weight") else 0
     dense = [r.peek(f"mapping.dense{i}.weight") for i in range(n_dense)]
-    z_dim = dense[0].shape[1] // (2 if label_size else 1)
     w_dim = r.peek("synthesis.layer0.style.weight").shape[1]
     if dense[-1].shape[0] != w_dim:
         raise CheckpointError(f"genforce key 'mapping.dense{n_dense - 1}.weight' has {dense[-1].shape[0]} outputs; "
                               f"expected w_dim {w_dim} (per-layer w, repeat_w=False, is not supported)")
-    channels = {2 ** (k + 2): r.peek(f"synthesis.layer{max(2 * k - 1, 0)}.weight").shape[0] for k in range(log2 - 1)}
+    channels = {2 ** (k + 2): r.peek(f"synthesis.layer{max(2 * k - 1, 0)}.weight").shape[0]
+                for k in range(log2 - 1)}
     skip = r.has("synthesis.output0.weight") and log2 > 2
-    last = f"synthesis.output{log2 - 2}"
-    arch = Architecture(z_dim=z_dim, w_dim=w_dim, img_resolution=2 ** log2, img_channels=r.peek(f"{last}.weight").shape[0],
-                        channels=channels, mapping_features=(dense[0].shape[1], *(d.shape[0] for d in dense)),
-                        c_dim=label_size, label_mode="concat", architecture="skip" if skip else "orig",
+    return Architecture(z_dim=dense[0].shape[1] // (2 if label_size else 1), w_dim=w_dim,
+                        img_resolution=2 ** log2, img_channels=r.peek(f"synthesis.output{log2 - 2}.weight").shape[0],
+                        channels=channels,
+                        mapping_features=(dense[0].shape[1], *(d.shape[0] for d in dense)), c_dim=label_size,
+                        label_mode="concat", architecture="skip" if skip else "orig",
                         kernel_size=r.peek("synthesis.layer0.weight").shape[-1])
-    net = StyleGAN2Network(arch, _first_filter(r, "synthesis.layer1.filter.kernel", flip=True) if log2 > 2
-                           else (1, 3, 3, 1))
-    values = {"const": r.take("synthesis.early_layer.const", (1, *net.const.shape))[0],
-              "w_avg": r.take("truncation.w_avg", (w_dim,))}
-    for i, layer in enumerate(net.mapping.layers):
-        values.update(_dense(r, f"mapping.dense{i}", f"mapping.layers.{i}", layer, lr_mul=GENFORCE_LR_MUL))
-    if label_size:
-        values["mapping.label_weight"] = r.take("mapping.label_weight", (label_size, z_dim))
-    for i, (name, layer) in enumerate(_layers(net, "convs")):
-        src = f"synthesis.layer{i}"
-        values.update(_modulation(r, f"{src}.style", name, layer, bias_offset=1.0))
-        weight = r.take(f"{src}.weight", layer.weight.shape) * _fan_in_gain(layer)
-        values[f"{name}.weight"] = weight.flip(2, 3) if layer.up else weight     # genforce flips for its transposed conv
-        values[f"{name}.bias"] = r.take(f"{src}.bias", layer.bias.shape)
-        values[f"{name}.noise_const"] = r.take(f"{src}.noise", (1, 1, *layer.noise_const.shape))[0, 0]
-        values[f"{name}.noise_strength"] = r.take(f"{src}.noise_strength", ())
-        if layer.up:
-            r.check_filter(f"{src}.filter.kernel", net.resample_filter, gain=4.0, flip=True)
-    rgbs = _layers(net, "to_rgbs")
-    for (name, layer), block in zip(rgbs, range(log2 - 1 - len(rgbs), log2 - 1)):
-        src = f"synthesis.output{block}"
-        values.update(_modulation(r, f"{src}.style", name, layer, bias_offset=1.0))
-        values[f"{name}.weight"] = r.take(f"{src}.weight", layer.weight.shape) * _fan_in_gain(layer)
-        values[f"{name}.bias"] = r.take(f"{src}.bias", layer.bias.shape)
-    if skip:
-        r.check_filter("synthesis.upsample.kernel", net.resample_filter, gain=4.0, flip=True)
-    net = _finish(net, values, r)
-    net.has_w_avg = True
-    return net
 
 
 _NVLABS_TOP = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
