@@ -257,3 +257,18 @@ def test_cuda_matches_cpu():
         gpu = net.to("cuda").synthesis(ws.cuda(), noise="const").cpu()
         drawn = net.synthesis(ws.cuda(), noise="random", generator=torch.Generator("cuda").manual_seed(0))
     assert torch.allclose(cpu, gpu, atol=1e-3) and drawn.device.type == "cuda"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_latent_weights_are_the_files_style_weights(layout):
+    """What SeFa factorizes from the network equals what it reads from the file (engine convention)."""
+    from engine.models.checkpoints import latent_weights
+
+    state = {"rosinality": rosinality_state, "nvlabs": lambda: nvlabs_state()[1], "genforce": genforce_state}[layout]()
+    net = _convert(layout, state)
+    for include_torgb in (False, True):
+        ours = net.latent_weights(include_torgb=include_torgb)
+        theirs = latent_weights(state, "stylegan2", include_torgb=include_torgb)
+        assert len(ours) == len(theirs) == (5 if not include_torgb else 8)
+        for (_, a), (_, b) in zip(ours, theirs):
+            assert torch.allclose(a, b, atol=1e-5)

@@ -291,6 +291,14 @@ class StyleGAN2Network(nn.Module):
             x, img = block(x, img, ws, self.resample_filter, noise, generator)
         return img
 
+    def latent_weights(self, include_torgb: bool = False) -> list[tuple[str, torch.Tensor]]:
+        """SeFa's weights: each modulated conv's style affine (in, w_dim) in synthesis order, the ToRGBs' after
+        them with ``include_torgb``; in the files' scale (the 1/sqrt(w_dim) gain taken back out), so they equal
+        what ``engine.models.checkpoints.latent_weights`` reads from the file."""
+        kinds = ("convs", "to_rgbs") if include_torgb else ("convs",)
+        return [(name, layer.affine.weight.detach() * math.sqrt(self.w_dim))
+                for kind in kinds for name, layer in _layers(self, kind)]
+
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, noise: str = "const") -> torch.Tensor:
         """Images for ``z`` without truncation: ``synthesis(mapping_w(z, c) repeated num_ws times)``."""
         w = self.mapping_w(z, c)
