@@ -359,46 +359,56 @@ def from_nvlabs(init_kwargs: Mapping[str, object], state: Mapping[str, torch.Ten
     """
     arch, filter_taps = _nvlabs_arch(init_kwargs, module)
     r = _Reader(state, "NVlabs")
-    if filter_taps is not None:
-        f = make_filter(filter_taps)
-        stored = r.peek("synthesis.b4.resample_filter")
-        if stored.ndim == 2 and (stored.shape != f.shape or not torch.allclose(stored.float(), f, atol=1e-6)):
-            raise CheckpointError("NVlabs key 'synthesis.b4.resample_filter' differs from init_kwargs' resample_filter")
-    net = StyleGAN2Network(arch, _first_filter(r, "synthesis.b4.resample_filter"))
-    values = {}
+    net = StyleGAN2Network(arch, _nvlabs_filter(r, filter_taps))
     map_kwargs = dict(init_kwargs.get("mapping_kwargs") or {})
-    lr = float(map_kwargs.get("lr_multiplier", 0.01))
+    lr = float(map_kwargs.get("lr_multiplier", _NVLABS_MAPPING["lr_multiplier"]))
+    values = {"const": r.take("synthesis.b4.const", net.const.shape)}
     for i, layer in enumerate(net.mapping_network.layers):
         values.update(_dense(r, f"mapping.fc{i}", f"mapping_network.layers.{i}", layer, lr_mul=lr))
     if net.mapping_network.embed is not None:
         values.update(_dense(r, "mapping.embed", "mapping_network.embed", net.mapping_network.embed, lr_mul=1.0))
-    if map_kwargs.get("w_avg_beta", 0.995) is not None:
+    if map_kwargs.get("w_avg_beta", _NVLABS_MAPPING["w_avg_beta"]) is not None:
         values["w_avg"] = r.take("mapping.w_avg", (arch.w_dim,))
-    values["const"] = r.take("synthesis.b4.const", net.const.shape)
-    for block, (i, b) in zip(arch.resolutions, enumerate(net.blocks)):
-        src = f"synthesis.b{block}"
-        r.check_filter(f"{src}.resample_filter", net.resample_filter, gain=1.0)
-        for part, layer in (("conv0", b.up_conv), ("conv1", b.conv)):
-            if layer is None:
-                continue
-            name = f"blocks.{i}.{'up_conv' if part == 'conv0' else 'conv'}"
-            values.update(_modulation(r, f"{src}.{part}.affine", name, layer, bias_offset=0.0))
-            values[f"{name}.weight"] = r.take(f"{src}.{part}.weight", layer.weight.shape)
-            values[f"{name}.bias"] = r.take(f"{src}.{part}.bias", layer.bias.shape)
-            if layer.use_noise:
-                values[f"{name}.noise_const"] = r.take(f"{src}.{part}.noise_const", layer.noise_const.shape)
-                values[f"{name}.noise_strength"] = r.take(f"{src}.{part}.noise_strength", ())
-            r.check_filter(f"{src}.{part}.resample_filter", net.resample_filter, gain=1.0)
-        if b.to_rgb is not None:
-            name = f"blocks.{i}.to_rgb"
-            values.update(_modulation(r, f"{src}.torgb.affine", name, b.to_rgb, bias_offset=0.0))
-            values[f"{name}.weight"] = r.take(f"{src}.torgb.weight", b.to_rgb.weight.shape) * _fan_in_gain(b.to_rgb)
-            values[f"{name}.bias"] = r.take(f"{src}.torgb.bias", b.to_rgb.bias.shape)
-        if b.skip is not None:
-            weight = r.take(f"{src}.skip.weight", b.skip.weight.shape)
-            values[f"blocks.{i}.skip.weight"] = weight * math.sqrt(0.5 / weight.shape[1])
-            r.check_filter(f"{src}.skip.resample_filter", net.resample_filter, gain=1.0)
+    for i, (res, block) in enumerate(zip(arch.resolutions, net.blocks)):
+        values.update(_nvlabs_block(r, f"synthesis.b{res}", f"blocks.{i}", block, net.resample_filter))
     return _finish(net, values, r)
+
+
+def _nvlabs_filter(r: _Reader, taps: object) -> torch.Tensor:
+    """The stored filter of block 4 (the one all layers use), checked against init_kwargs' resample_filter."""
+    f = _first_filter(r, "synthesis.b4.resample_filter")
+    if taps is not None:
+        named = make_filter(taps)
+        if named.shape != f.shape or not torch.allclose(named, f, atol=1e-6):
+            raise CheckpointError("NVlabs key 'synthesis.b4.resample_filter' differs from init_kwargs' "
+                                  "resample_filter")
+    return f
+
+
+def _nvlabs_block(r: _Reader, src: str, name: str, block: _Block, f: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One NVlabs ``SynthesisBlock``'s tensors (``src`` = synthesis.b{res}) under the engine block's names."""
+    values = {}
+    r.check_filter(f"{src}.resample_filter", f, gain=1.0)
+    for part, mine, layer in (("conv0", "up_conv", block.up_conv), ("conv1", "conv", block.conv)):
+        if layer is None:
+            continue
+        values.update(_modulation(r, f"{src}.{part}.affine", f"{name}.{mine}", layer, bias_offset=0.0))
+        values[f"{name}.{mine}.weight"] = r.take(f"{src}.{part}.weight", layer.weight.shape)
+        values[f"{name}.{mine}.bias"] = r.take(f"{src}.{part}.bias", layer.bias.shape)
+        if layer.use_noise:
+            values[f"{name}.{mine}.noise_const"] = r.take(f"{src}.{part}.noise_const", layer.noise_const.shape)
+            values[f"{name}.{mine}.noise_strength"] = r.take(f"{src}.{part}.noise_strength", ())
+        r.check_filter(f"{src}.{part}.resample_filter", f, gain=1.0)
+    if block.to_rgb is not None:
+        rgb = block.to_rgb
+        values.update(_modulation(r, f"{src}.torgb.affine", f"{name}.to_rgb", rgb, bias_offset=0.0))
+        values[f"{name}.to_rgb.weight"] = r.take(f"{src}.torgb.weight", rgb.weight.shape) * _fan_in_gain(rgb)
+        values[f"{name}.to_rgb.bias"] = r.take(f"{src}.torgb.bias", rgb.bias.shape)
+    if block.skip is not None:
+        weight = r.take(f"{src}.skip.weight", block.skip.weight.shape)
+        values[f"{name}.skip.weight"] = weight * math.sqrt(0.5 / weight.shape[1])     # gain 1/sqrt(fan_in), sqrt(1/2)
+        r.check_filter(f"{src}.skip.resample_filter", f, gain=1.0)
+    return values
 
 
 def from_genforce(state: Mapping[str, torch.Tensor]) -> StyleGAN2Network:
