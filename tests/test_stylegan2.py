@@ -48,7 +48,7 @@ def test_shapes_and_layer_counts_per_resolution(layout, size):
     assert indices == sorted(indices) and max(indices) == net.num_ws - 1
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     with torch.no_grad():
-        w = net.mapping_w(torch.randn(2, net.z_dim))
+        w = _ws(net, batch=2)[:, 0]
         img = net.synthesis(w[:, None].expand(-1, net.num_ws, -1))
     assert w.shape == (2, 32) and img.shape == (2, 3, size, size)
     assert torch.isfinite(img).all() and img.std() > 0
@@ -64,13 +64,13 @@ def test_the_same_weights_in_two_layouts_give_the_same_generator(translate):
     else:
         state = genforce_state(resolution=16, fmaps_base=256, fmaps_max=16, mapping_fmaps=24, seed=3)
         ours, theirs = from_genforce(state), from_nvlabs(*genforce_as_nvlabs(state))
-    z = torch.randn(4, 32)
+    z = torch.randn(4, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         w, w2 = ours.mapping_w(z), theirs.mapping_w(z)
         ws = w[:, None].expand(-1, ours.num_ws, -1)
         img, img2 = ours.synthesis(ws), theirs.synthesis(ws)
-    assert torch.allclose(w, w2, atol=1e-6)
-    assert torch.allclose(img, img2, atol=1e-5), (img - img2).abs().max()
+    assert torch.allclose(w, w2, rtol=1e-5, atol=1e-6 * w.abs().max())
+    assert torch.allclose(img, img2, rtol=1e-4, atol=1e-5 * img.abs().max()), (img - img2).abs().max()
     assert img.abs().max() > 0.1
 
 
@@ -79,13 +79,13 @@ def test_mapping_is_nvlabs_formula():
     kwargs, state = nvlabs_state(mapping_layers=3)
     kwargs["mapping_kwargs"]["lr_multiplier"] = 0.05
     net = from_nvlabs(kwargs, state)
-    z = torch.randn(5, 32, dtype=torch.float64)
+    z = torch.randn(5, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x = z / (z.square().mean(1, keepdim=True) + 1e-8).sqrt()
     for i in range(3):
         weight, bias = state[f"mapping.fc{i}.weight"].double(), state[f"mapping.fc{i}.bias"].double()
         x = torch.nn.functional.leaky_relu(x @ (weight * 0.05 / math.sqrt(weight.shape[1])).T + bias * 0.05, 0.2)
         x = x * math.sqrt(2)
-    assert torch.allclose(net.mapping_w(z.float()).double(), x, atol=1e-5)
+    assert torch.allclose(net.mapping_w(z.float()).double(), x, rtol=1e-5, atol=1e-5 * x.abs().max())
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -122,7 +122,7 @@ def test_random_noise_follows_the_generator(layout):
 def test_w_avg_comes_from_the_file():
     state = rosinality_state()
     assert not from_rosinality(state).has_w_avg and not from_rosinality(state).w_avg.any()
-    avg = torch.randn(32)
+    avg = torch.arange(32.0)
     net = from_rosinality(state, latent_avg=avg[None])       # converted checkpoints store it as (1, style_dim)
     assert net.has_w_avg and torch.equal(net.w_avg, avg)
     with pytest.raises(CheckpointError, match="latent_avg must hold 32 values"):
@@ -139,7 +139,7 @@ def test_w_avg_comes_from_the_file():
 def test_conditional_models_map_the_label(layout):
     net = _build(layout, c_dim=3) if layout == "nvlabs" else _build(layout, label_size=3)
     assert net.c_dim == 3
-    z = torch.randn(2, 32).repeat(3, 1)
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(2)).repeat(3, 1)
     c = torch.eye(3).repeat_interleave(2, 0)
     with torch.no_grad():
         w = net.mapping_w(z, c)
