@@ -230,8 +230,8 @@ def test_bad_inputs_are_value_errors():
 
 
 def test_precision_and_gradients():
-    """bf16 autocast runs close to fp32, float64 weights work (nothing hard-codes a dtype), and gradients
-    reach ws, also after an inference-mode pass (as inversion after sampling does)."""
+    """bf16 autocast and bf16 weights run close to fp32, float64 weights work (nothing hard-codes a dtype), and
+    gradients reach ws, also after an inference-mode pass (as inversion after sampling does)."""
     net = _build("rosinality", max_channels=16)
     ws = _ws(net)
     with torch.inference_mode():
@@ -240,8 +240,12 @@ def test_precision_and_gradients():
             low = net.synthesis(ws)
     assert torch.isfinite(low).all() and (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
     double = _build("rosinality", max_channels=16).to(torch.float64)
+    half = _build("rosinality", max_channels=16).to(torch.bfloat16)
     with torch.no_grad():
         assert torch.allclose(double.synthesis(ws.double()).float(), ref, atol=1e-4)
+        low = half.synthesis(ws)                             # float32 codes into a bfloat16 network
+        assert low.dtype == torch.bfloat16 and (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
+        assert half.mapping_w(torch.zeros(1, 32)).dtype == torch.bfloat16
     target = ws.clone().requires_grad_(True)
     net.synthesis(target).square().mean().backward()
     assert target.grad is not None and target.grad.abs().max() > 0

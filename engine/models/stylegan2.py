@@ -263,7 +263,7 @@ class StyleGAN2Network(nn.Module):
     def mapping_w(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """(B, z_dim) [+ one-hot c (B, c_dim) for conditional models] -> w (B, w_dim), before truncation.
 
-        ``c`` is required when ``c_dim > 0`` and ignored otherwise.
+        ``c`` is required when ``c_dim > 0`` and ignored otherwise. Inputs are cast to the network's dtype.
         """
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape (batch, {self.z_dim}); got {tuple(z.shape)}")
@@ -272,19 +272,22 @@ class StyleGAN2Network(nn.Module):
                 raise ValueError(f"this generator is conditional: c of shape (batch, {self.c_dim}) is required")
             if tuple(c.shape) != (z.shape[0], self.c_dim):
                 raise ValueError(f"c must have shape ({z.shape[0]}, {self.c_dim}); got {tuple(c.shape)}")
-        return self.mapping_network(z, c)
+        dtype = self.const.dtype                     # the network's precision, whatever the caller's
+        return self.mapping_network(z.to(dtype), None if c is None else c.to(dtype))
 
     def synthesis(self, ws: torch.Tensor, noise: str = "const",
                   generator: torch.Generator | None = None) -> torch.Tensor:
         """ws (B, num_ws, w_dim) -> raw images (B, img_channels, R, R), not clamped.
 
         noise: "const" = the file's stored noise (images a function of ws alone), "random" = fresh N(0, 1) noise
-        drawn with ``generator`` (on its device; same state -> same images), "none" = no noise.
+        drawn with ``generator`` (on its device; same state -> same images), "none" = no noise. ``ws`` is cast
+        to the network's dtype.
         """
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}; got {noise!r}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape (batch, {self.num_ws}, {self.w_dim}); got {tuple(ws.shape)}")
+        ws = ws.to(self.const.dtype)
         x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
         img = None
         for block in self.blocks:
