@@ -290,10 +290,11 @@ def from_genforce(state: Mapping[str, torch.Tensor], *, fused_scale: bool | str 
 
 def _architecture(state: Mapping[str, torch.Tensor]) -> dict:
     """StyleGANNetwork's constructor options, read from genforce key names and shapes."""
-    num_layers = len(_indices(state, r"synthesis\.layer(\d+)\.style\.weight"))
-    if num_layers < 2 or num_layers % 2:
-        raise CheckpointError(f"{LAYOUT} layout: expected an even number (>= 2) of synthesis.layerN.style.weight "
-                              f"keys; found {num_layers}")
+    layers = _indices(state, r"synthesis\.layer(\d+)\.style\.weight")
+    if not layers:
+        raise CheckpointError(f"{LAYOUT} layout: no synthesis.layerN.style.weight keys; its keys begin "
+                              f"{', '.join(list(state)[:4])}")
+    num_layers = layers[-1] + 2 - layers[-1] % 2     # two layers per resolution; any gap is a missing key below
     mapping_layers = len(_indices(state, r"mapping\.dense(\d+)\.weight"))
     if not mapping_layers:
         raise CheckpointError(f"{LAYOUT} layout: missing key 'mapping.dense0.weight'")
