@@ -6,6 +6,8 @@ the noise modes, and the converter's refusals.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,33 @@ def test_first_layer_is_genforces(net16):
     style = style.reshape(2, 2, -1, 1, 1)
     expected = x * (style[:, 0] + 1) + style[:, 1]
     assert np.abs(ours - expected).max() < 1e-4
+
+
+def _blur(x):
+    kernel = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype)
+    kernel = (torch.outer(kernel, kernel) / 16).expand(x.shape[1], 1, 3, 3)
+    return torch.nn.functional.conv2d(x, kernel, padding=1, groups=x.shape[1])
+
+
+def test_up_convs_are_upsample_conv_blur_and_genforces_fused_kernel(net16):
+    """"up": nearest 2x upsample, 3x3 conv (pad 1), blur; "up_fused": the transposed conv (stride 2, pad 1) whose
+    4x4 kernel sums the 3x3 kernel's four one-pixel shifts, written out as a scatter in numpy."""
+    layer = copy.deepcopy(net16.layers[2]).double()
+    x = torch.randn(2, layer.weight.shape[1], 4, 4, dtype=torch.float64)
+    weight = layer.weight * layer.weight_gain
+    expected = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2.0), weight, padding=1)
+    with torch.no_grad():
+        assert layer.op == "up" and torch.allclose(layer._input(x, 2), _blur(expected), atol=1e-10)
+        layer.op = "up_fused"
+        fused = layer._input(x, 2)
+    w = np.pad(weight.detach().numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    k4 = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]          # (out, in, 4, 4)
+    full = np.zeros((2, k4.shape[0], 10, 10))
+    for i in range(4):
+        for j in range(4):
+            full[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum("bc,ocuv->bouv", x[:, :, i, j].numpy(), k4)
+    expected = torch.from_numpy(full[:, :, 1:-1, 1:-1])                     # padding 1 crops one pixel each side
+    assert torch.allclose(fused, _blur(expected), atol=1e-10)
 
 
 def test_fused_up_convs_from_128_px_as_genforces_auto():

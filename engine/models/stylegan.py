@@ -65,7 +65,7 @@ class _StyledLayer(nn.Module):
 
     ``op`` is the input op: "const" (a learned constant), "from_w" (a 4×4 conv of w seen as a 1×1 image:
     genforce's ``const_input=False``), "conv" (3×3 conv), "up" (nearest 2× upsample, 3×3 conv, blur) or
-    "up_fused" (the same kernel as a stride-2 transposed conv, then blur).
+    "up_fused" (a stride-2 transposed conv whose 4×4 kernel sums the 3×3 kernel's four shifts, then blur).
     """
 
     def __init__(self, op: str, in_channels: int, out_channels: int, resolution: int, w_dim: int):
@@ -107,16 +107,16 @@ class _StyledLayer(nn.Module):
             return F.conv2d(x, weight, padding=self.resolution - 1)
         if self.op == "conv":
             return F.conv2d(x, weight, padding=1)
-        if self.op == "up":
-            x = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, padding=1)
-        else:
-            x = F.conv_transpose2d(x, _fused_up_kernel(weight), stride=2, padding=1)
+        # "up" (nearest 2x upsample, then the 3x3 conv) is the same map, borders included, as a stride-2
+        # transposed conv with the flipped kernel's shift sum: 4/9 of the multiply-adds, no upsampled copy.
+        kernel = _up_kernel(weight.flip(2, 3) if self.op == "up" else weight)
+        x = F.conv_transpose2d(x, kernel, stride=2, padding=1)
         return F.conv2d(x, self.blur_kernel.to(x.dtype), padding=1, groups=x.shape[1])
 
 
-def _fused_up_kernel(weight: torch.Tensor) -> torch.Tensor:
-    """(out, in, 3, 3) -> the (in, out, 4, 4) transposed-conv kernel that genforce's fused up-conv uses: the sum
-    of the 3×3 kernel's four one-pixel shifts, as StyleGAN's upscale2d_conv2d builds it."""
+def _up_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 3, 3) -> the (in, out, 4, 4) stride-2 transposed-conv kernel that sums the 3×3 kernel's four
+    one-pixel shifts: genforce's fused up-conv kernel (StyleGAN's upscale2d_conv2d)."""
     w = F.pad(weight, (1, 1, 1, 1))
     w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
     return w.transpose(0, 1)
