@@ -118,8 +118,8 @@ def _up_kernel(weight: torch.Tensor) -> torch.Tensor:
     """(out, in, 3, 3) -> the (in, out, 4, 4) stride-2 transposed-conv kernel that sums the 3×3 kernel's four
     one-pixel shifts: genforce's fused up-conv kernel (StyleGAN's upscale2d_conv2d)."""
     w = F.pad(weight, (1, 1, 1, 1))
-    w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
-    return w.transpose(0, 1)
+    w = w[:, :, 1:] + w[:, :, :-1]                  # rows, then columns: two strided adds instead of three
+    return (w[..., 1:] + w[..., :-1]).transpose(0, 1)
 
 
 class _ToRGB(nn.Module):
