@@ -279,6 +279,15 @@ def test_runs_under_bf16_autocast(net16):
     assert (low_const.float() - full).abs().max() < 0.1 * full.abs().max()
 
 
+def test_channels_last_gives_the_same_images():
+    net = from_genforce(genforce_state(16))
+    ws = _ws(net, 2)
+    with torch.no_grad():
+        expected = net.synthesis(ws)
+        image = net.to(memory_format=torch.channels_last).synthesis(ws)
+    assert torch.allclose(image, expected, atol=1e-5 * expected.abs().max())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(net16):
     ws = _ws(net16, 2)
