@@ -267,7 +267,7 @@ def test_bad_inputs_name_the_argument(net16):
         conditional.mapping_w(torch.randn(2, 32))
 
 
-def test_runs_under_bf16_autocast(net16):
+def test_runs_under_bf16_autocast_and_in_bf16(net16):
     ws = _ws(net16, 2)
     with torch.no_grad():
         full = net16.synthesis(ws)
@@ -277,6 +277,10 @@ def test_runs_under_bf16_autocast(net16):
             low_const = net16.synthesis(ws)
     assert w.shape == (2, 32) and torch.isfinite(low).all()
     assert (low_const.float() - full).abs().max() < 0.1 * full.abs().max()
+    half = copy.deepcopy(net16).to(torch.bfloat16)
+    with torch.no_grad():
+        image = half.synthesis(ws.bfloat16(), noise="random", generator=torch.Generator().manual_seed(0))
+    assert image.dtype == torch.bfloat16 and torch.isfinite(image).all()
 
 
 def test_channels_last_gives_the_same_images():

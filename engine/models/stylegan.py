@@ -206,7 +206,7 @@ class StyleGANNetwork(nn.Module):
         """ws (B, num_ws, w_dim) -> raw images (B, img_channels, R, R), not clamped.
 
         noise: "const" uses the file's stored per-layer noise (images are a function of ws alone), "random"
-        draws fresh N(0, 1) noise (B, 1, res, res) per layer, in layer order, from ``generator`` (on the
+        draws fresh N(0, 1) noise (B, 1, res, res) per layer, in layer order, from ``generator`` (in float32 on the
         generator's device; the same generator state gives the same images), "none" adds no noise.
         """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -228,7 +228,7 @@ class StyleGANNetwork(nn.Module):
             return None
         device = generator.device if generator is not None else like.device
         shape = (batch, 1, layer.resolution, layer.resolution)
-        return torch.randn(shape, generator=generator, device=device).to(like.device)
+        return torch.randn(shape, generator=generator, device=device).to(like)
 
 
 # --- genforce's layout ------------------------------------------------------------------------------------------
