@@ -2,10 +2,12 @@
 
 ``genforce_state`` writes the keys, shapes and order of genforce/sefa's ``StyleGANGenerator.state_dict()``
 (``models/stylegan_generator.py``) from the layout alone, with no engine code, so that tests of the converter
-check it against an independent description of the file. Save it as genforce does with
-``torch.save({"generator_smooth": state, "generator": state}, path)``.
+check it against an independent description of the file; ``save_genforce_checkpoint`` writes a file as genforce
+saves one.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -68,3 +70,15 @@ def genforce_state(resolution: int = 16, *, z_dim: int = 32, w_dim: int = 32, la
         state[f"synthesis.output{level}.bias"] = randn(image_channels, scale=0.1)
         state[f"synthesis.output{level}.weight"] = randn(image_channels, nf, 1, 1)
     return state
+
+
+def save_genforce_checkpoint(path: str | os.PathLike, resolution: int = 16, *, seed: int = 0,
+                             **options) -> dict[str, torch.Tensor]:
+    """Write ``path`` as genforce saves a checkpoint: ``{"generator": raw, "discriminator": ...,
+    "generator_smooth": averaged}``, both generators from ``genforce_state(resolution, **options)`` (the raw one
+    with ``seed + 1``, so a reader that takes the wrong entry is caught); returns the ``generator_smooth`` state."""
+    smooth = genforce_state(resolution, seed=seed, **options)
+    raw = genforce_state(resolution, seed=seed + 1, **options)
+    torch.save({"generator": raw, "discriminator": {"fc.weight": torch.zeros(1, 4)}, "generator_smooth": smooth},
+               path)
+    return smooth

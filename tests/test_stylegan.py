@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.models.checkpoints import CheckpointError
+from engine.models.checkpoints import CheckpointError, load_checkpoint, unwrap
 from engine.models.stylegan import StyleGANNetwork, default_channels, from_genforce, to_genforce
-from tests.stylegan_checkpoints import genforce_channels, genforce_state
+from tests.stylegan_checkpoints import genforce_channels, genforce_state, save_genforce_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,14 @@ def test_layout_round_trip_keeps_every_tensor():
     back = to_genforce(from_genforce(state))
     assert set(back) == set(state)
     assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_a_saved_genforce_file_loads_its_averaged_generator(tmp_path):
+    smooth = save_genforce_checkpoint(tmp_path / "stylegan8.pth", 8, label_size=2)
+    state, key = unwrap(load_checkpoint(tmp_path / "stylegan8.pth"))
+    assert key == "generator_smooth"
+    net = from_genforce(state)
+    assert net.c_dim == 2 and torch.equal(net.layers[3].weight, smooth["synthesis.layer3.weight"])
 
 
 def _mapping_reference(state, z, c=None):
