@@ -26,6 +26,7 @@ hold the effective weights under ``weight``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -126,8 +127,8 @@ class SelfAttention(nn.Module):
         query = self.snconv1x1_theta(x).flatten(2).transpose(1, 2)                     # (B, hw, c/8)
         key = F.max_pool2d(self.snconv1x1_phi(x), 2).flatten(2).transpose(1, 2)        # (B, hw/4, c/8)
         value = F.max_pool2d(self.snconv1x1_g(x), 2).flatten(2).transpose(1, 2)        # (B, hw/4, c/2)
-        attended = F.scaled_dot_product_attention(query, key.to(query.dtype), value.to(query.dtype), scale=1.0)
-        attended = attended.transpose(1, 2).reshape(b, c // 2, h, w)
+        attention = torch.softmax(torch.bmm(query, key.transpose(1, 2)), dim=-1)       # (B, hw, hw/4)
+        attended = torch.bmm(attention, value).transpose(1, 2).reshape(b, c // 2, h, w)
         return x + self.gamma * self.snconv1x1_o_conv(attended)
 
 
@@ -149,19 +150,59 @@ class GenBlock(nn.Module):
         self.conv_2 = nn.Conv2d(middle, middle, 3, padding=1)
         self.bn_3 = ConditionalBatchNorm(middle, condition_dim, n_stats, eps)
         self.conv_3 = nn.Conv2d(middle, out_channels, 1)
+        self._phase_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _conv_1_phases(self) -> torch.Tensor:
+        """``_phase_kernels(conv_1.weight)``, computed again only when the weight changes (or is trained)."""
+        weight = self.conv_1.weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return _phase_kernels(weight)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._phase_cache is None or self._phase_cache[0] != key:
+            self._phase_cache = (key, _phase_kernels(weight.detach()))
+        return self._phase_cache[1]
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor, truncation: float) -> torch.Tensor:
         h = self.conv_0(self.bn_0(x, condition, truncation))
         h = self.bn_1(h, condition, truncation)
-        if self.upsample:
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
-        h = self.conv_1(h)
+        h = upsample_conv3x3(h, self._conv_1_phases(), self.conv_1.bias) if self.upsample else self.conv_1(h)
         h = self.conv_2(self.bn_2(h, condition, truncation))
         h = self.conv_3(self.bn_3(h, condition, truncation))
         skip = x[:, : x.shape[1] // 2] if self.drop_channels else x
-        if self.upsample:
-            skip = F.interpolate(skip, scale_factor=2, mode="nearest")
-        return h + skip
+        return add_upsampled(h, skip) if self.upsample else h + skip
+
+
+def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 3, 3) -> (4 * out, in, 2, 2): for each output phase (a, b) of a 2x nearest upsampling, the 2x2
+    kernel over the low-resolution input that the 3x3 kernel amounts to (taps landing on one input pixel summed)."""
+    def fold(w: torch.Tensor, dim: int, phase: int) -> torch.Tensor:
+        t0, t1, t2 = w.unbind(dim)
+        return torch.stack((t0, t1 + t2) if phase == 0 else (t0 + t1, t2), dim)
+
+    return torch.cat([fold(fold(weight, 2, a), 3, b) for a in (0, 1) for b in (0, 1)])
+
+
+def upsample_conv3x3(x: torch.Tensor, phase_kernels: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv2d(interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)`` for a 3x3 ``weight``, given
+    ``phase_kernels = _phase_kernels(weight)``, computed without the upsampled input: output pixel (2i + a, 2j + b)
+    only sees input rows i - 1 + a, i + a and columns j - 1 + b, j + b, so each of the four phases is a 2x2 conv of
+    ``x`` (2.25x fewer multiply-adds)."""
+    batch, _, height, width = x.shape
+    out_channels = phase_kernels.shape[0] // 4
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels, None if bias is None else bias.repeat(4))
+    phases = phases.view(batch, 2, 2, out_channels, height + 1, width + 1)
+    out = phases.new_empty(batch, out_channels, height, 2, width, 2)
+    for a in (0, 1):
+        for b in (0, 1):
+            out[:, :, :, a, :, b] = phases[:, a, b, :, a:a + height, b:b + width]
+    return out.view(batch, out_channels, 2 * height, 2 * width)
+
+
+def add_upsampled(h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``h + interpolate(skip, scale_factor=2, mode="nearest")`` without materialising the upsampled ``skip``."""
+    batch, channels, height, width = skip.shape
+    grid = h.view(batch, channels, height, 2, width, 2) + skip[:, :, :, None, :, None]
+    return grid.view(batch, channels, 2 * height, 2 * width)
 
 
 class BigGANNetwork(nn.Module):
@@ -220,7 +261,7 @@ class BigGANNetwork(nn.Module):
         if class_vector.ndim != 2 or class_vector.shape != (z.shape[0], self.num_classes):
             raise ValueError(f"class_vector must have shape ({z.shape[0]}, {self.num_classes}) (batch, num_classes); "
                              f"got {tuple(class_vector.shape)}")
-        if not (isinstance(truncation, (int, float)) and 0 < truncation <= 1):
+        if isinstance(truncation, bool) or not isinstance(truncation, numbers.Real) or not 0 < truncation <= 1:
             raise ValueError(f"truncation must be a number in (0, 1]; got {truncation!r}")
 
     def describe(self) -> str:
