@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from engine.models.biggan import (BigGANNetwork, add_upsampled, file_layout, from_huggingface, parse_config,
-                                  stats_at, upsample_conv3x3, _phase_kernels)
+                                  stats_at, upsample_conv3x3)
 from engine.models.checkpoints import CheckpointError
 from tests.biggan_checkpoints import (DEEP_128_LAYERS, biggan_config, biggan_layout, biggan_state,
                                       write_biggan_folder)
@@ -122,14 +122,14 @@ def test_upsampling_shortcuts_equal_interpolate_then_conv(height, width):
     x = torch.randn(2, 6, height, width, generator=gen)
     weight, bias = torch.randn(5, 6, 3, 3, generator=gen), torch.randn(5, generator=gen)
     up = F.interpolate(x, scale_factor=2, mode="nearest")
-    torch.testing.assert_close(upsample_conv3x3(x, _phase_kernels(weight), bias), F.conv2d(up, weight, bias, padding=1),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(upsample_conv3x3(x, weight, bias), F.conv2d(up, weight, bias, padding=1), atol=1e-5,
+                               rtol=1e-5)
     h = torch.randn(2, 6, 2 * height, 2 * width, generator=gen)
     torch.testing.assert_close(add_upsampled(h, x), h + up, atol=0, rtol=0)
 
 
 def test_a_changed_conv_weight_is_used(tiny):
-    """The upsampling blocks cache their folded kernels; an in-place change of the weight must not be missed."""
+    """The upsampling blocks fold conv_1's kernel into phase kernels: an in-place change of the weight is used."""
     config, state, _ = tiny
     net = from_huggingface(config, state)
     z, classes = _inputs(config, batch=2)

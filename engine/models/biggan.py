@@ -13,6 +13,10 @@
   scaling, 2x2 max-pooled keys and values, gain ``gamma``) before block ``attention_layer_position``;
 * a final batch norm + ReLU, a 3x3 conv whose first three channels are the image, and tanh. Images are not clamped.
 
+Two steps are computed differently with the same sums: each upsampling block's nearest upsampling + 3x3 conv runs
+as four 2x2 convolutions of the low-resolution map (``upsample_conv3x3``), and only the three image channels of the
+final conv are computed.
+
 Every batch norm uses stored statistics, one row per truncation ψ on a grid of ``n_stats`` values in [0, 1]; between
 grid points the reference blends the two neighbouring rows, weighting the *lower* one by the fractional part of
 ψ·(n_stats-1). That is what the published weights were converted with, so it is reproduced exactly.
@@ -150,22 +154,11 @@ class GenBlock(nn.Module):
         self.conv_2 = nn.Conv2d(middle, middle, 3, padding=1)
         self.bn_3 = ConditionalBatchNorm(middle, condition_dim, n_stats, eps)
         self.conv_3 = nn.Conv2d(middle, out_channels, 1)
-        self._phase_cache: tuple[tuple, torch.Tensor] | None = None
-
-    def _conv_1_phases(self) -> torch.Tensor:
-        """``_phase_kernels(conv_1.weight)``, computed again only when the weight changes (or is trained)."""
-        weight = self.conv_1.weight
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return _phase_kernels(weight)
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if self._phase_cache is None or self._phase_cache[0] != key:
-            self._phase_cache = (key, _phase_kernels(weight.detach()))
-        return self._phase_cache[1]
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor, truncation: float) -> torch.Tensor:
         h = self.conv_0(self.bn_0(x, condition, truncation))
         h = self.bn_1(h, condition, truncation)
-        h = upsample_conv3x3(h, self._conv_1_phases(), self.conv_1.bias) if self.upsample else self.conv_1(h)
+        h = upsample_conv3x3(h, self.conv_1.weight, self.conv_1.bias) if self.upsample else self.conv_1(h)
         h = self.conv_2(self.bn_2(h, condition, truncation))
         h = self.conv_3(self.bn_3(h, condition, truncation))
         skip = x[:, : x.shape[1] // 2] if self.drop_channels else x
@@ -182,15 +175,14 @@ def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([fold(fold(weight, 2, a), 3, b) for a in (0, 1) for b in (0, 1)])
 
 
-def upsample_conv3x3(x: torch.Tensor, phase_kernels: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``conv2d(interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)`` for a 3x3 ``weight``, given
-    ``phase_kernels = _phase_kernels(weight)``, computed without the upsampled input: output pixel (2i + a, 2j + b)
-    only sees input rows i - 1 + a, i + a and columns j - 1 + b, j + b, so each of the four phases is a 2x2 conv of
-    ``x`` (2.25x fewer multiply-adds)."""
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv2d(interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)`` for a 3x3 ``weight``,
+    computed without the upsampled input: output pixel (2i + a, 2j + b) only sees input rows i - 1 + a, i + a and
+    columns j - 1 + b, j + b, so each of the four phases is a 2x2 conv of ``x`` (2.25x fewer multiply-adds)."""
     batch, _, height, width = x.shape
-    out_channels = phase_kernels.shape[0] // 4
-    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_kernels, None if bias is None else bias.repeat(4))
-    phases = phases.view(batch, 2, 2, out_channels, height + 1, width + 1)
+    out_channels = weight.shape[0]
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), _phase_kernels(weight), None if bias is None else bias.repeat(4))
+    phases = phases.reshape(batch, 2, 2, out_channels, height + 1, width + 1)
     out = phases.new_empty(batch, out_channels, height, 2, width, 2)
     for a in (0, 1):
         for b in (0, 1):
@@ -201,7 +193,7 @@ def upsample_conv3x3(x: torch.Tensor, phase_kernels: torch.Tensor, bias: torch.T
 def add_upsampled(h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``h + interpolate(skip, scale_factor=2, mode="nearest")`` without materialising the upsampled ``skip``."""
     batch, channels, height, width = skip.shape
-    grid = h.view(batch, channels, height, 2, width, 2) + skip[:, :, :, None, :, None]
+    grid = h.reshape(batch, channels, height, 2, width, 2) + skip[:, :, :, None, :, None]
     return grid.view(batch, channels, 2 * height, 2 * width)
 
 
