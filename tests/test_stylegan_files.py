@@ -148,7 +148,8 @@ def test_a_conditional_pickle_needs_its_class(files):
     c = torch.zeros(2, 4)
     c[:, 3] = 1
     with torch.no_grad():
-        torch.testing.assert_close(G.mapping_w(z), reference.mapping_w(z, c))
+        torch.testing.assert_close(G.mapping_w(z, torch.tensor([3, 3])), reference.mapping_w(z, c))
+    assert G.label_choice == (3,) and G.num_classes == 4
 
 
 @pytest.mark.parametrize("spec, message", [
