@@ -46,6 +46,7 @@ class BenchConfig:
     threads: int | None = None       # torch threads in the measuring process (None: torch's default)
     workers: int | None = None       # engine variant only: shard over a LocalCluster of K processes
     gpus: str | None = None          # engine variant only: shard over dask-cuda workers
+    precision: str = "fp32"          # the models' arithmetic (engine.sampler.PRECISIONS), every variant
 
     def __post_init__(self) -> None:
         self.predictors = tuple(self.predictors)
@@ -85,8 +86,20 @@ def _models(config: BenchConfig):
     return G, Ps, device
 
 
-def _step(G, Ps, z):
+def _step(G, Ps, z, precision: str = "fp32"):
     """One batch: codes -> (w, images) -> scores; returns host arrays."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from engine.sampler import PRECISIONS
+
+    dtype = PRECISIONS[precision]
+    with torch.autocast(z.device.type, dtype=dtype) if dtype is not None else nullcontext():
+        return _forward(G, Ps, z)
+
+
+def _forward(G, Ps, z):
     import torch
 
     from engine.models.base import conditional, map_codes, synthesize
@@ -111,7 +124,7 @@ def _batches(config: BenchConfig, z_dim: int, device):
 
 def bare(config: BenchConfig, G, Ps, device, workdir: Path) -> dict[str, Any]:
     for z in _batches(config, G.z_dim, device):
-        _step(G, Ps, z)
+        _step(G, Ps, z, config.precision)
     return {}
 
 
@@ -120,7 +133,7 @@ def research(config: BenchConfig, G, Ps, device, workdir: Path) -> dict[str, Any
 
     codes, ws, scores = [], [], []
     for z in _batches(config, G.z_dim, device):
-        w, s = _step(G, Ps, z)
+        w, s = _step(G, Ps, z, config.precision)
         codes.append(z.cpu().numpy())
         ws.append(w)
         scores.append(s)
@@ -138,7 +151,7 @@ def engine_run(config: BenchConfig, G, Ps, device, workdir: Path) -> dict[str, A
     start = time.perf_counter()
     store = engine.sample(str(workdir / "bench.zarr"), models[0], models[1], n=config.n, seed=config.seed,
                           chunk=config.chunk, batch=config.batch, device=config.device if sharded else device,
-                          progress=False, workers=config.workers, gpus=config.gpus)
+                          progress=False, workers=config.workers, gpus=config.gpus, precision=config.precision)
     wall = time.perf_counter() - start
     steady = store.meta.get("samples_per_s")
     return {"steady_samples_per_s": steady,
@@ -160,7 +173,7 @@ def measure(variant: str, config: BenchConfig) -> dict[str, Any]:
         retain_freed_memory()  # process-wide: only an isolated run keeps "bare" apart from it
     G, Ps, device = _models(config)
     for z in _batches(dataclasses.replace(config, n=min(config.batch, config.n)), G.z_dim, device):
-        _step(G, Ps, z)                                              # warm-up: kernels, allocator
+        _step(G, Ps, z, config.precision)                                # warm-up: kernels, allocator
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
