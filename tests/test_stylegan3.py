@@ -246,3 +246,19 @@ def test_runs_under_bfloat16_autocast(r16):
     assert images.shape == reference.shape and torch.isfinite(images).all()
     error = (images.float() - reference).abs().max() / reference.abs().max()
     assert error < 0.1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(t16, r16):
+    for init_kwargs, state in (t16, r16):
+        net = from_nvlabs(init_kwargs, state)
+        ws = _ws(net, batch=3)
+        with torch.no_grad():
+            expected = net.synthesis(ws)
+            net = net.cuda()
+            torch.testing.assert_close(net.synthesis(ws.cuda()).cpu(), expected, atol=1e-3, rtol=1e-3)
+            for dtype in (torch.float16, torch.bfloat16):
+                with torch.autocast("cuda", dtype):
+                    images = net.synthesis(ws.cuda()).float().cpu()
+                assert (images - expected).abs().max() / expected.abs().max() < 0.1

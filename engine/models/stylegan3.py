@@ -223,12 +223,8 @@ class _FourierInput(nn.Module):
         self.register_buffer("phases", torch.zeros(geo.channels))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        # The phases are sines of sums of order-1 terms: in bfloat16 they would be off by a few percent, so they
-        # are computed in the buffers' precision whatever autocast asks for.
-        with torch.autocast(w.device.type, enabled=False):
-            t = self.affine(w.to(self.freqs.dtype))
-            features = self._features(t)
-        return (features.to(w.dtype) @ (self.mix / math.sqrt(self.geo.channels)).t().to(w.dtype)).permute(0, 3, 1, 2)
+        features = self._features(self.affine(w))
+        return (features @ (self.mix / math.sqrt(self.geo.channels)).t()).permute(0, 3, 1, 2)
 
     def _features(self, t: torch.Tensor) -> torch.Tensor:
         """(B, 4) rotation-translation parameters -> (B, size, size, channels) damped sines."""
