@@ -234,6 +234,7 @@ def test_converter_refuses_init_kwargs_it_does_not_know(t16):
         {**init_kwargs, "mapping_kwargs": {"num_layers": 2, "embed_features": 8}}, state)
     assert "lacks 'w_dim'" in _refusal({k: v for k, v in init_kwargs.items() if k != "w_dim"}, state)
     assert "z_dim must be a positive integer; got 0" in _refusal({**init_kwargs, "z_dim": 0}, state)
+    assert "conv_clamp must be None or a number >= 0; got 'x'" in _refusal({**init_kwargs, "conv_clamp": "x"}, state)
 
 
 def test_runs_under_bfloat16_autocast(r16):

@@ -23,6 +23,7 @@ and demodulates the output of one shared-weight convolution instead of building 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -111,7 +112,11 @@ class StyleGAN3Architecture:
                 raise CheckpointError(f"{LAYOUT} init_kwargs {name} must be a positive integer; got {value!r}")
         if isinstance(self.c_dim, bool) or not isinstance(self.c_dim, (int, np.integer)) or self.c_dim < 0:
             raise CheckpointError(f"{LAYOUT} init_kwargs c_dim must be an integer >= 0; got {self.c_dim!r}")
-        if not 0 <= self.num_critical < self.num_layers:
+        if self.conv_clamp is not None and (isinstance(self.conv_clamp, bool) or
+                                            not isinstance(self.conv_clamp, numbers.Real) or self.conv_clamp < 0):
+            raise CheckpointError(f"{LAYOUT} init_kwargs conv_clamp must be None or a number >= 0; "
+                                  f"got {self.conv_clamp!r}")
+        if not isinstance(self.num_critical, (int, np.integer)) or not 0 <= self.num_critical < self.num_layers:
             raise CheckpointError(f"{LAYOUT} init_kwargs num_critical must be in [0, num_layers); "
                                   f"got {self.num_critical!r}")
 
