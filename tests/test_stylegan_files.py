@@ -17,11 +17,12 @@ from click.testing import CliRunner
 import engine
 from engine.cli import cli
 from engine.methods.sefa import sefa
-from engine.models import stylegan, stylegan2
+from engine.models import stylegan, stylegan2, stylegan3
 from engine.models.registry import SpecError
 from tests import stylegan2_checkpoints as sg2files
+from tests import stylegan3_checkpoints as sg3files
 from tests import stylegan_checkpoints as sg1files
-from tests.nvlabs_pickles import STYLEGAN2_SOURCE, write_network_pickle
+from tests.nvlabs_pickles import STYLEGAN2_SOURCE, STYLEGAN3_SOURCE, write_network_pickle
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,11 @@ def files(tmp_path_factory):
     torch.save({"generator": sg2files.genforce_state(resolution=16, seed=6), "generator_smooth": gf2},
                folder / "gf2.pth")
     gf1 = sg1files.save_genforce_checkpoint(folder / "gf1.pth", resolution=16, seed=7)
-    return {"dir": folder, "ros": ros, "latent_avg": latent_avg, "ada": (kwargs, state), "cond": (ckwargs, cstate),
+    for config in ("T", "R"):
+        k3, s3 = sg3files.nvlabs_state(config=config, img_resolution=16, seed=8)
+        write_network_pickle(folder / f"sg3{config}.pkl", {"G_ema": ("Generator", STYLEGAN3_SOURCE, k3, s3)})
+        sg3 = (k3, s3) if config == "T" else sg3
+    return {"sg3": sg3,"dir": folder, "ros": ros, "latent_avg": latent_avg, "ada": (kwargs, state), "cond": (ckwargs, cstate),
             "gf2": gf2, "gf1": gf1}
 
 
@@ -53,6 +58,7 @@ def _path(files, name):
     ("ada.pkl", "stylegan2", "nvlabs stylegan2 pickle"),
     ("gf2.pth", "stylegan2", "genforce (generator_smooth)"),
     ("gf1.pth", "stylegan", "genforce (generator_smooth)"),
+    ("sg3T.pkl", "stylegan3", "nvlabs stylegan3 pickle"),
 ])
 def test_each_format_loads_as_its_converter_builds_it(files, name, family, fmt):
     G = engine.load_generator(f"{family}:{_path(files, name)}")
@@ -63,6 +69,8 @@ def test_each_format_loads_as_its_converter_builds_it(files, name, family, fmt):
         reference = stylegan2.from_nvlabs(*files["ada"])
     elif name == "gf2.pth":
         reference = stylegan2.from_genforce(files["gf2"])
+    elif name == "sg3T.pkl":
+        reference = stylegan3.from_nvlabs(*files["sg3"])
     else:
         reference = stylegan.from_genforce(files["gf1"])
     z = torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(0))
@@ -103,7 +111,7 @@ def test_a_file_without_an_average_w_gets_a_seeded_estimate_recorded_in_the_stor
 
 def test_sefa_of_a_generator_equals_sefa_of_its_checkpoint_in_every_format(files):
     for name, family in (("ros.pt", "stylegan2"), ("ada.pkl", "stylegan2"), ("gf2.pth", "stylegan2"),
-                         ("gf1.pth", "stylegan")):
+                         ("gf1.pth", "stylegan"), ("sg3T.pkl", "stylegan3"), ("sg3R.pkl", "stylegan3")):
         path = _path(files, name)
         by_generator = sefa(generator=f"{family}:{path}", k=5)
         by_checkpoint = sefa(checkpoint=path, family=family, k=5)
@@ -126,6 +134,18 @@ def test_edit_along_a_w_direction_on_a_layer_range_renders_the_generators_images
     G = engine.load_generator(store.meta["generator"])
     z = torch.from_numpy(np.asarray(engine.sampler.draw_codes(0, 0, 2, G.z_dim)))
     torch.testing.assert_close(result["images"][:, 1], G.synthesis(G.mapping(z)), atol=1e-5, rtol=0)
+
+
+def test_stylegan3_samples_and_factorizes_its_style_affines_but_not_the_input_transform(files, tmp_path):
+    store = engine.sample(str(tmp_path / "s3.zarr"), f"stylegan3:{_path(files, 'sg3R.pkl')},truncation=0.7",
+                          ["imagestats"], n=16, chunk=8, spaces=["w", "wp"], progress=False)
+    assert store.meta["generator_file"]["w_avg"] == "file"
+    assert np.isfinite(store.array("scores")[:]).all()
+    G = engine.load_generator(f"stylegan3:{_path(files, 'sg3T.pkl')}")
+    names = [name for name, _ in G.latent_weights()]
+    assert [int(n[1:].split("_")[0]) for n in names] == list(range(len(names)))      # L0_..., L1_..., in order
+    assert len(names) == G.num_ws - 2          # one per synthesis layer but the ToRGB; not the input's affine
+    assert len(G.latent_weights(include_torgb=True)) == len(names) + 1
 
 
 def test_random_noise_stores_are_reproducible_and_differ_from_const(files, tmp_path):
@@ -154,7 +174,8 @@ def test_a_conditional_pickle_needs_its_class(files):
 
 @pytest.mark.parametrize("spec, message", [
     ("stylegan2:{dir}/missing.pt", "no checkpoint file"),
-    ("stylegan3:{dir}/ada.pkl", "holds a STYLEGAN2 generator: read it with stylegan2:"),
+    ("stylegan3:{dir}/ada.pkl", "holds a StyleGAN2 generator: read it with stylegan2:"),
+    ("stylegan2:{dir}/sg3R.pkl", "holds a StyleGAN3 generator: read it with stylegan3:"),
     ("stylegan:{dir}/ros.pt", "rosinality/stylegan2-pytorch checkpoint (g_ema): read it with stylegan2:"),
     ("stylegan2:{dir}/ros.pt,truncation=x", "truncation must be a number"),
     ("stylegan2:{dir}/ros.pt,psi=0.5", "unknown option(s) psi"),

@@ -275,7 +275,7 @@ def _read_nvlabs(path: str, family: str) -> tuple[torch.nn.Module, str, dict[str
     state = record.state_dict()
     kind = "stylegan3" if any(k.startswith("synthesis.input.") for k in state) else "stylegan2"
     if kind != family:
-        raise CheckpointError(f"{path} holds a {kind.upper().replace('GAN', 'GAN')} generator: read it with "
+        raise CheckpointError(f"{path} holds a {kind.replace('stylegan', 'StyleGAN')} generator: read it with "
                               f"{kind}:{path}")
     if kind == "stylegan3":
         from engine.models import stylegan3 as module
