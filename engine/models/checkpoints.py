@@ -43,13 +43,14 @@ from collections.abc import Mapping
 
 import torch
 
+from engine.models.checkpoint_errors import CheckpointError, first_line
+
+__all__ = ["CheckpointError", "FAMILIES", "LIKE", "GENERATOR_KEYS", "is_plain_pickle", "latent_weights",
+           "load_checkpoint", "read_checkpoint_weights", "read_latent_weights", "state_dict_of", "unwrap"]
+
 FAMILIES = ("stylegan2", "stylegan3", "stylegan", "pggan", "biggan")
 LIKE = ("engine", "sefa", "rosinality")
 GENERATOR_KEYS = ("g_ema", "G_ema", "generator_smooth", "generator", "state_dict", "model", "params")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read safely, is not a state dict, or lacks the weights asked for."""
 
 
 def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> object:
@@ -104,15 +105,7 @@ def is_plain_pickle(path: str | os.PathLike) -> bool:
 
 
 def _unreadable(path: str, exc: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    # torch's weights-only refusal is a paragraph of advice; the reason follows "WeightsUnpickler error:".
-    text = text.split("WeightsUnpickler error:", 1)[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:200] if lines else "no message"
+    return CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {first_line(exc)})")
 
 
 def unwrap(obj: object, path: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str | None]:

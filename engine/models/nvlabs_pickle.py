@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.models.checkpoints import CheckpointError, _first_line
+from engine.models.checkpoint_errors import CheckpointError, first_line
 
 PERSISTENCE_VERSION = 6
 TF_NETWORK = ("dnnlib.tflib.network", "Network")
@@ -205,9 +205,9 @@ def _load_storage(data: object) -> _Storage:
         if asked:
             raise UnsafePickleError(f"a tensor's storage bytes ask for {asked.group(1)}, which is not allowed; "
                                     "refused, nothing from the file was run") from None
-        raise CheckpointError(f"a tensor's storage is not readable ({_first_line(exc)})") from None
+        raise CheckpointError(f"a tensor's storage is not readable ({first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - damaged storage bytes make torch.load raise almost anything
-        raise CheckpointError(f"a tensor's storage is not readable ({type(exc).__name__}: {_first_line(exc)})") \
+        raise CheckpointError(f"a tensor's storage is not readable ({type(exc).__name__}: {first_line(exc)})") \
             from None
     if not isinstance(storage, torch.TypedStorage):
         raise CheckpointError(f"a tensor's storage bytes hold a {type(storage).__name__}, not a storage")
@@ -366,7 +366,7 @@ def _load(path: str) -> object:
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged pickle makes the unpickler raise almost anything
-        raise CheckpointError(f"not a readable network pickle ({type(exc).__name__}: {_first_line(exc)})") \
+        raise CheckpointError(f"not a readable network pickle ({type(exc).__name__}: {first_line(exc)})") \
             from None
 
 
