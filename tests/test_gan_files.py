@@ -107,3 +107,14 @@ def test_biggan_per_class_boundaries_and_edit_through_the_cli(files, tmp_path):
                                  "--samples", "2", "--alphas", "-2,2,3", "--out", str(tmp_path / "e.png")])
     assert edited.exit_code == 0, edited.output
     assert (tmp_path / "e.png").exists()
+
+
+@pytest.mark.parametrize("family", ["pggan", "biggan"])
+def test_bf16_sampling_stores_float32_scores_close_to_fp32(files, tmp_path, family):
+    spec = f"pggan:{files['dir'] / 'pggan.pth'}" if family == "pggan" else f"biggan:{files['biggan']},class=1"
+    full = engine.sample(str(tmp_path / "f.zarr"), spec, ["imagestats"], n=8, chunk=8, progress=False)
+    low = engine.sample(str(tmp_path / "l.zarr"), spec, ["imagestats"], n=8, chunk=8, progress=False,
+                        precision="bf16")
+    assert low.array("scores").dtype == np.float32 and low.meta["numerics"]["precision"] == "bf16"
+    brightness = full.attributes.index("brightness")
+    np.testing.assert_allclose(low.array("scores")[:, brightness], full.array("scores")[:, brightness], atol=0.05)

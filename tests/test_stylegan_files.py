@@ -204,3 +204,14 @@ def test_an_unsafe_pickle_is_refused_through_the_spec_without_running_it(tmp_pat
     assert not marker.exists()
     sefa_result = CliRunner().invoke(cli, ["sefa", "--checkpoint", str(path), "--family", "stylegan2"])
     assert sefa_result.exit_code == 1 and "refused" in sefa_result.output and not marker.exists()
+
+
+@pytest.mark.parametrize("name, family", [("ada.pkl", "stylegan2"), ("sg3T.pkl", "stylegan3"), ("gf1.pth", "stylegan")])
+def test_bf16_sampling_stores_float32_scores_close_to_fp32(files, tmp_path, name, family):
+    spec = f"{family}:{_path(files, name)}"
+    full = engine.sample(str(tmp_path / "f.zarr"), spec, ["imagestats"], n=8, chunk=8, progress=False)
+    low = engine.sample(str(tmp_path / "l.zarr"), spec, ["imagestats"], n=8, chunk=8, progress=False,
+                        precision="bf16")
+    assert low.array("scores").dtype == np.float32
+    brightness = full.attributes.index("brightness")
+    np.testing.assert_allclose(low.array("scores")[:, brightness], full.array("scores")[:, brightness], atol=0.05)
