@@ -309,3 +309,63 @@ def test_a_missing_or_empty_generator_entry(generator_pickle, tmp_path):
         read_generator(path, key="augment_pipe")
     with pytest.raises(FileNotFoundError, match="no network pickle"):
         read_generator(tmp_path / "absent.pkl")
+
+
+class _Dtype:
+    """Pickles as numpy.dtype(spec) followed by a BUILD with ``state`` (numpy's own form, or a forged one)."""
+
+    def __init__(self, spec, state):
+        self.spec, self.state = spec, state
+
+    def __reduce__(self):
+        return np.dtype, (self.spec, False, True), self.state
+
+
+class _FromBuffer:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __reduce__(self):
+        from numpy._core.numeric import _frombuffer
+        return _frombuffer, (b"\x41" * 8, self.dtype, (1,), "C")
+
+
+@pytest.mark.parametrize("spec, state", [
+    ("V8", (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0)),     # an object field behind a void
+    ("f8", (3, "<", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0)),     # a float code, forged state
+])
+def test_a_numpy_dtype_with_a_forged_state_is_refused_before_any_array_uses_it(tmp_path, spec, state):
+    """Without the check, such an array's elements are read as pointers taken from the file (a segfault)."""
+    path = tmp_path / "dtype.pkl"
+    path.write_bytes(pickle.dumps({"training_set_kwargs": {"x": _FromBuffer(_Dtype(spec, state))}}, protocol=4))
+    with pytest.raises(CheckpointError, match="numpy dtype .* (not a plain numeric type|a state numpy never writes)"):
+        read_network_pickle(path)
+
+
+def test_numpy_values_as_numpy_pickles_them_come_back_as_fresh_numeric_copies(tmp_path):
+    values = {"a": np.arange(6, dtype=">i4").reshape(2, 3), "b": np.float32(2.5), "c": np.asfortranarray(np.eye(3))}
+    for protocol in (3, 4, 5):
+        path = tmp_path / f"np{protocol}.pkl"
+        path.write_bytes(pickle.dumps({"training_set_kwargs": values}, protocol=protocol))
+        back = read_network_pickle(path)["training_set_kwargs"]
+        for key, value in values.items():
+            np.testing.assert_array_equal(back[key], value)
+            assert back[key].dtype == value.dtype
+
+
+def test_shared_containers_are_read_once_and_a_container_holding_itself_is_refused(tmp_path):
+    import time
+
+    nested = [0]
+    for _ in range(40):                    # 2**40 paths through a file of a few hundred bytes
+        nested = [nested, nested]
+    path = tmp_path / "dag.pkl"
+    path.write_bytes(pickle.dumps({"a": nested}, protocol=4))
+    start = time.perf_counter()
+    back = read_network_pickle(path)["a"]
+    assert time.perf_counter() - start < 5 and back[0] is back[1]
+    loop: list = []
+    loop.append(loop)
+    path.write_bytes(pickle.dumps({"a": loop}, protocol=4))
+    with pytest.raises(CheckpointError, match="contains itself"):
+        read_network_pickle(path)

@@ -267,34 +267,95 @@ def _refuse_call(name: str) -> None:
     raise CheckpointError(f"the pickle calls {name} directly, which numpy's own pickles never do")
 
 
-def _np_reconstruct(subtype: object, shape: object, dtype_code: object) -> np.ndarray:
+#: numpy kinds a network pickle may hold: booleans, integers, floats, complex numbers (never objects, voids, text).
+_NUMPY_KINDS = "biufc"
+
+
+class _DtypeToken:
+    """``numpy.dtype(spec, align, copy)`` recorded as data. numpy's BUILD applies a dtype's state with
+    ``dtype.__setstate__``, which can turn a plain code into one with object fields: the state is only stored
+    here, and ``resolve`` accepts nothing but the state numpy itself writes for ``spec``."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.state: object = None
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+    def resolve(self) -> np.dtype:
+        try:
+            dtype = np.dtype(self.spec)
+        except TypeError as exc:
+            raise CheckpointError(f"numpy dtype {self.spec!r} is not a type code") from exc
+        if isinstance(self.state, tuple) and len(self.state) > 1 and self.state[1] in "<>" and dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(self.state[1])
+        if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+            raise CheckpointError(f"numpy dtype {self.spec!r} is not a plain numeric type")
+        if self.state is not None and self.state != dtype.__reduce__()[2]:
+            raise CheckpointError(f"numpy dtype {self.spec!r} comes with a state numpy never writes for it")
+        return dtype
+
+
+def _plain_dtype(dtype: object) -> np.dtype:
+    if not isinstance(dtype, _DtypeToken):
+        raise CheckpointError("a numpy value is built on something other than a numpy dtype")
+    return dtype.resolve()
+
+
+class _ArrayToken:
+    """``numpy.core.multiarray._reconstruct(ndarray, shape, dtype_code)``, to be filled by numpy's BUILD:
+    recorded as data, and built as a fresh, copied numeric array from the state's raw bytes when checked."""
+
+    def __init__(self) -> None:
+        self.state: object = None
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+    def resolve(self) -> np.ndarray:
+        state = self.state
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise CheckpointError("a numpy array has no state numpy writes")
+        _, shape, dtype, fortran, raw = state
+        dtype = _plain_dtype(dtype)
+        shape = _ints(shape, "a numpy shape")
+        if not isinstance(fortran, bool) or not isinstance(raw, (bytes, bytearray)) \
+                or len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise CheckpointError("a numpy array's data does not match its shape and dtype")
+        return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _np_reconstruct(subtype: object, shape: object, dtype_code: object) -> _ArrayToken:
     """``numpy.core.multiarray._reconstruct`` for plain ndarrays only (numpy's BUILD then fills it)."""
     if subtype is not _NDARRAY or not isinstance(dtype_code, bytes):
         raise CheckpointError("numpy's _reconstruct is asked for something other than a plain ndarray")
-    return np.ndarray.__new__(np.ndarray, _ints(shape, "a numpy shape"), dtype_code)
+    return _ArrayToken()
 
 
 def _np_frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
     """``numpy.core.numeric._frombuffer``: how numpy pickles an array with protocol 5 (the buffer in-band)."""
-    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype) or dtype.hasobject \
-            or order not in ("C", "F"):
+    dtype = _plain_dtype(dtype)
+    shape = _ints(shape, "a numpy shape")
+    if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F") \
+            or len(buffer) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
         raise CheckpointError("a numpy array is not a plain numeric array")
-    return np.frombuffer(buffer, dtype=dtype).reshape(_ints(shape, "a numpy shape"), order=order)
+    return np.frombuffer(bytes(buffer), dtype=dtype).reshape(shape, order=order).copy()
 
 
-def _np_dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
+def _np_dtype(spec: object, align: object = False, copy: object = False) -> _DtypeToken:
     """``numpy.dtype(spec, align, copy)`` as numpy pickles it: ``spec`` a type code such as ``'f8'``."""
-    if not isinstance(spec, str) or not isinstance(align, bool) or not isinstance(copy, bool):
+    if not isinstance(spec, str) or not isinstance(align, bool) or not isinstance(copy, bool) or align:
         raise CheckpointError(f"numpy dtype {spec!r} is not a plain type code")
-    return np.dtype(spec, align, copy)
+    return _DtypeToken(spec)
 
 
 def _np_scalar(dtype: object, data: object = None) -> np.generic:
     """``numpy.core.multiarray.scalar``: a numpy scalar from its dtype and raw bytes."""
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes) \
-            or len(data) != dtype.itemsize:
+    dtype = _plain_dtype(dtype)
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
         raise CheckpointError("a numpy scalar is not a plain number")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
+    return np.frombuffer(data, dtype=dtype, count=1)[0].copy()
 
 
 def _torch_device(kind: object, index: object = None) -> torch.device:
@@ -372,7 +433,7 @@ def _load(path: str) -> object:
 
 # ---------------------------------------------------------------- step 2: checking and materializing
 
-_SCALARS = (str, bytes, int, float, complex, bool, type(None), np.generic, np.dtype, torch.dtype, torch.device)
+_SCALARS = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device)
 
 
 class _Materializer:
@@ -381,6 +442,8 @@ class _Materializer:
     def __init__(self) -> None:
         self._done: dict[int, PersistentObject] = {}
         self._building: set[int] = set()
+        self._containers: dict[int, object] = {}
+        self._keep: list[object] = []
 
     def value(self, obj: object) -> object:
         """``obj`` as plain data: mappings as dicts, EasyDicts included; tensors; PersistentObjects."""
@@ -390,14 +453,33 @@ class _Materializer:
             return obj.tensor
         if isinstance(obj, _Persistent):
             return self.network(obj)
-        if isinstance(obj, dict):
-            return {self.value(k): self.value(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple, set, frozenset)):
-            return type(obj)(self.value(v) for v in obj)
-        if type(obj) is np.ndarray and not obj.dtype.hasobject:
-            return obj
+        if isinstance(obj, (_DtypeToken, _ArrayToken)):
+            return obj.resolve()
+        if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in _NUMPY_KINDS \
+                and obj.dtype.fields is None:
+            return obj                                        # built above from a resolved dtype, copied
+        if isinstance(obj, (dict, list, tuple, set, frozenset)):
+            return self._container(obj)
         what = obj.name if isinstance(obj, _Allowed) else type(obj).__name__
         raise CheckpointError(f"holds a {what} object where a network pickle holds only data")
+
+    def _container(self, obj: dict | list | tuple | set | frozenset) -> object:
+        """A container as plain data, each one once: a pickle can share one container many times (a file of a
+        few hundred bytes could otherwise expand exponentially) or make one contain itself (refused)."""
+        key = id(obj)
+        if key in self._containers:
+            return self._containers[key]
+        if key in self._building:
+            raise CheckpointError("a container in the pickle contains itself")
+        self._building.add(key)
+        if isinstance(obj, dict):
+            built: object = {self.value(k): self.value(v) for k, v in obj.items()}
+        else:
+            built = type(obj)(self.value(v) for v in obj)
+        self._building.discard(key)
+        self._containers[key] = built
+        self._keep.append(obj)            # ids stay unique while the memo holds them
+        return built
 
     def network(self, token: _Persistent) -> PersistentObject:
         key = id(token)
