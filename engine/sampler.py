@@ -385,6 +385,27 @@ def prepare_store(path: str, generator: Generator, predictors: Sequence[Predicto
                         num_classes=int(generator.num_classes) if conditional(generator) else None)
 
 
+def _resumed_settings(path: str, meta: Mapping, requested_batch: int | None, batch: int,
+                      requested_precision: str | None, precision: str) -> tuple[int, str]:
+    """The batch and precision a run computes in: a resume takes the ones the run began with where none is
+    asked for, and refuses a precision that differs (scores change well beyond float rounding), or a batch that
+    differs when the generator draws random noise batch after batch (the images would change)."""
+    stored = meta.get("numerics") or {}
+    if stored.get("batch"):
+        if requested_batch is None:
+            batch = int(stored["batch"])              # a resume computes in the batches the run began with
+        elif meta.get("noise") and int(requested_batch) != int(stored["batch"]):
+            raise StoreError(f"cannot resume {path}: its generator draws random noise batch after batch, and it was "
+                             f"sampled with --batch {stored['batch']}; resume with that batch (or without --batch)")
+    if stored.get("precision"):
+        if requested_precision is None:
+            precision = str(stored["precision"])
+        elif requested_precision != stored["precision"]:
+            raise StoreError(f"cannot resume {path}: it was sampled with --precision {stored['precision']}, this "
+                             f"run asks for {requested_precision}")
+    return batch, precision
+
+
 def check_overwritable(path: str) -> None:
     """--overwrite replaces stores (damaged or unfinished ones too), never a folder that holds something else."""
     if is_remote(path):
@@ -399,7 +420,7 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
            seed: int = 0, chunk: int = 4096, batch: int | None = None, device: str | torch.device = "auto",
            spaces: Sequence[str] | None = None, resume: bool = False, overwrite: bool = False,
            progress: bool = True, workers: int | None = None, scheduler: str | None = None,
-           gpus: str | Sequence[int] | None = None, precision: str = "fp32") -> Store:
+           gpus: str | Sequence[int] | None = None, precision: str | None = None) -> Store:
     """Sample ``n`` codes into the store at ``path`` and return it (opened read-only).
 
     ``generator`` and ``predictors`` are SPEC strings (see ``engine.models.registry``) or model objects.
@@ -407,7 +428,9 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     ``workers``, ``scheduler`` or ``gpus`` spread the chunks over a Dask cluster (``engine.distributed``);
     the store is identical either way. ``batch`` (rows per generator call) defaults by device type
     (``engine.devices.DEFAULT_BATCH``); it changes speed and memory, never the codes. ``precision`` (fp32,
-    bf16, fp16) runs the generator and predictors under torch autocast; codes and scores are stored as float32.
+    bf16, fp16; default fp32, or on a resume the run's own) runs the generator and predictors under torch
+    autocast; codes and scores are stored as float32. A resume refuses another precision, and, for a generator
+    with random noise (drawn batch after batch), another batch.
     """
     from engine.progress import progress_bar
 
@@ -417,7 +440,8 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
-    check_precision(precision)
+    requested_precision = precision
+    precision = check_precision(precision or "fp32")
     chunk = min(int(chunk), int(n))      # a chunk beyond n would only be a larger empty zarr chunk
     check_chunk_count(int(n), chunk)
     path = str(path)
@@ -441,8 +465,8 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
         store = prepare_store(path, G, Ps, n=n, seed=seed, chunk=chunk, spaces=chosen, resume=resume,
                               overwrite=overwrite, numerics=numerics(batch, dev, distributed, precision))
         stored = store.meta.get("numerics") or {}
-        if requested_batch is None and stored.get("batch"):
-            batch = int(stored["batch"])                # a resume computes in the batches the run began with
+        batch, precision = _resumed_settings(path, store.meta, requested_batch, batch, requested_precision,
+                                             precision)
         _warn_if_numerics_differ(path, stored, numerics(batch, dev, distributed, precision))
         pending = store.pending_chunks()
         done_rows = n - sum(store.chunk_rows(i).stop - store.chunk_rows(i).start for i in pending)

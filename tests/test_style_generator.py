@@ -172,3 +172,51 @@ def test_reduced_precision_stores_float32_scores_close_to_fp32(tmp_path, precisi
     np.testing.assert_allclose(low.array("scores")[:], full.array("scores")[:], atol=0.1)
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
         engine.sample(str(tmp_path / "x.zarr"), wrap(), [P], n=8, progress=False, precision="int8")
+
+
+def test_threads_computing_chunks_at_once_keep_their_own_noise_streams():
+    import threading
+
+    from engine.sampler import ChunkComputer, draw_codes, noise_seed
+
+    G = wrap(noise="random")
+    computer = ChunkComputer(G, [], ["z", "w"], 2, torch.device("cpu"))
+    images = {}
+
+    def render(index):
+        z = draw_codes(0, index, 4, G.z_dim)
+        G.reseed_noise(noise_seed(0, index))
+        with torch.no_grad():
+            for _ in range(20):                        # long enough for the threads to interleave
+                images[index] = G.synthesis(G.mapping(torch.from_numpy(z)))
+                G.reseed_noise(noise_seed(0, index))
+
+    alone = {}
+    for index in range(4):
+        render(index)
+        alone[index] = images[index]
+    threads = [threading.Thread(target=render, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for index in range(4):
+        assert torch.equal(images[index], alone[index])
+    assert computer.batch == 2
+
+
+def test_a_resume_keeps_the_runs_precision_and_refuses_another(tmp_path):
+    path = str(tmp_path / "p.zarr")
+    engine.sample(path, wrap(), [], n=8, chunk=4, progress=False, precision="bf16")
+    resumed = engine.sample(path, wrap(), [], n=8, chunk=4, progress=False, resume=True)
+    assert resumed.meta["numerics"]["precision"] == "bf16"
+    with pytest.raises(StoreError, match="sampled with --precision bf16, this run asks for fp32"):
+        engine.sample(path, wrap(), [], n=8, chunk=4, progress=False, resume=True, precision="fp32")
+
+
+def test_a_resume_of_random_noise_refuses_another_batch(tmp_path):
+    path = str(tmp_path / "n.zarr")
+    engine.sample(path, wrap(noise="random"), [], n=8, chunk=4, batch=2, progress=False)
+    with pytest.raises(StoreError, match="draws random noise batch after batch, and it was sampled with --batch 2"):
+        engine.sample(path, wrap(noise="random"), [], n=8, chunk=4, batch=4, progress=False, resume=True)
+    engine.sample(path, wrap(noise="random"), [], n=8, chunk=4, progress=False, resume=True)

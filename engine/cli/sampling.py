@@ -33,13 +33,13 @@ Examples:
 @click.option("--gpus", default=None, help="Comma-separated GPU indices: one Dask worker per GPU (needs the [gpu] extra).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: redo exactly the uncommitted chunks.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="Arithmetic of the generator and predictors (torch autocast); codes and scores are stored as float32.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="Arithmetic of the generator and predictors (torch autocast); codes and scores are stored as float32 [default: fp32; on --resume, the run's own].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed: int, chunk: int, batch: int | None,
            device: str, spaces: tuple[str, ...], workers: int | None, scheduler: str | None, gpus: str | None,
-           resume: bool, overwrite: bool, precision: str, quiet: bool, as_json: bool) -> None:
+           resume: bool, overwrite: bool, precision: str | None, quiet: bool, as_json: bool) -> None:
     """Sample N latent codes through a generator and predictors into a Zarr store.
 
     The codes of each chunk depend only on (seed, chunk index, chunk size, z_dim), so the store is identical

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,8 +81,9 @@ class StyleGenerator(torch.nn.Module):
             self.num_classes = self.c_dim         # a class-conditional generator (engine.models.base)
         self._state_affines = state_affines
         self.w_avg_source = w_avg_source
-        self._noise_rng: torch.Generator | None = None
-        self.reseed_noise(0)
+        # One random-noise stream per thread: a process that computes chunks on several threads at once (a Dask
+        # worker with threads) must not let them draw from each other's stream.
+        self._streams = threading.local()
 
     # --- the Generator protocol -------------------------------------------------------------------------
     def mapping_w(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -102,7 +104,7 @@ class StyleGenerator(torch.nn.Module):
 
     def synthesis(self, ws: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1]; a conditional model's class acts through the mapping only, so ``labels`` is unused."""
-        images = self.network.synthesis(ws, noise=self.noise, generator=self._noise_rng)
+        images = self.network.synthesis(ws, noise=self.noise, generator=self._noise_stream())
         return images.clamp(-1.0, 1.0)
 
     def latent_weights(self, include_torgb: bool = False) -> list[tuple[str, torch.Tensor]]:
@@ -114,18 +116,19 @@ class StyleGenerator(torch.nn.Module):
 
     # --- what the sampler uses beside the protocol ------------------------------------------------------
     def reseed_noise(self, seed: int) -> None:
-        """Restart the random-noise stream (``noise=random``) from ``seed``; const noise ignores it."""
-        if self.noise != "random":
-            return
-        device = self.network.w_avg.device
-        self._noise_rng = torch.Generator(device=device).manual_seed(int(seed))
+        """Restart this thread's random-noise stream (``noise=random``) from ``seed``; const noise ignores it.
+        The noise of a chunk is then a function of (seed, the batches it is computed in)."""
+        if self.noise == "random":
+            self._streams.rng = torch.Generator(device=self.network.w_avg.device).manual_seed(int(seed))
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "StyleGenerator":
-        result = super()._apply(fn, *args, **kwargs)
-        if self.noise == "random" and self._noise_rng is not None \
-                and self._noise_rng.device != self.network.w_avg.device:
-            self.reseed_noise(0)           # a torch.Generator lives on one device
-        return result
+    def _noise_stream(self) -> torch.Generator | None:
+        if self.noise != "random":
+            return None
+        rng = getattr(self._streams, "rng", None)
+        if rng is None or rng.device != self.network.w_avg.device:      # a torch.Generator lives on one device
+            self.reseed_noise(0)
+            rng = self._streams.rng
+        return rng
 
     @property
     def provenance(self) -> dict[str, Any]:
