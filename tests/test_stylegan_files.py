@@ -136,16 +136,17 @@ def test_edit_along_a_w_direction_on_a_layer_range_renders_the_generators_images
     torch.testing.assert_close(result["images"][:, 1], G.synthesis(G.mapping(z)), atol=1e-5, rtol=0)
 
 
-def test_stylegan3_samples_and_factorizes_its_style_affines_but_not_the_input_transform(files, tmp_path):
+def test_stylegan3_samples_and_factorizes_its_affines_numbered_as_w_plus(files, tmp_path):
     store = engine.sample(str(tmp_path / "s3.zarr"), f"stylegan3:{_path(files, 'sg3R.pkl')},truncation=0.7",
                           ["imagestats"], n=16, chunk=8, spaces=["w", "wp"], progress=False)
     assert store.meta["generator_file"]["w_avg"] == "file"
     assert np.isfinite(store.array("scores")[:]).all()
     G = engine.load_generator(f"stylegan3:{_path(files, 'sg3T.pkl')}")
     names = [name for name, _ in G.latent_weights()]
-    assert [int(n[1:].split("_")[0]) for n in names] == list(range(len(names)))      # L0_..., L1_..., in order
-    assert len(names) == G.num_ws - 2          # one per synthesis layer but the ToRGB; not the input's affine
-    assert len(G.latent_weights(include_torgb=True)) == len(names) + 1
+    # layer i of SeFa is the affine that takes ws[i]: the input's transform first, the ToRGB (last ws) apart
+    assert names[0] == "input" and [int(n[1:].split("_")[0]) for n in names[1:]] == list(range(len(names) - 1))
+    assert len(names) == G.num_ws - 1
+    assert len(G.latent_weights(include_torgb=True)) == G.num_ws
 
 
 def test_random_noise_stores_are_reproducible_and_differ_from_const(files, tmp_path):

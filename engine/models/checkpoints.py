@@ -20,8 +20,9 @@ returns them as ``[(layer_name, weight (out_features, latent_dim))]`` in layer o
   layer i+1; ToRGB ``to_rgb1``, ``to_rgbs.{i}``), NVlabs' stylegan2-ada-pytorch
   (``synthesis.b{res}.conv0/conv1.affine.weight`` by resolution; ToRGB ``synthesis.b{res}.torgb.affine.weight``)
   and genforce's (``synthesis.layer{i}.style.weight``; ToRGB ``synthesis.output{i}.style.weight``). 
-* ``stylegan3``: NVlabs' per-layer affines ``synthesis.L{i}_{res}_{channels}.affine.weight`` in layer order, the
-  last one (the ToRGB) only with ``include_torgb``;
+* ``stylegan3``: NVlabs' affines numbered as W+ is: the input's (``synthesis.input.affine.weight``) as layer 0,
+  then ``synthesis.L{i}_{res}_{channels}.affine.weight`` in layer order, the last one (the ToRGB) only with
+  ``include_torgb``;
 * ``stylegan``: the per-layer style affines (genforce ``synthesis.layer{i}.style.weight``, or
   ``...epilogue.style_mod.dense.weight``);
 * ``pggan``: the first layer, which takes z (``layer0.weight``; a 4-D conv kernel (out, z_dim, kh, kw)
@@ -193,14 +194,17 @@ def _stylegan2(state: Mapping[str, torch.Tensor], include_torgb: bool, like: str
 
 
 def _stylegan3(state: Mapping[str, torch.Tensor], include_torgb: bool, path: str) -> Layers:
-    """The per-layer affines ``synthesis.L{i}_{size}_{channels}.affine.weight`` in layer order; the last layer
-    is the ToRGB. The input layer's affine (w -> rotation and translation) is not a style and is left out."""
+    """The affines that take w in, numbered as W+ is: ``synthesis.input.affine.weight`` (ws[0]: the input's
+    rotation and translation) as layer 0, then ``synthesis.L{i}_{res}_{channels}.affine.weight`` (ws[i+1]) in
+    layer order, so that ``sefa --layers A-B`` and ``edit --layers A-B`` name the same codes; the last L layer
+    (the ToRGB) only with ``include_torgb``."""
     found = _numbered(state, r"synthesis\.L(\d+)_\d+_\d+\.affine\.weight")
-    if not found:
+    if not found or "synthesis.input.affine.weight" not in state:
         raise CheckpointError(f"{path} has none of the StyleGAN3 affine weights SeFa needs "
-                              f"(synthesis.L<i>_<size>_<channels>.affine.weight); its keys begin {_keys(state)}")
+                              f"(synthesis.input.affine.weight, synthesis.L<i>_<size>_<channels>.affine.weight); "
+                              f"its keys begin {_keys(state)}")
     layers = [(key.split(".")[1], state[key]) for _, key in found]
-    return layers if include_torgb else layers[:-1]
+    return [("input", state["synthesis.input.affine.weight"])] + (layers if include_torgb else layers[:-1])
 
 
 def _stylegan(state: Mapping[str, torch.Tensor], path: str) -> Layers:
