@@ -140,8 +140,8 @@ def test_edit_of_stored_codes_uses_their_stored_classes(labelled):
     from engine.methods.editing import edit
     from engine.methods.interfacegan import boundaries
 
-    boundaries(labelled, attributes=["brightness"], ratio=0.2, class_label=1, overwrite=True)
-    result = edit(labelled, "interfacegan/brightness_class1", alphas="0,0,1", units="raw", samples=4, stored=True)
+    boundaries(labelled, attributes=["brightness"], ratio=0.2, overwrite=True)       # all classes' rows
+    result = edit(labelled, "interfacegan/brightness", alphas="0,0,1", units="raw", samples=4, stored=True)
     G = engine.load_generator(SPEC)
     z = torch.from_numpy(labelled.array("latents/z")[:4])
     labels = torch.from_numpy(labelled.array("labels")[:4].astype(np.int64))
@@ -182,3 +182,22 @@ def test_info_counts_the_rows_of_each_class(labelled):
                                                               "3": int((labels == 3).sum())}}
     out = CliRunner().invoke(cli, ["info", labelled.path]).output
     assert "2 of 5 classes drawn" in out
+
+
+def test_edit_of_a_per_class_direction_edits_codes_of_that_class(labelled):
+    from engine.methods.editing import edit
+    from engine.methods.interfacegan import boundaries
+
+    boundaries(labelled, attributes=["brightness"], ratio=0.2, class_label=3, overwrite=True)
+    G = engine.load_generator(SPEC)
+    result = edit(labelled, "interfacegan/brightness_class3", alphas="0,0,1", units="raw", samples=3, stored=True)
+    rows = np.flatnonzero(labelled.array("labels")[:] == 3)[:3]
+    z = torch.from_numpy(labelled.array("latents/z")[:][rows])
+    three = torch.full((3,), 3)
+    torch.testing.assert_close(result["images"][:, 0], G.synthesis(G.mapping(z, three), three))
+    drawn = edit(labelled, "interfacegan/brightness_class3", alphas="0,0,1", units="raw", samples=2, class_label=1)
+    z2, _ = engine.methods.editing.starting_codes(G, 0, 2)
+    one = torch.full((2,), 1)
+    torch.testing.assert_close(drawn["images"][:, 0], G.synthesis(G.mapping(torch.from_numpy(z2), one), one))
+    with pytest.raises(ValueError, match="class must be an integer from 0 to 4; got 9"):
+        edit(labelled, "interfacegan/brightness_class3", samples=2, class_label=9)

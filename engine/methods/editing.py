@@ -159,7 +159,8 @@ def _moved(x: np.ndarray, n: np.ndarray, alphas: np.ndarray, distance: bool) -> 
 def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,3,7", units: str = "sigma",
          samples: int = 4, seed: int = 0, stored: bool = False, distance: bool = False, rescore: bool = False,
          out: str | os.PathLike | None = None, generator: Any = None, predictors: Any = None,
-         batch: int = 256, device: str = "cpu", layers: Any = None, overwrite: bool = False) -> dict[str, Any]:
+         batch: int = 256, device: str = "cpu", layers: Any = None, overwrite: bool = False,
+         class_label: int | None = None) -> dict[str, Any]:
     """Edit ``samples`` codes along ``direction`` ('METHOD/NAME[:ROW]') at each α; returns the results.
 
     ``alphas`` count in ``units``: 'sigma' (σ of the store's codes along the direction, see the module
@@ -168,7 +169,10 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     edited image, the mean change per α is written to ``tables/rescore_<method>_<name>[_<row>]`` (refused if
     it exists, unless ``overwrite``) and plotted beside ``out``. ``generator`` and ``predictors`` default to
     the models the store was sampled with. ``layers`` ('A-B', 0-based inclusive) applies a w-sized direction
-    (w, or one wp layer) to those layers only, as GANSpace's layer-wise edits do. The result holds ``alphas`` (in ``units``), ``alphas_raw``,
+    (w, or one wp layer) to those layers only, as GANSpace's layer-wise edits do. ``class_label`` (a
+    class-conditional generator) edits codes of that class only: the first stored rows of the class, or drawn
+    codes given that class; it defaults to the class a per-class direction was fitted on (its ``class`` attr).
+    The result holds ``alphas`` (in ``units``), ``alphas_raw``,
     ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
     not pictures (the planted generator).
     """
@@ -229,11 +233,25 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     raw = grid * sigma if units == "sigma" else grid
 
     # Starting codes in the direction's space, as (S, D) rows.
-    if stored:
+    if class_label is None and attrs.get("class") is not None and conditional(G):
+        class_label = int(attrs["class"])                # a per-class direction edits codes of its class
+    if class_label is not None and not conditional(G):
+        raise ValueError(f"the generator is not class-conditional: drop --class {class_label}")
+    if stored and class_label is not None:
+        rows = reader.class_rows(class_label)[:samples]
+        if rows.size < samples:
+            raise ValueError(f"samples {samples} is more than the {rows.size} stored rows of class {class_label}")
+        z = np.asarray(reader.latent_array("z").get_orthogonal_selection((rows, slice(None))), np.float32)
+        labels = np.full(samples, class_label, np.int32)
+    elif stored:
         z = np.asarray(reader.latent_array("z")[:samples], np.float32)
         labels = np.asarray(reader.array("labels")[:samples]) if conditional(G) else None
     else:
         z, labels = starting_codes(G, seed, samples)
+        if class_label is not None:
+            if not 0 <= class_label < int(G.num_classes):
+                raise ValueError(f"class must be an integer from 0 to {int(G.num_classes) - 1}; got {class_label}")
+            labels = np.full(samples, class_label, np.int32)
     x, ws = codes_from_z(G, z, space, device, labels)
     moved = _moved(x, n, raw, distance).astype(np.float32)                           # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
@@ -337,6 +355,7 @@ Examples:
   latent-engine edit run.zarr --direction sefa/layers_0-3:2 --stored --distance --out sefa2.png
   latent-engine edit run.zarr --direction ganspace/w:0 --alphas -10,10,5 --units raw --out pc0.png
   latent-engine edit run.zarr --direction ganspace/w:1 --layers 0-3 --out pc1_coarse.png
+  latent-engine edit imagenet.zarr --direction interfacegan/brightness_class207 --stored --out b207.png   # rows of class 207
 \b
 α counts in σ by default: the standard deviation of the store's codes along the direction, so
 --alphas -3,3,7 is a large edit in z, w and W+ alike; --units raw takes α as the step length itself.
@@ -355,10 +374,11 @@ Examples:
 @click.option("--out", default=None, help="PNG of the image grid (rows samples, columns α).")
 @click.option("--layers", default=None, help="A-B (0-based, inclusive): move a w-sized direction (w, or one wp layer) on these layers only, as GANSpace's layer-wise edits do.")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:<index>.")
+@click.option("--class", "class_label", type=int, default=None, help="Class-conditional generators: edit codes of this class (default: the class a per-class direction was fitted on).")
 @json_option
 def edit_command(store: str, direction: str, alphas: str, units: str, samples: int, seed: int, stored: bool,
                  distance: bool, rescore: bool, overwrite: bool, out: str | None, layers: str | None, device: str,
-                 as_json: bool) -> None:
+                 class_label: int | None, as_json: bool) -> None:
     """Edit codes along a stored direction (x + α·n) and synthesize the image grid; optionally re-score.
 
     With --rescore the attributes are listed most changed first, measured in each attribute's std in the
@@ -369,6 +389,7 @@ def edit_command(store: str, direction: str, alphas: str, units: str, samples: i
 
     result = edit(store, direction, alphas=alphas, units=units, samples=samples, seed=seed, stored=stored,
                   distance=distance, rescore=rescore, out=out, device=str(resolve_device(device)), layers=layers,
+                  class_label=class_label,
                   overwrite=overwrite)
     summary = {k: result[k] for k in ("direction", "row", "space", "layers", "units", "sigma", "png", "plot", "table",
                                       "note") if k in result}
