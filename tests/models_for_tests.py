@@ -95,3 +95,8 @@ def class_conditional_generator(classes: object = None, truncation: float | None
     else:
         chosen = tuple(int(c) for c in str(classes).split(";"))
     return ClassConditionalGenerator(chosen, truncation)
+
+
+def failing_inside():
+    """A factory whose own code raises a TypeError (as a model built from a malformed file may)."""
+    return len(3)

@@ -83,3 +83,14 @@ def test_report_shows_a_conditioned_direction_and_ranks_boundaries(tmp_path):
     boundaries = [key for key in chosen if "__cond_" not in key]
     accuracies = [dict(Store.open(store.path).array(f"directions/{key}").attrs)["val_accuracy"] for key in boundaries]
     assert len(boundaries) == 2 and accuracies == sorted(accuracies, reverse=True)
+
+
+def test_a_factory_failing_inside_is_not_blamed_on_the_specs_options():
+    import pytest
+
+    from engine.models.registry import SpecError, load_generator
+
+    with pytest.raises(SpecError, match=r"bad options \(.*unexpected keyword argument 'size'"):
+        load_generator("tests.models_for_tests:truncating_generator:size=3")
+    with pytest.raises(SpecError, match=r"its factory raised TypeError"):
+        load_generator("tests.models_for_tests:failing_inside")

@@ -96,14 +96,16 @@ def _resolve(spec: str, builtins: dict[str, str], kind: str) -> tuple[Callable[.
 
 def _call(factory: Callable[..., Any], options: str, spec: str, kind: str, **context: Any) -> Any:
     args, kwargs = parse_options(options)
-    accepted = inspect.signature(factory).parameters
+    signature = inspect.signature(factory)
     for name, value in context.items():
-        if name in accepted:
+        if name in signature.parameters:
             kwargs[name] = value
     try:
-        return factory(*args, **kwargs)
-    except TypeError as exc:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:               # only options the factory does not take are the SPEC's fault
         raise SpecError(f"{kind} {spec!r}: bad options ({exc})") from exc
+    try:
+        return factory(*args, **kwargs)
     except (SpecError, MemoryError, KeyboardInterrupt):
         raise
     except (ValueError, OSError) as exc:
