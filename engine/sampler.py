@@ -36,7 +36,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 TRUNCATED_DRAW_RECIPE = ("numpy PCG64(SeedSequence(seed, spawn_key=(0, chunk_index))).uniform(Φ(-bound), Φ(bound), "
-                         "(chunk, z_dim)) -> scipy.special.ndtri × scale, float32[:rows]")
+                         "(chunk, z_dim)) -> torch.special.ndtri (float64) × scale, float32[:rows]")
 LABEL_RECIPE = ("numpy PCG64(SeedSequence(seed, spawn_key=(3, chunk_index))).integers(0, len(choice), chunk) "
                 "indexing choice (all classes when none is given), int32[:rows]")
 
@@ -56,11 +56,11 @@ def draw_codes(seed: int, index: int, chunk: int, z_dim: int, rows: int | None =
         return rng.standard_normal(shape, dtype=np.float32)
     if distribution.get("kind") != "truncated_normal":
         raise ValueError(f"unknown latent distribution {distribution!r}")
-    from scipy.special import ndtr, ndtri
-
     bound, scale = float(distribution["bound"]), float(distribution["scale"])
-    u = rng.uniform(ndtr(-bound), ndtr(bound), shape)
-    return (np.clip(ndtri(u), -bound, bound) * scale).astype(np.float32)
+    low, high = torch.special.ndtr(torch.tensor([-bound, bound], dtype=torch.float64)).tolist()
+    u = rng.uniform(low, high, shape)
+    z = torch.special.ndtri(torch.from_numpy(u)).numpy()
+    return (np.clip(z, -bound, bound) * scale).astype(np.float32)
 
 
 def draw_labels(seed: int, index: int, chunk: int, rows: int, choice: Sequence[int] | None,
