@@ -106,7 +106,12 @@ def test_a_file_without_an_average_w_gets_a_seeded_estimate_recorded_in_the_stor
     record = store.meta["generator_file"]
     assert record["w_avg"].startswith("computed") and len(record["w_avg_values"]) == 32
     again = engine.load_generator(spec)
+    assert not again.network.w_avg.any()            # estimated at first use, on the device the model is on by then
+    with torch.inference_mode():
+        ws = again.mapping(torch.zeros(2, 32))
     np.testing.assert_array_equal(np.asarray(record["w_avg_values"], np.float32), again.network.w_avg.numpy())
+    avg = again.network.w_avg
+    torch.testing.assert_close(ws[:, 0], avg + 0.7 * (again.mapping_w(torch.zeros(2, 32)) - avg))
 
 
 def test_sefa_of_a_generator_equals_sefa_of_its_checkpoint_in_every_format(files):

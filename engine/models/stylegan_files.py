@@ -81,6 +81,7 @@ class StyleGenerator(torch.nn.Module):
             self.num_classes = self.c_dim         # a class-conditional generator (engine.models.base)
         self._state_affines = state_affines
         self.w_avg_source = w_avg_source
+        self._w_avg_pending = False            # see ``estimate_w_avg_when_needed``
         # One random-noise stream per thread: a process that computes chunks on several threads at once (a Dask
         # worker with threads) must not let them draw from each other's stream.
         self._streams = threading.local()
@@ -94,6 +95,7 @@ class StyleGenerator(torch.nn.Module):
         """w (B, w_dim) -> the per-layer codes (B, num_ws, w_dim) the synthesis takes, truncated as asked."""
         ws = w[:, None, :].repeat(1, self.num_ws, 1)
         if self.truncation != 1.0:
+            self._settle_w_avg()
             cut = self.truncation_cutoff or self.num_ws
             avg = self.network.w_avg.to(ws.dtype)
             ws[:, :cut] = avg.lerp(ws[:, :cut], self.truncation)
@@ -130,9 +132,27 @@ class StyleGenerator(torch.nn.Module):
             rng = self._streams.rng
         return rng
 
+    def estimate_w_avg_when_needed(self) -> None:
+        """A file without an average w (and ψ ≠ 1): estimate it at first use, on the device the generator has
+        been moved to by then (a GPU does it in seconds), rather than on the CPU while the file is read."""
+        self._w_avg_pending = True
+        self.w_avg_source = (f"computed: mean of mapping_w over z ~ N(0, I) seeded {W_AVG_SEED}, "
+                             f"standard error ≤ {W_AVG_TOLERANCE}")
+
+    def _settle_w_avg(self) -> None:
+        if self._w_avg_pending:
+            first = None if not self.c_dim else torch.tensor([(self.label_choice or (0,))[0]],
+                                                              device=self.network.w_avg.device)
+            estimate = estimate_w_avg(self.network, self._class_codes(first))
+            with torch.inference_mode(False), torch.no_grad():
+                self.network.w_avg.copy_(estimate.clone())
+            self._w_avg_pending = False
+
     @property
     def provenance(self) -> dict[str, Any]:
         """What the store records of the weights and options behind its codes."""
+        if self.truncation != 1.0:
+            self._settle_w_avg()
         record: dict[str, Any] = {
             "path": self.path, "sha256": self.sha256, "family": self.family, "format": self.file_format,
             "resolution": self.img_resolution, "num_ws": self.num_ws, "truncation": self.truncation,
@@ -321,10 +341,7 @@ def load_style_generator(family: str, path: Any = None, *args: Any, truncation: 
     generator.spec = canonical_spec(family, path, truncation=generator.truncation,
                                     truncation_cutoff=truncation_cutoff, noise=noise, classes=raw)
     if generator.truncation != 1.0 and not network.has_w_avg:
-        first = None if not generator.c_dim else torch.tensor([(generator.label_choice or (0,))[0]])
-        network.w_avg.copy_(estimate_w_avg(network, generator._class_codes(first)))
-        generator.w_avg_source = (f"computed: mean of mapping_w over z ~ N(0, I) seeded {W_AVG_SEED}, "
-                                  f"standard error ≤ {W_AVG_TOLERANCE}")
+        generator.estimate_w_avg_when_needed()
     return generator
 
 
