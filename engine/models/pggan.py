@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engine.models.checkpoint_errors import state_size
 from engine.models.checkpoints import CheckpointError
 
 LAYOUT = "genforce PGGAN"
@@ -230,13 +231,7 @@ def _architecture(state: Mapping[str, torch.Tensor]) -> dict:
 
 
 def _size(state: Mapping[str, torch.Tensor], key: str, axis: int) -> int:
-    """The size of ``state[key]`` along ``axis``; a one-line ``CheckpointError`` if the key or axis is missing."""
-    if key not in state:
-        raise CheckpointError(f"{LAYOUT} layout: missing key {key!r}")
-    shape = tuple(state[key].shape)
-    if len(shape) <= axis:
-        raise CheckpointError(f"{LAYOUT} layout: {key} has shape {shape}; expected at least {axis + 1} dimensions")
-    return shape[axis]
+    return state_size(state, key, axis, LAYOUT)
 
 
 def _check_keys(net: PGGANNetwork, state: Mapping[str, torch.Tensor], fused_scale: bool) -> None:

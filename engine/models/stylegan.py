@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engine.models.checkpoint_errors import state_size
 from engine.models.checkpoints import CheckpointError
 
 LAYOUT = "genforce StyleGAN"
@@ -319,13 +320,7 @@ def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
 
 
 def _size(state: Mapping[str, torch.Tensor], key: str, axis: int) -> int:
-    """The size of ``state[key]`` along ``axis``; a one-line ``CheckpointError`` if the key or axis is missing."""
-    if key not in state:
-        raise CheckpointError(f"{LAYOUT} layout: missing key {key!r}")
-    shape = tuple(state[key].shape)
-    if len(shape) <= axis:
-        raise CheckpointError(f"{LAYOUT} layout: {key} has shape {shape}; expected at least {axis + 1} dimensions")
-    return shape[axis]
+    return state_size(state, key, axis, LAYOUT)
 
 
 def _check_keys(net: StyleGANNetwork, state: Mapping[str, torch.Tensor]) -> None:
