@@ -75,6 +75,7 @@ CASES = {
     "sample": lambda store, tmp: ["sample", str(tmp / "s.zarr"), "-g", PLANTED_SMALL, "-p", "planted", "-n", "300",
                                   "--chunk", "100", "-q"],
     "sweep": lambda store, tmp: ["sweep", _sweep_file(tmp), "--dry-run"],
+    "layers": lambda store, tmp: ["layers", "-g", "digits"],
 }
 
 
