@@ -100,3 +100,31 @@ def class_conditional_generator(classes: object = None, truncation: float | None
 def failing_inside():
     """A factory whose own code raises a TypeError (as a model built from a malformed file may)."""
     return len(3)
+
+
+class LinearLayerGenerator(nn.Module):
+    """No mapping network; its layer ``features`` is a known linear map A of z (singular values 5, 3, 2, 1, 0.5,
+    0.25), the images a fixed nonlinear function of those features: GANSpace's regressed directions on that
+    layer are A's right singular vectors."""
+
+    z_dim, w_dim, num_ws, has_mapping = 6, 6, 1, False
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(11)
+        u = torch.linalg.qr(torch.randn(10, 6, generator=g))[0]
+        v = torch.linalg.qr(torch.randn(6, 6, generator=g))[0]
+        self.features = nn.Linear(6, 10, bias=False)
+        with torch.no_grad():
+            self.features.weight.copy_(u @ torch.diag(torch.tensor([5.0, 3, 2, 1, 0.5, 0.25])) @ v.T)
+        self.head = nn.Linear(10, 16)
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, None, :]
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(self.features(ws[:, 0]))).reshape(-1, 1, 4, 4)
+
+
+def linear_layer_generator() -> LinearLayerGenerator:
+    return LinearLayerGenerator()

@@ -37,15 +37,22 @@ def pca_merge(a, b):
 
 def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | None = None,
         workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
-        class_label: int | None = None) -> dict[str, Any]:
+        class_label: int | None = None, layer: str | None = None, generator: Any = None,
+        device: str = "cpu") -> dict[str, Any]:
     """Streaming PCA of ``array`` (default latents/w if stored, else latents/z) -> ``directions/ganspace/<space>``.
 
     ``k`` components are kept (default all). Attrs: ``explained_variance_ratio``, ``explained_variance``,
     ``mean``, ``stdev`` (√variance, GANSpace's ``lat_stdev``), ``n_rows``. Returns the attrs written.
     A stored ``directions/ganspace/<space>`` is refused, before any work, unless ``overwrite``.
-    ``class_label`` takes the rows of that class only (``directions/ganspace/<space>_class<K>``).
+    ``class_label`` takes the rows of that class only (``directions/ganspace/<space>_class<K>``). ``layer``
+    does GANSpace on that layer of the generator instead (``engine.methods.activation_pca``): its activations'
+    components regressed to latent directions, in ``directions/ganspace/<layer>``.
     """
     reader = open_for_reading(store)
+    if layer is not None:
+        return _layer_pca(store, reader, layer, k, overwrite, generator, device,
+                          incompatible={"array": array, "class_label": class_label, "workers": workers,
+                                        "scheduler": scheduler})
     path, space = resolve_array(reader, array)
     shape = reader.array(path).shape
     dim = int(np.prod(shape[1:]))
@@ -88,6 +95,25 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
     return attrs
 
 
+def _layer_pca(store: Any, reader: Store, layer: str, k: int | None, overwrite: bool, generator: Any,
+               device: str, incompatible: dict[str, Any]) -> dict[str, Any]:
+    from engine.methods.activation_pca import activation_pca, stored_name
+
+    given = [name for name, value in incompatible.items() if value is not None]
+    if given:
+        raise ValueError(f"--layer runs the generator on the store's codes; it does not combine with "
+                         f"{', '.join('--' + g.replace('_label', '').replace('_', '-') for g in given)}")
+    if k is not None:
+        k = check_positive_int("-k", k)
+    target_path = f"directions/{METHOD}/{stored_name(layer)}"
+    require_new(reader, [target_path], overwrite)
+    directions, attrs = activation_pca(reader, layer, k=k, generator=generator, device=device)
+    with writing(store, purpose="pca") as target:
+        require_new(target, [target_path], overwrite)
+        target.write_direction(METHOD, stored_name(layer), directions, attrs)
+    return {**attrs, "array": f"layer {layer}"}
+
+
 # ---------------------------------------------------------------------------------------------- command line
 @click.command("pca", epilog="""\b
 Examples:
@@ -96,28 +122,31 @@ Examples:
   latent-engine pca big.zarr --array latents/wp --workers 4
   latent-engine pca run.zarr -k 10 --overwrite
   latent-engine pca imagenet.zarr --array latents/z --class 207       # rows of one class: ganspace/z_class207
+  latent-engine pca celebahq.zarr --layer network.blocks.1 -k 20       # GANSpace on a layer's activations
 """)
 @click.argument("store")
 @click.option("--array", default=None, help="latents/z, latents/w or latents/wp (default w if stored, else z).")
 @click.option("-k", "k", type=int, default=None, help="Components kept (default all).")
 @click.option("--class", "class_label", type=int, default=None, help="Rows of this class only (stores of class-conditional generators).")
+@click.option("--layer", default=None, help="GANSpace on this layer's activations (a name from `latent-engine layers`), regressed to the store's w (or z).")
+@click.option("--device", default="cpu", help="With --layer: where the generator runs (cpu, cuda, cuda:<index>).")
 @click.option("--overwrite", is_flag=True, help="Replace directions/ganspace/<space> if already stored.")
 @workers_option
 @scheduler_option
 @json_option
-def pca_command(store: str, array: str | None, k: int | None, class_label: int | None, overwrite: bool,
-                workers: int | None, scheduler: str | None, as_json: bool) -> None:
+def pca_command(store: str, array: str | None, k: int | None, class_label: int | None, layer: str | None,
+                device: str, overwrite: bool, workers: int | None, scheduler: str | None, as_json: bool) -> None:
     """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>.
 
     Prints the first 10 components' variance ratios; --json gives all of them.
     """
     result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                 class_label=class_label)
+                 class_label=class_label, layer=layer, device=device)
     if as_json:
         echo_json({key: result[key] for key in ("space", "array", "n_rows", "explained_variance_ratio")})
         return
     ratio = result["explained_variance_ratio"]
-    where = result["space"] + (f"_class{result['class']}" if "class" in result else "")
+    where = result.get("tapped_layer") or result["space"] + (f"_class{result['class']}" if "class" in result else "")
     click.echo(f"wrote directions/ganspace/{where} ({len(ratio)} components of {result['array']}, "
                f"{result['n_rows']} rows)")
     shown = 10
