@@ -28,7 +28,7 @@ def activation_pca(reader: Store, layer: str, *, k: int | None, generator: Any =
     """(unit directions (k, D) in the store's w or z, attrs) of GANSpace's PCA on ``layer``'s activations."""
     import torch
 
-    from engine.methods.ganspace import pca_merge, pca_partial
+    from kernels import PCA
     from engine.models.base import conditional
     from engine.models.registry import load_generator
     from engine.spaces import default_space
@@ -64,8 +64,8 @@ def activation_pca(reader: Store, layer: str, *, k: int | None, generator: Any =
                 projection = rng.standard_normal((width, max_features)) / np.sqrt(max_features)
         if projection is not None:
             feats = feats @ projection
-        part = pca_partial(feats, k)
-        state = part if state is None else pca_merge(state, part)
+        part = PCA(k).partial_fit(feats.astype(np.float32))
+        state = part if state is None else state.merge(part)
         code_sum = target.sum(0) if code_sum is None else code_sum + target.sum(0)
         count += target.shape[0]
     components = np.asarray(state.components_, np.float64)             # (k, F')
