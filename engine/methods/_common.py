@@ -8,7 +8,8 @@ with ``mode="r+"`` only after every input has been validated, so a rejected requ
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from engine.lock import StoreLock
@@ -70,3 +71,28 @@ def require_attribute(store: Store, name: str) -> int:
 
 __all__ = ["ResultExistsError", "check_positive_int", "open_for_reading", "require_attribute", "require_new",
            "store_path", "writing"]
+
+
+def reduce_rows(reader: Store, array: str, partial: Callable[[Any], Any], merge: Callable[[Any, Any], Any], *,
+                workers: int | None = None, scheduler: str | None = None, class_label: int | None = None) -> Any:
+    """``partial`` of every block of ``array`` merged into one state: on Dask tasks with ``workers`` /
+    ``scheduler`` (``engine.distributed.map_reduce_chunks``), else streamed here; only the rows of class
+    ``class_label`` when given (a ValueError if there are none)."""
+    if workers is not None or scheduler is not None:
+        from engine.distributed import map_reduce_chunks
+        return map_reduce_chunks(reader.path, array, partial, merge, workers=workers, scheduler=scheduler,
+                                 where_class=class_label)
+    import numpy as np
+
+    state = None
+    labels = reader.array("labels") if class_label is not None else None
+    for rows, block in reader.iter_rows(array):
+        if labels is not None:
+            block = block[np.asarray(labels[rows]) == class_label]
+            if block.shape[0] == 0:
+                continue
+        part = partial(block)
+        state = part if state is None else merge(state, part)
+    if state is None:
+        raise ValueError(f"{reader.path} has no rows of class {class_label}")
+    return state

@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
 from engine.methods import Method
-from engine.methods._common import open_for_reading, require_new, writing
+from engine.methods._common import open_for_reading, reduce_rows, require_new, writing
 from engine.store import Store
 
 
@@ -117,22 +117,8 @@ def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None
     (which would leave no complete row) is it dropped, with a warning, and the table recomputed without it.
     """
     def reduce(partial: Any, merge: Any) -> Any:
-        if workers is not None or scheduler is not None:
-            from engine.distributed import map_reduce_chunks
-            return map_reduce_chunks(reader.path, "scores", partial, merge, workers=workers, scheduler=scheduler,
-                                     where_class=class_label)
-        state = None
-        labels = reader.array("labels") if class_label is not None else None
-        for rows, block in reader.iter_rows("scores"):
-            if labels is not None:
-                block = block[np.asarray(labels[rows]) == class_label]
-                if block.shape[0] == 0:
-                    continue
-            part = partial(block)
-            state = part if state is None else merge(state, part)
-        if state is None:
-            raise ValueError(f"{reader.path} has no rows of class {class_label}")
-        return state
+        return reduce_rows(reader, "scores", partial, merge, workers=workers, scheduler=scheduler,
+                           class_label=class_label)
 
     names = list(reader.attributes)
     counts, state = reduce(pearson_counted_partial, pearson_counted_merge)

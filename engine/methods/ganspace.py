@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
 from engine.methods import Method, ReportSection, Spectrum
-from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
+from engine.methods._common import check_positive_int, open_for_reading, reduce_rows, require_new, writing
 from engine.spaces import resolve_array
 from engine.store import Store
 
@@ -66,22 +66,8 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
     target_path = f"directions/{METHOD}/{name}"
     require_new(reader, [target_path], overwrite)
     partial = functools.partial(pca_partial, n_components=k)
-    if workers is not None or scheduler is not None:
-        from engine.distributed import map_reduce_chunks
-        state = map_reduce_chunks(reader.path, path, partial, pca_merge, workers=workers, scheduler=scheduler,
-                                  where_class=class_label)
-    else:
-        state = None
-        labels = reader.array("labels") if class_label is not None else None
-        for rows, block in reader.iter_rows(path):
-            if labels is not None:
-                block = block[np.asarray(labels[rows]) == class_label]
-                if block.shape[0] == 0:
-                    continue
-            part = partial(block)
-            state = part if state is None else pca_merge(state, part)
-        if state is None:
-            raise ValueError(f"{reader.path} has no rows of class {class_label}")
+    state = reduce_rows(reader, path, partial, pca_merge, workers=workers, scheduler=scheduler,
+                        class_label=class_label)
     components = np.asarray(state.components_, np.float32)
     variance = np.asarray(state.explained_variance_, np.float64)
     attrs = {"space": space, "method": METHOD, "array": path, "n_rows": int(state.n_samples_seen_),
