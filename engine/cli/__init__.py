@@ -24,7 +24,7 @@ from engine._version import __version__
 from engine.lock import LockError
 
 COMMAND_MODULES = ["engine.cli.sampling", "engine.cli.interop", "engine.cli.sweep", "engine.cli.bench",
-                   "engine.cli.demo", "engine.cli.report", "engine.cli.layers"]
+                   "engine.cli.demo", "engine.cli.report", "engine.cli.layers", "engine.cli.explore"]
 USER_ERRORS = (ValueError, OSError, LockError)
 BUG_EXIT_STATUS = 70
 

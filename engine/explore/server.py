@@ -1,0 +1,107 @@
+"""The explorer's web application (Flask): the page's static files and a small JSON API over an ``Explorer``.
+
+    GET  /                    the page (static/index.html)
+    GET  /static/<file>       app.js, style.css: only files of the package's static folder
+    GET  /api/status          loading progress: stage, done/total, ready, error
+    GET  /api/store           the store: path, rows, spaces, models, inverted codes, the request limits
+    GET  /api/directions      directions grouped by method, with their metrics
+    POST /api/render          a render request (``engine.explore.query``) -> PNG grids, scores, σ, rows
+    POST /api/codes?panel=I   the same request -> panel I's synthesis input codes as a .npy file
+
+Every refusal is JSON ``{"error": message}`` with a 4xx status (a 503 while the generator loads); a bug is a
+500 with a one-line message, and the server keeps serving.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from engine.explore.query import RenderRequest, RequestError, parse_render
+from engine.explore.session import Explorer, data_url
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY = 64 * 1024            # bytes of a request body: a render request is a few hundred
+
+log = logging.getLogger("engine.explore")
+
+
+def create_app(explorer: Explorer) -> Flask:
+    """The Flask application serving ``explorer`` (which may still be loading its models)."""
+    app = Flask("engine.explore", static_folder=str(STATIC), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False
+
+    @app.get("/")
+    def index() -> Response:
+        return send_from_directory(STATIC, "index.html")
+
+    @app.get("/api/status")
+    def status() -> Response:
+        return jsonify(explorer.state.as_json())
+
+    @app.get("/api/store")
+    def store() -> Response:
+        return jsonify(explorer.describe())
+
+    @app.get("/api/directions")
+    def directions() -> Response:
+        return jsonify(explorer.directions())
+
+    @app.post("/api/render")
+    def render() -> Response:
+        parsed = _render_request(explorer)
+        return jsonify(_render_json(explorer, parsed, explorer.render(parsed)))
+
+    @app.post("/api/codes")
+    def codes() -> Response:
+        parsed = _render_request(explorer)
+        panel = request.args.get("panel", "0")
+        if not panel.isdigit() or int(panel) >= len(parsed.panels):
+            raise RequestError(f"panel must be an index from 0 to {len(parsed.panels) - 1}; got {panel!r}")
+        result = explorer.render(parsed)
+        buffer = io.BytesIO()
+        np.save(buffer, result["panels"][int(panel)].codes)
+        return Response(buffer.getvalue(), mimetype="application/octet-stream",
+                        headers={"Content-Disposition": f"attachment; filename=codes_panel{panel}.npy"})
+
+    @app.errorhandler(RequestError)
+    def refused(exc: RequestError) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=f"{exc.name}: {exc.description}"), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def bug(exc: Exception) -> tuple[Response, int]:
+        log.exception("explore: unexpected error")
+        return jsonify(error=f"a bug in latent-engine explore ({type(exc).__name__}: {exc})"), 500
+
+    return app
+
+
+def _render_request(explorer: Explorer) -> Any:
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise RequestError("the request body must be JSON (Content-Type: application/json)")
+    return parse_render(payload, explorer.store.n, explorer.direction_rows)
+
+
+def _render_json(explorer: Explorer, parsed: RenderRequest, result: dict[str, Any]) -> dict[str, Any]:
+    rows, base = result["rows"], result["base"]
+    panels = [{"image": data_url(panel.png), "scores": explorer.score_change(base, panel)}
+              for panel in result["panels"]]
+    targets = explorer.targets_png(rows)
+    return {"rows": rows.tolist(), "original": data_url(base.png), "panels": panels,
+            "targets": None if targets is None else data_url(targets),
+            "inversion_error": explorer.inversion_error(rows),
+            "sigma": {m.label: explorer.sigma(m.key, m.row) for moves in parsed.panels for m in moves}}
+
+
+__all__ = ["STATIC", "create_app"]
