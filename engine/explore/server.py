@@ -41,6 +41,10 @@ def create_app(explorer: Explorer) -> Flask:
     def index() -> Response:
         return send_from_directory(STATIC, "index.html")
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204)
+
     @app.get("/api/status")
     def status() -> Response:
         return jsonify(explorer.state.as_json())

@@ -33,7 +33,7 @@ CACHE_SIZE = 64         # rendered panels kept (each a PNG, scores and codes of 
 BATCH = 64              # images per generator call
 CELL = 64               # smallest cell of a grid, in pixels (small images are enlarged by pixel repetition)
 MAX_CELL = 256          # largest cell: bigger images are shrunk (area average) before they are sent
-COLUMNS = 8             # samples per grid row
+COLUMNS = 4             # samples per grid row
 
 
 @dataclass
@@ -110,6 +110,7 @@ class Explorer:
         self._bases: OrderedDict[tuple, Base] = OrderedDict()
         self.cache_size = cache_size
         self._lock = threading.Lock()
+        self.problems: dict[str, str] = {}       # direction key -> why it cannot be edited here
         committed = np.flatnonzero(self.store.progress())
         self._committed_chunks = committed
         self.committed_rows = int(sum(self.store.chunk_rows(int(c)).stop - self.store.chunk_rows(int(c)).start
@@ -145,8 +146,9 @@ class Explorer:
         self.attributes = [a for P in self.predictors for a in P.attributes]
         self._step("measuring σ of every direction")
         self.spread = score_spread(self.store, self.attributes)
+        self.problems = {key: why for key in self._directions if (why := self._problem(key)) is not None}
         for key, rows in self.direction_rows.items():
-            for row in range(rows):
+            for row in range(rows if key not in self.problems else 0):
                 self.sigma(key, row)
         self._step("rendering a first sample")
         if self.committed_rows:
@@ -202,7 +204,7 @@ class Explorer:
                 "w_sized": bool(space and space.w_sized), "metric": metric,
                 "row_label": section.row_label if section else "row",
                 "z_dependent": bool(attrs.get("z_dependent", False)),
-                "editable": space is not None and (space.name != "z" or "z" in self.store.spaces)})
+                "editable": self.state.ready and key not in self.problems, "note": self.problems.get(key)})
         return [{"method": name, "title": _title(name, method_named(name)), "directions": items}
                 for name, items in groups.items()]
 
@@ -225,6 +227,24 @@ class Explorer:
             values = np.asarray(self._directions[key][...], np.float64)
             self._rows[key] = values / np.linalg.norm(values, axis=1, keepdims=True)
         return self._rows[key]
+
+    def _problem(self, key: str) -> str | None:
+        """Why ``key`` cannot be edited with this store and generator, or None."""
+        attrs = dict(self._directions[key].attrs)
+        try:
+            space = LatentSpace.from_attrs(attrs)
+        except ValueError:
+            return f"it lives in space {attrs.get('space')!r}, not z, w or wp"
+        if space.name == "z" and "z" not in self.store.spaces:
+            return f"it moves z codes; this store has none (it holds {', '.join(self.store.spaces)})"
+        if space.name != "z" and not getattr(self.G, "has_mapping", False):
+            return f"it lives in {space.label}; the generator has no mapping network"
+        if space.layer is not None and not space.layer < self.G.num_ws:
+            return f"its layer {space.layer} is not one of the generator's {self.G.num_ws}"
+        expected = space.dim(self.G.z_dim, self.G.w_dim, self.G.num_ws)
+        if self._directions[key].shape[1] != expected:
+            return f"it has {self._directions[key].shape[1]} dims; the generator's {space.label} codes have {expected}"
+        return None
 
     def space_of(self, key: str) -> LatentSpace:
         return LatentSpace.from_attrs(dict(self._directions[key].attrs))
@@ -283,13 +303,9 @@ class Explorer:
     def _check_moves(self, panel: tuple[Move, ...]) -> None:
         num_ws = int(getattr(self.G, "num_ws", 1) or 1)
         for move in panel:
+            if move.key in self.problems:
+                raise RequestError(f"direction {move.key} cannot be edited here: {self.problems[move.key]}")
             space = self.space_of(move.key)
-            if space.name == "z" and "z" not in self.store.spaces:
-                raise RequestError(f"direction {move.key} moves z codes; this store has none (its codes are "
-                                   f"{', '.join(self.store.spaces)})")
-            if space.name != "z" and not getattr(self.G, "has_mapping", False):
-                raise RequestError(f"direction {move.key} lives in {space.label}; the generator has no mapping "
-                                   "network")
             if move.layers is not None:
                 if not space.w_sized:
                     raise RequestError(f"layers applies to w-sized directions (w or one wp layer); {move.key} "
