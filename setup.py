@@ -15,7 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["engine", "engine.*", "kernels", "kernels.*"]),
-    package_data={"engine.models": ["weights/*.pt", "weights/*.json"]},
+    package_data={"engine.models": ["weights/*.pt", "weights/*.json"],
+                  "engine.explore": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=[
         # Install the CPU wheel first (pip install torch==2.13.0) on machines without a GPU: an unpinned
         # torch may pull a multi-GB CUDA build.
@@ -34,9 +35,12 @@ setup(
         # faiss-cpu by default; on a GPU machine swap it for a faiss GPU wheel (see README): the two
         # install into the same folder and break each other, so they are never both listed.
         "faiss-cpu>=1.8",
+        "flask>=3.0",      # latent-engine explore: the web page's application
+        "waitress>=3.0",   # ... and its server (threaded, pure Python)
     ],
     extras_require={
-        "test": ["pytest>=8.0", "scikit-learn>=1.4", "xarray>=2024.1", "scipy>=1.11"],
+        "test": ["pytest>=8.0", "scikit-learn>=1.4", "xarray>=2024.1", "scipy>=1.11",
+                 "playwright>=1.40"],  # drives the system's Chromium in tests/test_explore_browser.py
         "gpu": ["cupy-cuda13x>=13.6", "dask-cuda>=24.2"],
     },
     entry_points={"console_scripts": ["latent-engine=engine.cli:main"]},

@@ -1,0 +1,397 @@
+"""latent-engine explore: the JSON API (Flask's test client), the command, and the safety rules.
+
+The edits are checked against ``engine.edit`` (same σ, same codes, same images) and against the combination
+rule written out by hand; refusals are checked for their status and message.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import engine
+from engine.cli import cli
+from engine.explore import Explorer, check_host, is_loopback
+from engine.explore.query import ALPHA_LIMIT, MAX_PANELS, MAX_SAMPLES
+from engine.explore.server import create_app
+from engine.explore.session import data_url, grid_png
+from engine.store import Store
+from tests.conftest import PLANTED_SMALL, ROOT
+
+
+@pytest.fixture(scope="module")
+def digits_store(tmp_path_factory):
+    """A small digits store (z, w; digits + imagestats scores) with InterFaceGAN, SeFa and GANSpace directions."""
+    path = str(tmp_path_factory.mktemp("explore") / "digits.zarr")
+    engine.sample(path, "digits", ["digits", "imagestats"], n=1024, seed=0, chunk=512, batch=512, device="cpu",
+                  spaces=["z", "w"], progress=False)
+    engine.boundaries(path, space="w", attributes=["slant", "ink"], ratio=0.1)
+    engine.sefa(generator="digits", store=path, k=4)
+    engine.pca(path, array="latents/w", k=4)
+    return path
+
+
+@pytest.fixture(scope="module")
+def explorer(digits_store):
+    return Explorer(digits_store, device="cpu").load()
+
+
+@pytest.fixture(scope="module")
+def client(explorer):
+    return create_app(explorer).test_client()
+
+
+def _render(client, panels, **samples):
+    body = {**(samples or {"rows": [0, 1, 2, 3]}), "panels": panels}
+    return client.post("/api/render", json=body)
+
+
+def _png(data_url: str) -> np.ndarray:
+    import base64
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+
+
+def _codes(client, panels, panel=0, **samples):
+    body = {**(samples or {"rows": [0, 1, 2, 3]}), "panels": panels}
+    response = client.post(f"/api/codes?panel={panel}", json=body)
+    assert response.status_code == 200, response.json
+    return np.load(io.BytesIO(response.data))
+
+
+# ------------------------------------------------------------------ what the page lists
+def test_directions_are_grouped_by_method_with_the_reports_metrics(client, digits_store):
+    from engine.methods import report_section
+
+    groups = client.get("/api/directions").json
+    by_method = {g["method"]: g for g in groups}
+    assert {"interfacegan", "sefa", "ganspace"} <= set(by_method)
+    assert by_method["sefa"]["title"] == "SeFa" and by_method["interfacegan"]["title"] == "InterFaceGAN"
+    store = Store.open(digits_store)
+    listed = {d["key"]: d for g in groups for d in g["directions"]}
+    assert set(listed) == set(store.directions())
+    for key, item in listed.items():
+        values, attrs = store.read_direction(key)
+        assert item["rows"] == values.shape[0] and item["editable"] and item["space"] == attrs["space"]
+        assert item["metric"] == report_section(key, attrs).metric(store, key, attrs) != ""
+    assert listed["ganspace/w"]["row_label"] == "component"
+
+
+def test_store_and_status_say_what_is_loaded(client, digits_store):
+    store = client.get("/api/store").json
+    assert store["path"] == digits_store and store["n"] == 1024 and store["spaces"] == ["z", "w"]
+    assert store["generator"] == "digits" and store["num_ws"] == 1 and store["inverted"] is False
+    assert store["limits"]["samples"] == MAX_SAMPLES
+    status = client.get("/api/status").json
+    assert status["ready"] and status["error"] is None and status["done"] == status["total"]
+
+
+def test_the_page_and_its_assets_are_served_from_the_package():
+    from engine.explore.server import STATIC
+
+    assert {p.name for p in STATIC.iterdir()} >= {"index.html", "app.js", "style.css"}
+    app = create_app(Explorer.__new__(Explorer)).test_client()
+    page = app.get("/")
+    assert page.status_code == 200 and b"latent-engine explore" in page.data and b"/static/app.js" in page.data
+    assert b"http" not in page.data.replace(b"http-equiv", b"")          # nothing from a CDN
+    assert app.get("/static/app.js").status_code == 200
+    assert app.get("/static/style.css").status_code == 200
+
+
+# ------------------------------------------------------------------ edits
+def test_a_w_move_matches_engine_edit_codes_sigma_and_images(client, digits_store, explorer):
+    alpha = 2.5
+    reference = engine.edit(digits_store, "interfacegan/slant@w", alphas=[alpha, alpha, 1], stored=True,
+                            samples=4, device="cpu")
+    response = _render(client, [[{"direction": "interfacegan/slant@w", "alpha": alpha}]])
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["rows"] == [0, 1, 2, 3]
+    assert body["sigma"]["interfacegan/slant@w:0"] == pytest.approx(reference["sigma"], rel=1e-9)
+    codes = _codes(client, [[{"direction": "interfacegan/slant@w", "alpha": alpha}]])
+    assert codes.shape == (4, 1, 64)                                          # digits: one layer of w
+    np.testing.assert_allclose(codes[:, 0], reference["codes"][:, 0], rtol=1e-5, atol=1e-5)
+    expected = np.asarray(Image.open(io.BytesIO(grid_png(reference["images"][:, 0]))))
+    np.testing.assert_allclose(_png(body["panels"][0]["image"]).astype(int), expected.astype(int), atol=1)
+
+
+def test_images_change_with_alpha_and_repeat_exactly_for_the_same_request(client, digits_store):
+    def image(alpha):
+        response = _render(client, [[{"direction": "sefa/layer_fc:1", "alpha": alpha}]], random={"count": 6, "seed": 3})
+        assert response.status_code == 200, response.json
+        return response.json
+
+    zero, one, again = image(0.0), image(1.0), image(1.0)
+    assert zero["panels"][0]["image"] == zero["original"]                     # α = 0 is the unedited grid
+    assert one["panels"][0]["image"] != zero["panels"][0]["image"]
+    assert one == again
+    fresh = create_app(Explorer(digits_store, device="cpu").load()).test_client()    # no cache shared
+    assert _render(fresh, [[{"direction": "sefa/layer_fc:1", "alpha": 1.0}]],
+                   random={"count": 6, "seed": 3}).json == one
+    difference = np.abs(_png(one["panels"][0]["image"]).astype(int) - _png(zero["original"]).astype(int))
+    assert difference.mean() > 1.0
+
+
+def test_rescored_attributes_follow_the_edit(client):
+    up = _render(client, [[{"direction": "interfacegan/slant@w", "alpha": 3.0}]], random={"count": 16, "seed": 1})
+    scores = {s["attribute"]: s for s in up.json["panels"][0]["scores"]}
+    assert set(scores) >= {"slant", "ink", "digit_0"}
+    assert scores["slant"]["change"] > 0 and scores["slant"]["change_std"] > 0.5
+    assert up.json["panels"][0]["scores"][0]["attribute"] == "slant"          # most changed first
+    down = _render(client, [[{"direction": "interfacegan/slant@w", "alpha": -3.0}]], random={"count": 16, "seed": 1})
+    assert {s["attribute"]: s for s in down.json["panels"][0]["scores"]}["slant"]["change"] < 0
+    assert scores["slant"]["change"] == pytest.approx(scores["slant"]["after"] - scores["slant"]["before"])
+
+
+def test_side_by_side_panels_equal_each_panel_alone(client):
+    a = [{"direction": "sefa/layer_fc:0", "alpha": 2.0}]
+    b = [{"direction": "ganspace/w:1", "alpha": -1.5}]
+    both = _render(client, [a, b], rows=[5, 9, 700]).json
+    assert both["panels"][0]["image"] == _render(client, [a], rows=[5, 9, 700]).json["panels"][0]["image"]
+    assert both["panels"][1]["image"] == _render(client, [b], rows=[5, 9, 700]).json["panels"][0]["image"]
+    assert both["panels"][0]["image"] != both["panels"][1]["image"]
+
+
+def test_random_samples_are_distinct_committed_rows_fixed_by_the_seed(client):
+    first = _render(client, [[]], random={"count": 8, "seed": 11}).json["rows"]
+    assert first == _render(client, [[]], random={"count": 8, "seed": 11}).json["rows"]
+    assert first != _render(client, [[]], random={"count": 8, "seed": 12}).json["rows"]
+    assert len(set(first)) == 8 and all(0 <= r < 1024 for r in first)
+
+
+@pytest.fixture(scope="module")
+def planted_wp(tmp_path_factory):
+    """A planted store with z, w and wp (4 layers) and directions in z (a boundary) and w (PCA)."""
+    path = str(tmp_path_factory.mktemp("explore") / "planted.zarr")
+    engine.sample(path, PLANTED_SMALL, ["planted"], n=600, seed=2, chunk=300, batch=300, device="cpu",
+                  spaces=["z", "w", "wp"], progress=False)
+    engine.boundaries(path, space="z", attributes=["age"], ratio=0.1)
+    engine.pca(path, array="latents/w", k=3)
+    engine.pca(path, array="latents/wp", k=2)
+    return path
+
+
+def test_moves_combine_z_first_then_each_w_move_on_its_layers(planted_wp):
+    from engine.methods.editing import _reference_codes, direction_spread
+    from engine.models.base import map_codes
+    from engine.spaces import LatentSpace
+
+    explorer = Explorer(planted_wp, device="cpu").load()
+    client = create_app(explorer).test_client()
+    store = Store.open(planted_wp)
+    G = explorer.G
+    rows = [3, 4, 300]
+    moves = [{"direction": "interfacegan/age", "alpha": 1.5},
+             {"direction": "ganspace/w:1", "alpha": -2.0, "layers": "1-2"},
+             {"direction": "ganspace/wp:0", "alpha": 0.5}]
+    codes = _codes(client, [moves], rows=rows)
+
+    def unit_and_sigma(key, row, space):
+        n = store.read_direction(key)[0][row].astype(np.float64)
+        n /= np.linalg.norm(n)
+        return n, direction_spread(_reference_codes(store, space, G, "cpu"), n)
+
+    nz, sz = unit_and_sigma("interfacegan/age", 0, LatentSpace("z"))
+    nw, sw = unit_and_sigma("ganspace/w", 1, LatentSpace("w"))
+    nwp, swp = unit_and_sigma("ganspace/wp", 0, LatentSpace("wp"))
+    z = np.asarray(store.latent_array("z")[rows], np.float64) + 1.5 * sz * nz
+    with torch.inference_mode():
+        ws = map_codes(G, torch.from_numpy(z.astype(np.float32))).numpy().astype(np.float64)
+    ws[:, 1:3] += -2.0 * sw * nw                       # planted does not truncate: w moves are plain shifts
+    ws += (0.5 * swp * nwp).reshape(G.num_ws, G.w_dim)
+    assert codes.shape == (3, G.num_ws, G.w_dim)
+    np.testing.assert_allclose(codes, ws, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(codes[:, 0], ws[:, 0] + (-2.0 * sw * nw))      # layer 0 kept its code
+
+
+def test_a_z_dependent_direction_moves_where_its_model_says(digits_store, monkeypatch):
+    """direction_at is the one place a move's direction comes from: a model's .at(x, row) replaces the row."""
+    import engine.explore.session as session
+
+    class Rotating:
+        def at(self, x, row):
+            d = np.roll(x, 1, axis=1)
+            return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    explorer = Explorer(digits_store, device="cpu").load()
+    monkeypatch.setattr(session, "_direction_model",
+                        lambda store, key: Rotating() if key == "ganspace/w" else None)
+    client = create_app(explorer).test_client()
+    codes = _codes(client, [[{"direction": "ganspace/w:0", "alpha": 1.0}]])
+    w = np.asarray(Store.open(digits_store).latent_array("w")[:4], np.float64)
+    step = np.roll(w, 1, axis=1)
+    step /= np.linalg.norm(step, axis=1, keepdims=True)
+    np.testing.assert_allclose(codes[:, 0], w + explorer.sigma("ganspace/w", 0) * step, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def inverted_store(tmp_path_factory, digits_store):
+    """A store shaped as ``invert`` writes it: w codes only, inversion/error, files and targets."""
+    import zarr
+
+    source = Store.open(digits_store)
+    w = np.asarray(source.latent_array("w")[:40])
+    path = str(tmp_path_factory.mktemp("explore") / "inverted.zarr")
+    meta = {"generator": "digits", "predictors": ["digits"], "seed": 0}
+
+    def fill(store):
+        store.write_chunk(0, {"latents/w": w})
+
+    Store.create(path, n=40, chunk=40, w_dim=64, spaces=["w"], meta=meta,
+                 sources={"w": {"kind": "inverted", "source": "inverted"}}, fill=fill)
+    group = zarr.open_group(path, mode="r+")
+    inversion = group.require_group("inversion")
+    inversion.create_array("error", data=np.linspace(0, 1, 40, dtype=np.float32))
+    targets = np.tanh(np.random.default_rng(0).standard_normal((40, 1, 16, 16))).astype(np.float32)
+    inversion.create_array("targets", data=targets)
+    writer = Store.open(path, mode="r+")
+    for key in ("interfacegan/slant@w", "sefa/layer_fc"):
+        values, attrs = source.read_direction(key)
+        writer.write_direction(*key.split("/"), values, attrs)
+    writer.write_direction("interfacegan", "zonly", np.eye(1, 64, dtype=np.float32), {"space": "z"})
+    return path, w, targets
+
+
+def test_an_inverted_store_starts_from_its_w_codes_and_shows_its_targets(inverted_store):
+    path, w, targets = inverted_store
+    client = create_app(Explorer(path, device="cpu").load()).test_client()
+    store = client.get("/api/store").json
+    assert store["inverted"] and store["targets"] and store["spaces"] == ["w"]
+    listed = {d["key"]: d for g in client.get("/api/directions").json for d in g["directions"]}
+    assert not listed["interfacegan/zonly"]["editable"] and "no" in listed["interfacegan/zonly"]["note"]
+    body = _render(client, [[{"direction": "sefa/layer_fc:0", "alpha": 0.0}]], rows=[1, 2]).json
+    assert body["inversion_error"] == pytest.approx([1 / 39, 2 / 39])
+    assert body["targets"] == data_url(grid_png(torch.from_numpy(targets[[1, 2]])))
+    np.testing.assert_allclose(_codes(client, [[]], rows=[1, 2])[:, 0], w[[1, 2]], atol=1e-6)
+    refused = _render(client, [[{"direction": "interfacegan/zonly", "alpha": 1.0}]], rows=[1])
+    assert refused.status_code == 400 and "z codes" in refused.json["error"]
+
+
+# ------------------------------------------------------------------ refusals
+@pytest.mark.parametrize("body, status, message", [
+    ({"rows": [0], "panels": [[{"direction": "nosuch/thing", "alpha": 1}]]}, 404, "unknown direction 'nosuch/thing'"),
+    ({"rows": [0], "panels": [[{"direction": "sefa/layer_fc:4", "alpha": 1}]]}, 400, "has 4 rows"),
+    ({"rows": [0], "panels": [[{"direction": "../../etc/passwd", "alpha": 1}]]}, 400, "direction must be"),
+    ({"rows": [0], "panels": [[{"direction": "sefa/layer_fc", "alpha": ALPHA_LIMIT + 1}]]}, 400, "alpha must be"),
+    ({"rows": [0], "panels": [[{"direction": "sefa/layer_fc", "alpha": "3"}]]}, 400, "alpha must be"),
+    ({"rows": [0], "panels": [[{"direction": "sefa/layer_fc", "alpha": True}]]}, 400, "alpha must be"),
+    ({"rows": [1024], "panels": [[]]}, 400, "row must be an integer from 0 to 1023"),
+    ({"rows": [-1], "panels": [[]]}, 400, "row must be"),
+    ({"rows": [], "panels": [[]]}, 400, "rows must be a non-empty list"),
+    ({"rows": list(range(MAX_SAMPLES + 1)), "panels": [[]]}, 413, f"at most {MAX_SAMPLES} samples"),
+    ({"random": {"count": 10_000, "seed": 0}, "panels": [[]]}, 413, "at most"),
+    ({"random": {"count": 4, "seed": -2}, "panels": [[]]}, 400, "seed must be"),
+    ({"rows": [0], "panels": [[]] * (MAX_PANELS + 1)}, 413, "panels side by side"),
+    ({"rows": [0], "panels": [[{"direction": "sefa/layer_fc", "alpha": 0}]] * 1 + [[{"direction": "sefa/layer_fc", "alpha": 0}] * 5]}, 413, "at most 4 directions"),
+    ({"rows": [0], "panels": [[{"direction": "sefa/layer_fc", "alpha": 1, "layers": "0-3"}]]}, 400, "layers 0-3 must lie in 0-0"),
+    ({"rows": [0], "panels": [[{"direction": "sefa/layer_fc", "alpha": 1, "layers": "x"}]]}, 400, "layers must be"),
+    ({"rows": [0], "panels": "all"}, 400, "panels must be"),
+    ([1, 2], 400, "JSON object"),
+])
+def test_bad_render_requests_get_a_4xx_and_a_message(client, body, status, message):
+    response = client.post("/api/render", json=body)
+    assert response.status_code == status, response.json
+    assert message in response.json["error"]
+
+
+def test_paths_outside_the_package_and_odd_requests_are_refused(client, tmp_path):
+    for path in ("/static/../setup.py", "/static/..%2f..%2fsetup.py", "/static/%2e%2e/__init__.py",
+                 "/static//etc/passwd", "/../../etc/passwd", "/api/nothing", "/api/render/../../setup.py"):
+        response = client.get(path, follow_redirects=True)        # '//' is redirected to '/', then refused
+        assert response.status_code == 404, path
+        assert b"import" not in response.data and b"root:" not in response.data
+        assert "error" in response.json
+    assert client.get("/api/render").status_code == 405
+    not_json = client.post("/api/render", data="rows=1", content_type="text/plain")
+    assert not_json.status_code == 400 and "JSON" in not_json.json["error"]
+    huge = client.post("/api/render", data=b"[" + b"0," * 40_000 + b"0]", content_type="application/json")
+    assert huge.status_code == 413
+    assert client.post("/api/codes?panel=3", json={"rows": [0], "panels": [[]]}).status_code == 400
+
+
+def test_requests_before_the_generator_is_loaded_get_503_with_the_stage(digits_store):
+    explorer = Explorer(digits_store, device="cpu")
+    client = create_app(explorer).test_client()
+    assert client.get("/api/status").json["ready"] is False
+    response = _render(client, [[]])
+    assert response.status_code == 503 and "still loading" in response.json["error"]
+    broken = Explorer(digits_store, generator="nosuchmodel", device="cpu")
+    broken.start().join(60)
+    status = create_app(broken).test_client().get("/api/status").json
+    assert status["stage"] == "failed" and "nosuchmodel" in status["error"]
+    assert create_app(broken).test_client().post("/api/render", json={"panels": [[]]}).status_code == 503
+
+
+def test_exploring_never_writes_to_the_store(digits_store, client):
+    def snapshot():
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(digits_store).rglob("*")}
+
+    before = snapshot()
+    _render(client, [[{"direction": "ganspace/w:2", "alpha": 4.0}]], random={"count": 8, "seed": 99})
+    _codes(client, [[{"direction": "ganspace/w:2", "alpha": 4.0}]])
+    assert snapshot() == before
+    assert Store.open(digits_store).mode == "r"
+
+
+# ------------------------------------------------------------------ host and command line
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_hosts_are_served_without_a_flag(host):
+    assert is_loopback(host) and check_host(host) == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.4", "example.org"])
+def test_other_hosts_need_allow_remote(host):
+    with pytest.raises(ValueError, match="allow_remote"):
+        check_host(host)
+    assert check_host(host, allow_remote=True) == host
+
+
+def test_the_command_refuses_a_remote_host_and_a_missing_store_in_one_line(digits_store, tmp_path):
+    result = CliRunner().invoke(cli, ["explore", digits_store, "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "--allow-remote" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["explore", str(tmp_path / "none.zarr"), "--port", "0"])
+    assert result.exit_code == 1 and "no store at" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_command_serves_the_page_on_loopback_until_stopped(digits_store):
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "explore", digits_store, "--port", "0",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
+        url = line.split(" at ", 1)[1].split()[0]
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            status = json.load(urllib.request.urlopen(url + "api/status", timeout=5))
+            if status["ready"] or status["error"]:
+                break
+            time.sleep(0.2)
+        assert status["ready"], status
+        page = urllib.request.urlopen(url, timeout=5).read()
+        assert b"latent-engine explore" in page
+        request = urllib.request.Request(url + "api/render", method="POST", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"rows": [0, 1], "panels": [[{"direction": "sefa/layer_fc", "alpha": 2}]]}).encode())
+        body = json.load(urllib.request.urlopen(request, timeout=30))
+        assert body["rows"] == [0, 1] and body["panels"][0]["image"].startswith("data:image/png;base64,")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, -signal.SIGINT)
