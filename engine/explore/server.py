@@ -8,18 +8,20 @@
     POST /api/render          a render request (``engine.explore.query``) -> PNG grids, scores, σ, rows
     POST /api/codes?panel=I   the same request -> panel I's synthesis input codes as a .npy file
 
-Every refusal is JSON ``{"error": message}`` with a 4xx status (a 503 while the generator loads); a bug is a
-500 with a one-line message, and the server keeps serving.
+Every response carries a ``Server-Timing: app;dur=MS`` header, the time the server spent on it. Every refusal
+is JSON ``{"error": message}`` with a 4xx status (a 503 while the generator loads); a bug is a 500 with a
+one-line message, and the server keeps serving.
 """
 from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flask import Flask, Response, jsonify, request, send_from_directory
+from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from engine.explore.query import RenderRequest, RequestError, parse_render
@@ -36,6 +38,16 @@ def create_app(explorer: Explorer) -> Flask:
     app = Flask("engine.explore", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
+
+    @app.before_request
+    def started() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def timed(response: Response) -> Response:
+        if "started" in g:           # the server's own time, as browsers' developer tools show it
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.started) * 1000:.2f}"
+        return response
 
     @app.get("/")
     def index() -> Response:
