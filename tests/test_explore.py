@@ -395,3 +395,15 @@ def test_the_command_serves_the_page_on_loopback_until_stopped(digits_store):
             proc.kill()
             proc.wait()
     assert proc.returncode in (0, -signal.SIGINT)
+
+
+def test_the_demo_prints_the_command_that_explores_its_store(monkeypatch, tmp_path):
+    import engine.demonstration
+
+    store = str(tmp_path / "demo.zarr")
+    fake = {"store": store, "report": str(tmp_path / "report/index.html"), "timings": {"sample": 1.0},
+            "val_accuracy": {"slant": 0.9}, "mean_val_accuracy": 0.9, "directions": ["interfacegan/slant@w"]}
+    monkeypatch.setattr(engine.demonstration, "demo", lambda *a, **k: fake)
+    result = CliRunner().invoke(cli, ["demo", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert f"latent-engine explore {store}" in result.output

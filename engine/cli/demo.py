@@ -42,6 +42,7 @@ def demo(outdir: str, n: int, seed: int, ratio: float, device: str, quiet: bool,
     click.echo(f"\nmean validation accuracy {result['mean_val_accuracy']:.3f} over {len(accuracies)} attributes")
     click.echo(f"directions: {', '.join(result['directions'])}")
     click.echo(f"store:  {result['store']}\nreport: {result['report']}")
+    click.echo(f"explore it: latent-engine explore {result['store']}")
 
 
 COMMANDS = [demo]
