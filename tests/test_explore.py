@@ -279,6 +279,30 @@ def test_an_inverted_store_starts_from_its_w_codes_and_shows_its_targets(inverte
     assert refused.status_code == 400 and "z codes" in refused.json["error"]
 
 
+def test_a_store_of_wp_codes_only_starts_from_them_and_moves_w_directions_on_their_layers(planted_wp, tmp_path):
+    source = Store.open(planted_wp)
+    wp = np.asarray(source.latent_array("wp")[:10])
+    path = str(tmp_path / "wp_only.zarr")
+    G = engine.load_generator(PLANTED_SMALL)
+
+    def fill(store):
+        store.write_chunk(0, {"latents/wp": wp})
+
+    Store.create(path, n=10, chunk=10, w_dim=G.w_dim, num_ws=G.num_ws, spaces=["wp"], fill=fill,
+                 meta={"generator": PLANTED_SMALL, "predictors": ["planted"], "seed": 0},
+                 sources={"wp": {"kind": "inverted", "source": "inverted"}})
+    values, attrs = source.read_direction("ganspace/w")
+    Store.open(path, mode="r+").write_direction("ganspace", "w", values, attrs)
+    explorer = Explorer(path, device="cpu").load()
+    client = create_app(explorer).test_client()
+    np.testing.assert_array_equal(_codes(client, [[]], rows=[2, 7]), wp[[2, 7]])
+    moved = _codes(client, [[{"direction": "ganspace/w:0", "alpha": 2.0, "layers": "2-3"}]], rows=[2, 7])
+    expected = wp[[2, 7]].astype(np.float64)
+    n = values[0] / np.linalg.norm(values[0])
+    expected[:, 2:4] += 2.0 * explorer.sigma("ganspace/w", 0) * n
+    np.testing.assert_allclose(moved, expected, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------ refusals
 @pytest.mark.parametrize("body, status, message", [
     ({"rows": [0], "panels": [[{"direction": "nosuch/thing", "alpha": 1}]]}, 404, "unknown direction 'nosuch/thing'"),

@@ -104,6 +104,7 @@ class Explorer:
         self.spread: np.ndarray = np.empty(0)
         self._directions = {key: self.store.array(f"directions/{key}") for key in self.store.directions()}
         self._rows: dict[str, np.ndarray] = {}
+        self._models: dict[str, Any] = {}
         self._sigma: dict[tuple[str, int], float] = {}
         self._reference: dict[str, np.ndarray] = {}
         self._cache: OrderedDict[tuple, Panel] = OrderedDict()
@@ -215,7 +216,9 @@ class Explorer:
         The one place that says which way a move goes: a fixed direction is the same unit row at every code; a
         z-dependent one (LatentCLR linear / nonlinear) asks its model, ``load_direction_model(...).at(x, row)``.
         """
-        model = _direction_model(self.store, key)
+        if key not in self._models:
+            self._models[key] = _direction_model(self.store, key)
+        model = self._models[key]
         if model is not None:
             d = np.asarray(model.at(np.asarray(x, np.float32), row), np.float64)
             return d / np.linalg.norm(d, axis=1, keepdims=True)
