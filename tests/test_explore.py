@@ -26,7 +26,7 @@ from engine.cli import cli
 from engine.explore import Explorer, check_host, is_loopback
 from engine.explore.query import ALPHA_LIMIT, MAX_PANELS, MAX_SAMPLES
 from engine.explore.server import create_app
-from engine.explore.session import data_url, grid_png
+from engine.explore.render import data_url, grid_png
 from engine.store import Store
 from tests.conftest import PLANTED_SMALL, ROOT
 

@@ -10,7 +10,8 @@ The store is opened read-only. The server binds 127.0.0.1 unless told otherwise,
 without ``allow_remote``: the page renders whatever the store holds, for anyone who can reach it.
 
     engine/explore/query.py     what a request may ask for, checked (limits, 4xx errors)
-    engine/explore/session.py   the Explorer: store, models, directions, σ, rendering and its cache
+    engine/explore/session.py   the Explorer: store, models, directions, σ, moves, the cached panels
+    engine/explore/render.py    batched synthesis and scoring, PNG grids, the LRU cache
     engine/explore/server.py    the Flask application: static page and JSON API
     engine/explore/static/      index.html, app.js, style.css (shipped in the package, nothing from a CDN)
 """

@@ -25,7 +25,8 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from engine.explore.query import RenderRequest, RequestError, parse_render
-from engine.explore.session import Explorer, data_url
+from engine.explore.render import data_url
+from engine.explore.session import Explorer
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 64 * 1024            # bytes of a request body: a render request is a few hundred

@@ -15,25 +15,19 @@ codes) starts from its ``latents/wp`` or ``latents/w`` rows; z directions are re
 """
 from __future__ import annotations
 
-import base64
-import io
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from engine.explore.query import Move, RenderRequest, RequestError, Samples
+from engine.explore.render import LRU, grid_png, synthesize_scored
 from engine.spaces import LatentSpace, LatentView
 from engine.store import Store
 
 CACHE_SIZE = 64         # rendered panels kept (each a PNG, scores and codes of at most MAX_SAMPLES images)
-BATCH = 64              # images per generator call
-CELL = 64               # smallest cell of a grid, in pixels (small images are enlarged by pixel repetition)
-MAX_CELL = 256          # largest cell: bigger images are shrunk (area average) before they are sent
-COLUMNS = 4             # samples per grid row
 
 
 @dataclass
@@ -107,9 +101,8 @@ class Explorer:
         self._models: dict[str, Any] = {}
         self._sigma: dict[tuple[str, int], float] = {}
         self._reference: dict[str, np.ndarray] = {}
-        self._cache: OrderedDict[tuple, Panel] = OrderedDict()
-        self._bases: OrderedDict[tuple, Base] = OrderedDict()
-        self.cache_size = cache_size
+        self._cache = LRU(cache_size)           # (rows, moves) -> Panel
+        self._bases = LRU(cache_size)           # rows -> Base
         self._lock = threading.Lock()
         self.problems: dict[str, str] = {}       # direction key -> why it cannot be edited here
         committed = np.flatnonzero(self.store.progress())
@@ -294,13 +287,11 @@ class Explorer:
         with self._lock:
             base = self._base(rows)
             keys = [(tuple(rows.tolist()), panel) for panel in request.panels]
-            todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+            todo = list(dict.fromkeys(k for k in keys if self._cache.get(k) is None))
             if todo:
                 for k, panel in zip(todo, self._render_panels(base, [k[1] for k in todo])):
-                    self._remember(self._cache, k, panel)
-            panels = [self._cache[k] for k in keys]
-            for k in keys:
-                self._cache.move_to_end(k)
+                    self._cache.put(k, panel)
+            panels = [self._cache.get(k) for k in keys]
         return {"rows": rows, "base": base, "panels": panels}
 
     def _check_moves(self, panel: tuple[Move, ...]) -> None:
@@ -319,21 +310,15 @@ class Explorer:
             if not self.sigma(move.key, move.row) > 0:
                 raise RequestError(f"the store's codes do not vary along {move.label}: σ is 0")
 
-    def _remember(self, cache: OrderedDict, key: tuple, value: Any) -> None:
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > self.cache_size:
-            cache.popitem(last=False)
-
     def _base(self, rows: np.ndarray) -> Base:
         key = tuple(rows.tolist())
-        if key not in self._bases:
+        base = self._bases.get(key)
+        if base is None:
             base = self._codes_of(rows)
             base.images, base.scores = self._synthesize(base.ws, base.labels)
             base.png = grid_png(base.images)
-            self._remember(self._bases, key, base)
-        self._bases.move_to_end(key)
-        return self._bases[key]
+            self._bases.put(key, base)
+        return base
 
     def _codes_of(self, rows: np.ndarray) -> Base:
         """The store's codes of ``rows``: z (mapped through the generator), else the stored wp or w."""
@@ -415,22 +400,7 @@ class Explorer:
         return out
 
     def _synthesize(self, ws: Any, labels: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
-        """Images (S, C, H, W) on the CPU, and the predictors' scores (S, m) or None, in batches of BATCH."""
-        import torch
-
-        from engine.models.base import synthesize
-
-        images, scores = [], []
-        with torch.inference_mode():
-            for start in range(0, ws.shape[0], BATCH):
-                part = ws[start:start + BATCH]
-                lb = None if labels is None else torch.from_numpy(
-                    np.asarray(labels[start:start + BATCH], np.int64)).to(self.device)
-                img = synthesize(self.G, part, lb)
-                if self.predictors:
-                    scores.append(torch.cat([P(img).float() for P in self.predictors], dim=1).cpu().numpy())
-                images.append(img.float().cpu())
-        return torch.cat(images), (np.concatenate(scores) if scores else None)
+        return synthesize_scored(self.G, self.predictors, ws, labels, self.device)
 
     def targets_png(self, rows: np.ndarray) -> bytes | None:
         """The inverted images' targets at ``rows`` as a grid, when the store keeps them (``--keep-images``)."""
@@ -461,34 +431,6 @@ class Explorer:
                  "change_std": None if not np.isfinite(relative[j]) else float(relative[j])} for j in order]
 
 
-def grid_png(images: Any) -> bytes:
-    """(S, C, H, W) images in [-1, 1] -> PNG bytes of a grid, COLUMNS samples a row, cells CELL-MAX_CELL px."""
-    import torch
-    import torch.nn.functional as F
-
-    from engine.plots import image_grid
-
-    images = images.float()
-    size = images.shape[-1]
-    if size > MAX_CELL:
-        images = F.interpolate(images, size=(MAX_CELL, MAX_CELL * images.shape[-1] // images.shape[-2]),
-                               mode="area")
-    count = images.shape[0]
-    cols = min(COLUMNS, count)
-    rows = -(-count // cols)
-    if rows * cols > count:
-        filler = torch.ones((rows * cols - count, *images.shape[1:]))
-        images = torch.cat([images, filler])
-    grid = image_grid(images.reshape(rows, cols, *images.shape[1:]), scale=max(1, CELL // images.shape[-1]))
-    buffer = io.BytesIO()
-    grid.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def _members(store: Store) -> set[str]:
     found = set()
     group = store.group.get("inversion")
@@ -511,4 +453,4 @@ def _title(name: str, method: Any) -> str:
     return _TITLES.get(name, name)
 
 
-__all__ = ["Explorer", "LoadState", "data_url", "grid_png"]
+__all__ = ["Explorer", "LoadState"]
