@@ -303,6 +303,46 @@ def test_a_store_of_wp_codes_only_starts_from_them_and_moves_w_directions_on_the
     np.testing.assert_allclose(moved, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_truncated_w_plus_generator_renders_what_engine_edit_renders_on_a_layer_range(tmp_path):
+    """A StyleGAN2 file (num_ws > 1, truncation on the first layers): a w move on layers 1-4 gives the images
+    ``engine.edit`` gives for the same α, σ and layers (its w codes truncated on the way, as mapping did)."""
+    from tests import stylegan2_checkpoints as sg2files
+
+    state = sg2files.rosinality_state(size=16, seed=1)
+    latent_avg = torch.randn(32, generator=torch.Generator().manual_seed(4))
+    torch.save({"g_ema": state, "latent_avg": latent_avg, "args": {"size": 16}}, tmp_path / "ros.pt")
+    spec = f"stylegan2:{tmp_path / 'ros.pt'},truncation=0.5,truncation_cutoff=3"
+    path = str(tmp_path / "sg2.zarr")
+    engine.sample(path, spec, ["imagestats"], n=64, seed=0, chunk=64, batch=64, device="cpu", spaces=["z", "w"],
+                  progress=False)
+    engine.pca(path, array="latents/w", k=2)
+    explorer = Explorer(path, device="cpu").load()
+    assert explorer.G.num_ws > 5
+    client = create_app(explorer).test_client()
+    body = _render(client, [[{"direction": "ganspace/w:0", "alpha": 2.0, "layers": "1-4"}]],
+                   rows=[0, 1, 2]).json
+    reference = engine.edit(path, "ganspace/w:0", alphas=[2.0, 2.0, 1], stored=True, samples=3, layers="1-4",
+                            device="cpu")
+    expected = np.asarray(Image.open(io.BytesIO(grid_png(reference["images"][:, 0]))))
+    np.testing.assert_allclose(_png(body["panels"][0]["image"]).astype(int), expected.astype(int), atol=1)
+    assert body["panels"][0]["image"] != body["original"]
+
+
+def test_grids_enlarge_small_images_shrink_large_ones_and_fill_the_last_row():
+    from engine.explore.render import CELL, COLUMNS, MAX_CELL
+
+    small = torch.linspace(-1, 1, 5 * 16 * 16).reshape(5, 1, 16, 16)
+    grid = np.asarray(Image.open(io.BytesIO(grid_png(small))))
+    rows = -(-5 // COLUMNS)
+    assert grid.shape == (rows * (CELL + 2) + 2, COLUMNS * (CELL + 2) + 2, 3)
+    cell = grid[2:2 + CELL, 2:2 + CELL, 0].astype(int)           # first image, enlarged by pixel repetition
+    expected = np.clip((small[0, 0].numpy() + 1) * 127.5 + 0.5, 0, 255).astype(int)
+    np.testing.assert_array_equal(cell[::CELL // 16, ::CELL // 16], expected)
+    assert (grid[-CELL - 2:-2, -CELL - 2:-2] == 255).all()          # the empty places of the last row are blank
+    large = torch.zeros(2, 3, 512, 512)
+    assert np.asarray(Image.open(io.BytesIO(grid_png(large)))).shape == (MAX_CELL + 4, 2 * (MAX_CELL + 2) + 2, 3)
+
+
 # ------------------------------------------------------------------ refusals
 @pytest.mark.parametrize("body, status, message", [
     ({"rows": [0], "panels": [[{"direction": "nosuch/thing", "alpha": 1}]]}, 404, "unknown direction 'nosuch/thing'"),
