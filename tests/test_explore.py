@@ -428,6 +428,14 @@ def test_the_command_refuses_a_remote_host_and_a_missing_store_in_one_line(digit
     result = CliRunner().invoke(cli, ["explore", str(tmp_path / "none.zarr"), "--port", "0"])
     assert result.exit_code == 1 and "no store at" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["explore", digits_store, "--port", str(port), "--device", "cpu"])
+    assert result.exit_code == 1 and f"--port {port} on 127.0.0.1 is in use" in result.output
 
 
 def test_the_command_serves_the_page_on_loopback_until_stopped(digits_store):

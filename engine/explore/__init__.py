@@ -17,6 +17,7 @@ without ``allow_remote``: the page renders whatever the store holds, for anyone 
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 from collections.abc import Callable
@@ -71,7 +72,13 @@ def serve(store: str | os.PathLike, *, generator: str | None = None, host: str =
     check_host(host, allow_remote)
     check_port(port)
     explorer = Explorer(str(store), generator, device)
-    server = create_server(create_app(explorer), host=host, port=port, threads=threads, ident="latent-engine")
+    try:
+        server = create_server(create_app(explorer), host=host, port=port, threads=threads, ident="latent-engine")
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} on {host} is in use; choose another port (--port), or 0 for any free "
+                             "one") from None
+        raise
     explorer.start()
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{server.effective_port}/"
