@@ -398,6 +398,22 @@ def test_requests_before_the_generator_is_loaded_get_503_with_the_stage(digits_s
     assert create_app(broken).test_client().post("/api/render", json={"panels": [[]]}).status_code == 503
 
 
+def test_predictors_that_cannot_be_built_leave_the_edits_without_scores(inverted_store, tmp_path):
+    import shutil
+
+    import zarr
+
+    path = str(tmp_path / "copy.zarr")
+    shutil.copytree(inverted_store[0], path)
+    group = zarr.open_group(path, mode="r+")
+    meta = dict(group.attrs["latent_engine"])
+    group.attrs["latent_engine"] = {**meta, "predictors": ["nosuchpredictor"]}
+    client = create_app(Explorer(path, device="cpu").load()).test_client()
+    assert "nosuchpredictor" in client.get("/api/store").json["predictor_error"]
+    body = _render(client, [[{"direction": "sefa/layer_fc:0", "alpha": 1.0}]], rows=[0]).json
+    assert body["panels"][0]["scores"] == [] and body["panels"][0]["image"] != body["original"]
+
+
 def test_exploring_never_writes_to_the_store(digits_store, client):
     def snapshot():
         return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(digits_store).rglob("*")}

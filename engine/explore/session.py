@@ -94,6 +94,7 @@ class Explorer:
         self.state = LoadState()
         self.G: Any = None
         self.predictors: list[Any] = []
+        self.predictor_error: str | None = None
         self.attributes: list[str] = []
         self.spread: np.ndarray = np.empty(0)
         self._directions = {key: self.store.array(f"directions/{key}") for key in self.store.directions()}
@@ -133,10 +134,14 @@ class Explorer:
         if self.code_space is None:
             raise ValueError(f"{self.store.path} holds no latent codes to explore")
         self._step(f"building the generator {self.generator_spec}")
-        self.G = self._given_generator or load_generator(self.generator_spec, self.device)
+        self.G = self._given_generator if self._given_generator is not None else \
+            load_generator(self.generator_spec, self.device)
         self._step("building the predictors")
         specs = self.store.meta.get("predictors") or []
-        self.predictors = [load_predictor(spec, self.G, self.device) for spec in specs]
+        try:
+            self.predictors = [load_predictor(spec, self.G, self.device) for spec in specs]
+        except (ValueError, ImportError, OSError) as exc:     # explore without re-scoring; the page says why
+            self.predictor_error = str(exc)
         self.attributes = [a for P in self.predictors for a in P.attributes]
         self._step("measuring σ of every direction")
         self.spread = score_spread(self.store, self.attributes)
@@ -173,7 +178,7 @@ class Explorer:
         inverted = "inversion/error" in _members(store)
         return {"path": store.path, "n": store.n, "committed_rows": self.committed_rows, "spaces": store.spaces,
                 "generator": self.generator_spec, "predictors": list(store.meta.get("predictors") or []),
-                "attributes": store.attributes, "inverted": inverted,
+                "predictor_error": self.predictor_error, "attributes": store.attributes, "inverted": inverted,
                 "targets": "inversion/targets" in _members(store),
                 "num_ws": None if self.G is None else int(getattr(self.G, "num_ws", 1) or 1),
                 "limits": _limits()}

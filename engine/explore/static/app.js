@@ -251,7 +251,10 @@ function showResult(body, result, ms) {
 }
 
 function scoresTable(scores) {
-  if (!scores.length) return el("span", { class: "muted" }, "no predictors to re-score with");
+  if (!scores.length) {
+    const why = state.store.predictor_error ? ` (they could not be loaded: ${state.store.predictor_error})` : "";
+    return el("span", { class: "muted" }, `no predictors to re-score with${why}`);
+  }
   const table = el("table", { class: "scores" },
     el("tr", {}, el("th", {}, "attribute"), el("th", {}, "Δ / std"), el("th", {}, "mean before → after")));
   for (const s of scores.slice(0, 8)) {
