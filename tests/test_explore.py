@@ -93,7 +93,7 @@ def test_store_and_status_say_what_is_loaded(client, digits_store):
     store = client.get("/api/store").json
     assert store["path"] == digits_store and store["n"] == 1024 and store["spaces"] == ["z", "w"]
     assert store["generator"] == "digits" and store["num_ws"] == 1 and store["inverted"] is False
-    assert store["limits"]["samples"] == MAX_SAMPLES
+    assert store["limits"]["samples"] == MAX_SAMPLES and store["note"] is None
     status = client.get("/api/status").json
     assert status["ready"] and status["error"] is None and status["done"] == status["total"]
 
@@ -190,6 +190,7 @@ def test_moves_combine_z_first_then_each_w_move_on_its_layers(planted_wp):
 
     explorer = Explorer(planted_wp, device="cpu").load()
     client = create_app(explorer).test_client()
+    assert "not pictures" in client.get("/api/store").json["note"]
     store = Store.open(planted_wp)
     G = explorer.G
     rows = [3, 4, 300]

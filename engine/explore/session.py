@@ -181,7 +181,13 @@ class Explorer:
                 "predictor_error": self.predictor_error, "attributes": store.attributes, "inverted": inverted,
                 "targets": "inversion/targets" in _members(store),
                 "num_ws": None if self.G is None else int(getattr(self.G, "num_ws", 1) or 1),
-                "limits": _limits()}
+                "note": self._note(), "limits": _limits()}
+
+    def _note(self) -> str | None:
+        """What a person should know about the images, as ``edit`` says it (the planted generator's noise)."""
+        from engine.methods.editing import PLANTED_NOTE, _is_planted
+
+        return PLANTED_NOTE if self.G is not None and _is_planted(self.G) else None
 
     def directions(self) -> list[dict[str, Any]]:
         """Every stored direction, grouped by method: key, rows, space, and its report metric."""

@@ -288,6 +288,7 @@ async function main() {
   const s = state.store;
   $("store-line").textContent = `${s.path} · ${s.committed_rows} rows · ${s.spaces.join(", ")} · ` +
     `generator ${s.generator}` + (s.inverted ? " · inverted codes" : "");
+  if (s.note) $("store-note").textContent = `Note: ${s.note}.`;
   $("max-moves").textContent = s.limits.moves;
   $("count").max = s.limits.samples;
   renderDirections(await api("/api/directions"));
