@@ -13,6 +13,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 workers_option = click.option("--workers", type=int, default=None,
                               help="Reduce the chunks on a local Dask cluster of this many processes.")
 scheduler_option = click.option("--scheduler", default=None, help="Address of an existing Dask scheduler.")
+cluster_option = click.option("--cluster", "cluster", default=None, metavar="FILE",
+                              help="A cluster described in a YAML file: kind local (workers, threads_per_worker, "
+                                   "memory_limit, gpus), scheduler (address) or slurm/pbs (cores, memory, jobs, "
+                                   "walltime, queue, ...: the [cluster] extra). See README, \"Clusters\".")
 
 
 def echo_json(payload: Any) -> None:
