@@ -38,6 +38,8 @@ setup(
     extras_require={
         "test": ["pytest>=8.0", "scikit-learn>=1.4", "xarray>=2024.1", "scipy>=1.11"],
         "gpu": ["cupy-cuda13x>=13.6", "dask-cuda>=24.2"],
+        # SLURM/PBS clusters from a cluster file (--cluster FILE, kind slurm | pbs)
+        "cluster": ["dask-jobqueue>=0.8"],
     },
     entry_points={"console_scripts": ["latent-engine=engine.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],

@@ -34,6 +34,7 @@ key and the file); ``job_script`` renders the batch script dask-jobqueue would s
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import re
@@ -232,12 +233,30 @@ def dry_run_text(config: ClusterConfig) -> tuple[str, str]:
     return f"# would use {config.describe()}; no batch jobs are submitted", ""
 
 
+#: Clusters started by ``started_cluster`` and still open: key -> [scheduler address, users].
+_RUNNING: dict[str, list] = {}
+
+
+def _key(config: ClusterConfig) -> str:
+    return json.dumps([config.kind, config.path, dict(config.options)], sort_keys=True, default=str)
+
+
 @contextmanager
 def started_cluster(config: ClusterConfig) -> Iterator[str]:
     """Start the cluster ``config`` describes (a ``scheduler`` kind is only reached, not started) and yield the
-    address of its scheduler; a cluster started here is closed on exit. Errors are ClusterErrors."""
+    address of its scheduler; the cluster is closed on exit. Inside an outer ``started_cluster`` of the same
+    config the running cluster is reused, not started again: a sweep opens one and all its runs share it.
+    Errors are ClusterErrors."""
     if config.kind == "scheduler":
         yield str(config.options["address"]).strip()
+        return
+    key = _key(config)
+    if key in _RUNNING:
+        _RUNNING[key][1] += 1
+        try:
+            yield _RUNNING[key][0]
+        finally:
+            _RUNNING[key][1] -= 1
         return
     import dask
 
@@ -253,9 +272,11 @@ def started_cluster(config: ClusterConfig) -> Iterator[str]:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ClusterError(f"could not start {config.describe()}: {reason} (scripts that start clusters need "
                            "an `if __name__ == '__main__':` guard)") from exc
+    _RUNNING[key] = [cluster.scheduler_address, 1]
     try:
         yield cluster.scheduler_address
     finally:
+        del _RUNNING[key]
         cluster.close()
 
 
