@@ -179,11 +179,13 @@ class ChunkComputer:
             rows = slice(start, stop)
             ws = map_codes(G, zb, lb)
             copies = []
+            # On CUDA the codes are copied on a side stream while the synthesis runs: a copy of their own
+            # keeps a synthesis that changes them in place from racing that copy.
             if "w" in self.spaces:
-                copies.append((out["latents/w"], rows, mapped_w(G, zb, ws, lb).float()))
+                copies.append((out["latents/w"], rows, mapped_w(G, zb, ws, lb).to(torch.float32, copy=cuda)))
             if "wp" in self.spaces:
-                copies.append((out["latents/wp"], rows, ws.float()))
-            self._copies.put(copies)  # before the synthesis, which may reuse the codes' memory
+                copies.append((out["latents/wp"], rows, ws.to(torch.float32, copy=cuda)))
+            self._copies.put(copies)  # before the synthesis, which may change the codes in place
             if self.attributes:
                 images = synthesize(G, ws, lb)
                 if self.channels_last and images.ndim == 4:
