@@ -29,21 +29,23 @@ One file describes one cluster, by ``kind``::
 
 ``load_cluster_config`` checks the file (unknown kinds and keys, wrong types: a ``ClusterError`` naming the
 key and the file); ``job_script`` renders the batch script dask-jobqueue would submit, without a batch system;
-``started_cluster`` starts (or, for ``scheduler``, reaches) the cluster and yields its scheduler's address.
+``build_cluster`` makes the cluster object (``engine.distributed.started_cluster`` runs it: no module here
+imports the rest of the engine).
 """
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.distributed import ClusterError
+
+
+class ClusterError(ValueError):
+    """A cluster that cannot be had or a distributed run that cannot finish; the message says what to do."""
 
 KINDS = ("local", "scheduler", "slurm", "pbs")
 #: Shown in a dry run where the script would name the scheduler started for the run.
@@ -233,55 +235,10 @@ def dry_run_text(config: ClusterConfig) -> tuple[str, str]:
     return f"# would use {config.describe()}; no batch jobs are submitted", ""
 
 
-#: Clusters started by ``started_cluster`` and still open: key -> [scheduler address, users].
-_RUNNING: dict[str, list] = {}
-
-
-def _key(config: ClusterConfig) -> str:
-    return json.dumps([config.kind, config.path, dict(config.options)], sort_keys=True, default=str)
-
-
-@contextmanager
-def started_cluster(config: ClusterConfig) -> Iterator[str]:
-    """Start the cluster ``config`` describes (a ``scheduler`` kind is only reached, not started) and yield the
-    address of its scheduler; the cluster is closed on exit. Inside an outer ``started_cluster`` of the same
-    config the running cluster is reused, not started again: a sweep opens one and all its runs share it.
-    Errors are ClusterErrors."""
-    if config.kind == "scheduler":
-        yield str(config.options["address"]).strip()
-        return
-    key = _key(config)
-    if key in _RUNNING:
-        _RUNNING[key][1] += 1
-        try:
-            yield _RUNNING[key][0]
-        finally:
-            _RUNNING[key][1] -= 1
-        return
-    import dask
-
-    from engine.distributed import ALLOWED_FAILURES, TRIM_VARIABLE
-
-    try:
-        with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                              f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE}": None}):
-            cluster = _start(config)
-    except ClusterError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the cause goes in the one-line message
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ClusterError(f"could not start {config.describe()}: {reason} (scripts that start clusters need "
-                           "an `if __name__ == '__main__':` guard)") from exc
-    _RUNNING[key] = [cluster.scheduler_address, 1]
-    try:
-        yield cluster.scheduler_address
-    finally:
-        del _RUNNING[key]
-        cluster.close()
-
-
-def _start(config: ClusterConfig) -> Any:
-    """A started cluster object (LocalCluster, LocalCUDACluster, or a scaled dask-jobqueue cluster)."""
+def build_cluster(config: ClusterConfig) -> Any:
+    """The started cluster object ``config`` describes (LocalCluster, LocalCUDACluster, or a dask-jobqueue
+    cluster scaled to its ``jobs``); not for the ``scheduler`` kind. ``engine.distributed.started_cluster``
+    calls this with the engine's Dask settings."""
     o = config.options
     if config.kind == "local":
         common = dict(dashboard_address=None, silence_logs=logging.ERROR)

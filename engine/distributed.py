@@ -32,6 +32,7 @@ absolute before they are shipped.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -42,6 +43,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+
+from engine import cluster_config
+from engine.cluster_config import ClusterConfig, ClusterError
 
 S = TypeVar("S")
 
@@ -57,8 +61,6 @@ ALLOWED_FAILURES = 3
 TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
 
 
-class ClusterError(ValueError):
-    """A cluster that cannot be had or a distributed run that cannot finish; the message says what to do."""
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -71,7 +73,7 @@ class ClusterRequest:
     workers: int | None = None
     address: str | None = None
     gpus: tuple[int, ...] = ()
-    config: Any = None
+    config: ClusterConfig | None = None
 
     def describe(self) -> str:
         if self.config is not None:
@@ -112,14 +114,13 @@ def validate_cluster_flags(workers: int | None = None, scheduler: str | None = N
     return ClusterRequest("cuda", gpus=_check_gpus(gpus))
 
 
-def _request_of_file(cluster: str | os.PathLike | Any) -> ClusterRequest:
-    from engine.cluster_config import ClusterConfig, gpu_list, load_cluster_config
-
-    config = cluster if isinstance(cluster, ClusterConfig) else load_cluster_config(cluster)
+def _request_of_file(cluster: str | os.PathLike | ClusterConfig) -> ClusterRequest:
+    config = cluster if isinstance(cluster, ClusterConfig) else cluster_config.load_cluster_config(cluster)
     if config.kind == "scheduler":
         return ClusterRequest("address", address=str(config.options["address"]).strip(), config=config)
     if config.kind == "local" and "gpus" in config.options:
-        return ClusterRequest("cuda", gpus=_check_gpus(gpu_list(config.options["gpus"])), config=config)
+        return ClusterRequest("cuda", gpus=_check_gpus(cluster_config.gpu_list(config.options["gpus"])),
+                              config=config)
     if config.kind == "local":
         return ClusterRequest("local", workers=int(config.options.get("workers", 1)), config=config)
     return ClusterRequest("jobqueue", config=config)
@@ -173,8 +174,6 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None,
     if request is None:
         raise ClusterError("a cluster needs one of --workers K, --scheduler ADDRESS, --gpus LIST or --cluster FILE")
     if request.config is not None:
-        from engine.cluster_config import started_cluster
-
         start = time.perf_counter()
         with started_cluster(request.config) as address:
             with _client_of(request, _connect(address), start) as handle:
@@ -214,6 +213,46 @@ def _client_of(request: ClusterRequest, client: Any, start: float) -> Iterator[C
         yield ClusterHandle(client, request, time.perf_counter() - start, threads, default)
     finally:
         client.close()
+
+
+#: Clusters started by ``started_cluster`` and still open: key -> [scheduler address, users].
+_RUNNING: dict[str, list] = {}
+
+
+@contextmanager
+def started_cluster(config: ClusterConfig) -> Iterator[str]:
+    """Start the cluster a cluster file describes (a ``scheduler`` kind is only reached, not started) and yield
+    the address of its scheduler; the cluster is closed on exit. Inside an outer ``started_cluster`` of the same
+    config the running cluster is reused, not started again: a sweep opens one and all its runs share it."""
+    if config.kind == "scheduler":
+        yield str(config.options["address"]).strip()
+        return
+    key = json.dumps([config.kind, config.path, dict(config.options)], sort_keys=True, default=str)
+    if key in _RUNNING:
+        _RUNNING[key][1] += 1
+        try:
+            yield _RUNNING[key][0]
+        finally:
+            _RUNNING[key][1] -= 1
+        return
+    import dask
+
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                              f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE}": None}):
+            cluster = cluster_config.build_cluster(config)
+    except ClusterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the cause goes in the one-line message
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ClusterError(f"could not start {config.describe()}: {reason} (scripts that start clusters need "
+                           "an `if __name__ == '__main__':` guard)") from exc
+    _RUNNING[key] = [cluster.scheduler_address, 1]
+    try:
+        yield cluster.scheduler_address
+    finally:
+        del _RUNNING[key]
+        cluster.close()
 
 
 def _connect(address: str) -> Any:

@@ -441,7 +441,7 @@ def _cluster_of(sweep: Sweep, echo: Callable[[str], None]) -> Iterator[SharedClu
     if sweep.cluster is None or all(state_of(run, sweep.out) == "done" for run in sweep.runs):
         yield None
         return
-    from engine.cluster_config import started_cluster
+    from engine.distributed import started_cluster
 
     echo(f"cluster: {sweep.cluster.describe()}")
     with started_cluster(sweep.cluster) as address:

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 import engine
 from engine import cluster_config
 from engine.cli import cli
-from engine.cluster_config import job_script, load_cluster_config, parse_cluster_config, started_cluster
-from engine.distributed import ClusterError, validate_cluster_flags
+from engine.cluster_config import job_script, load_cluster_config, parse_cluster_config
+from engine.distributed import ClusterError, started_cluster, validate_cluster_flags
 from engine.store import Store
 from tests.conftest import PLANTED_SMALL
 
@@ -152,13 +152,13 @@ def local_file(tmp_path_factory):
 @pytest.fixture
 def count_starts(monkeypatch):
     started: list[str] = []
-    real = cluster_config._start
+    real = cluster_config.build_cluster
 
     def counting(config):
         started.append(config.kind)
         return real(config)
 
-    monkeypatch.setattr(cluster_config, "_start", counting)
+    monkeypatch.setattr(cluster_config, "build_cluster", counting)
     return started
 
 

@@ -30,8 +30,7 @@ def reduction_scheduler(cluster: str | None, workers: int | None = None,
     if cluster is None:
         yield scheduler
         return
-    from engine.distributed import validate_cluster_flags
-    from engine.cluster_config import started_cluster
+    from engine.distributed import started_cluster, validate_cluster_flags
 
     request = validate_cluster_flags(workers, scheduler, None, cluster)
     with started_cluster(request.config) as address:
