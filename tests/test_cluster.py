@@ -211,9 +211,24 @@ def test_a_sweep_cluster_and_a_runs_workers_exclude_each_other(tmp_path, local_f
         engine.load_sweep(sweep)
 
 
-def test_an_inner_started_cluster_of_the_same_file_reuses_the_outer_one(local_file, count_starts):
+def test_map_reduce_chunks_on_a_cluster_file_reuses_the_running_cluster(planted_store, local_file, count_starts):
+    from engine.distributed import map_reduce_chunks
+
+    def column_sums(values):
+        return values.sum(axis=0, dtype=np.float64)
+
     config = load_cluster_config(local_file)
     with started_cluster(config) as outer:
         with started_cluster(parse_cluster_config(dict(LOCAL), str(local_file))) as inner:
             assert inner == outer
-    assert count_starts == ["local"]
+        got = map_reduce_chunks(planted_store.path, "scores", column_sums, np.add, cluster=str(local_file))
+    assert count_starts == ["local"]                       # the inner uses found the outer cluster running
+    np.testing.assert_allclose(got, planted_store.array("scores")[:].sum(axis=0, dtype=np.float64), rtol=1e-9)
+
+
+def test_sample_dry_run_json_describes_the_cluster(tmp_path):
+    result = CliRunner().invoke(cli, ["sample", str(tmp_path / "s.zarr"), "-g", "planted", "-n", "10", "--cluster",
+                                      str(_file(tmp_path, PBS)), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["kind"] == "pbs" and "#PBS -q workq" in payload["job_script"]

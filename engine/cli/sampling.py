@@ -68,7 +68,7 @@ def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed
     from engine.summary import summarize
 
     if dry_run:
-        print_cluster_dry_run(cluster)
+        print_cluster_dry_run(cluster, as_json)
         return
     result = run_sample(store, generator, list(predictors), n=n, seed=seed, chunk=chunk, batch=batch,
                         device=device, spaces=list(spaces) or None, resume=resume, overwrite=overwrite,
@@ -81,13 +81,18 @@ def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed
         _print_summary(summary)
 
 
-def print_cluster_dry_run(cluster: str | None) -> None:
+def print_cluster_dry_run(cluster: str | None, as_json: bool = False) -> None:
     """``--cluster FILE --dry-run``: the checked file's job script (slurm/pbs) or what it would start."""
     from engine.cluster_config import dry_run_text, load_cluster_config
 
     if cluster is None:
         raise click.UsageError("--dry-run shows the cluster of --cluster FILE; give a cluster file")
-    note, script = dry_run_text(load_cluster_config(cluster))
+    config = load_cluster_config(cluster)
+    note, script = dry_run_text(config)
+    if as_json:
+        echo_json({"cluster": config.describe(), "kind": config.kind, "jobs": config.options.get("jobs"),
+                   "job_script": script or None})
+        return
     click.echo(note, err=bool(script))        # the script alone on stdout: `--dry-run > job.sh` runs as is
     if script:
         click.echo(script.rstrip())
