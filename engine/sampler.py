@@ -124,7 +124,14 @@ class ChunkComputer:
             for model in (self.generator, *self.predictors):
                 if isinstance(model, torch.nn.Module):
                     model.to(memory_format=torch.channels_last)
-        self._copies = HostCopies(self.device)
+        self._per_thread = threading.local()
+
+    def _host_copies(self) -> HostCopies:
+        """This thread's copier: a Dask worker with several threads runs chunks at once with the same models."""
+        copies = getattr(self._per_thread, "copies", None)
+        if copies is None:
+            copies = self._per_thread.copies = HostCopies(self.device)
+        return copies
 
     def _autocast(self):
         """The generator and predictors in ``precision`` (torch autocast); codes and scores stay float32."""
@@ -152,16 +159,18 @@ class ChunkComputer:
             out["latents/wp"] = np.empty((rows, G.num_ws, G.w_dim), np.float32)
         if self.attributes:
             out["scores"] = np.empty((rows, len(self.attributes)), np.float32)
+        copies = self._host_copies()
         try:
             with torch.inference_mode(), self._autocast():
-                self._batches(z, labels, out)
-            self._copies.finish()      # every batch has landed before the chunk is handed to the writer
+                self._batches(z, labels, out, copies)
+            copies.finish()      # every batch has landed before the chunk is handed to the writer
         except BaseException:
-            self._copies.discard()
+            copies.discard()
             raise
         return out
 
-    def _batches(self, z: np.ndarray, labels: np.ndarray | None, out: dict[str, np.ndarray]) -> None:
+    def _batches(self, z: np.ndarray, labels: np.ndarray | None, out: dict[str, np.ndarray],
+                 copies: HostCopies) -> None:
         G = self.generator
         cuda = self.device.type == "cuda"
         if cuda:
@@ -178,19 +187,19 @@ class ChunkComputer:
                 lb = None if labels is None else torch.from_numpy(labels[start:stop].astype(np.int64)).to(self.device)
             rows = slice(start, stop)
             ws = map_codes(G, zb, lb)
-            copies = []
+            codes = []
             # On CUDA the codes are copied on a side stream while the synthesis runs: a copy of their own
             # keeps a synthesis that changes them in place from racing that copy.
             if "w" in self.spaces:
-                copies.append((out["latents/w"], rows, mapped_w(G, zb, ws, lb).to(torch.float32, copy=cuda)))
+                codes.append((out["latents/w"], rows, mapped_w(G, zb, ws, lb).to(torch.float32, copy=cuda)))
             if "wp" in self.spaces:
-                copies.append((out["latents/wp"], rows, ws.to(torch.float32, copy=cuda)))
-            self._copies.put(copies)  # before the synthesis, which may change the codes in place
+                codes.append((out["latents/wp"], rows, ws.to(torch.float32, copy=cuda)))
+            copies.put(codes)  # before the synthesis, which may change the codes in place
             if self.attributes:
                 images = synthesize(G, ws, lb)
                 if self.channels_last and images.ndim == 4:
                     images = images.contiguous(memory_format=torch.channels_last)
-                self._copies.put([(out["scores"], rows, self._score(images))])
+                copies.put([(out["scores"], rows, self._score(images))])
 
     def _score(self, images: torch.Tensor) -> torch.Tensor:
         columns = []

@@ -3,6 +3,7 @@ with deferred copies), CPU results bitwise as before, channels-last, and a distr
 no model on a GPU. CUDA comparisons skip without a GPU."""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -112,17 +113,30 @@ def test_deferred_copies_land_in_their_rows_only_after_their_event_and_buffers_a
 
 def test_a_chunk_computed_through_deferred_copies_equals_the_inline_one(monkeypatch):
     c = _computer(PLANTED_SMALL, ["planted", "imagestats"], batch=32)
-    c._copies = HostCopies(torch.device("cpu"), depth=2, ops=DeferredCopies())
+    c._per_thread.copies = HostCopies(torch.device("cpu"), depth=2, ops=DeferredCopies())
     z = draw_codes(1, 3, 150, c.generator.z_dim)
     got = c(z)
     for name, expected in _inline_copies(c, z).items():
         assert np.array_equal(got[name], expected), name
-    assert not c._copies._flight                          # everything landed before the chunk was returned
+    assert not c._host_copies()._flight          # everything landed before the chunk was returned
+
+
+def test_threads_sharing_one_computer_each_get_their_own_copier():
+    """A Dask worker with several threads runs chunks at once through one cached ChunkComputer: copies in
+    flight (and their pinned buffers) must not be shared between them."""
+    c = _computer(PLANTED_SMALL, ["planted"], batch=16)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(c._host_copies())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(copies) for copies in seen + [c._host_copies()]}) == 3
 
 
 def test_an_error_mid_chunk_leaves_no_copy_in_flight_for_the_next_chunk(monkeypatch):
     c = _computer(PLANTED_SMALL, ["planted"], batch=16)
-    c._copies = HostCopies(torch.device("cpu"), depth=2, ops=DeferredCopies())
+    c._per_thread.copies = HostCopies(torch.device("cpu"), depth=2, ops=DeferredCopies())
     calls = {"n": 0}
     real = c._score
 
@@ -135,7 +149,7 @@ def test_an_error_mid_chunk_leaves_no_copy_in_flight_for_the_next_chunk(monkeypa
     monkeypatch.setattr(c, "_score", failing)
     with pytest.raises(RuntimeError, match="predictor failed"):
         c(draw_codes(0, 0, 80, c.generator.z_dim))
-    assert not c._copies._flight
+    assert not c._host_copies()._flight
     monkeypatch.setattr(c, "_score", real)
     z = draw_codes(0, 1, 80, c.generator.z_dim)
     assert np.array_equal(c(z)["scores"], _inline_copies(c, z)["scores"])
