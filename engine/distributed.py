@@ -59,8 +59,7 @@ ALLOWED_FAILURES = 3
 #: at 128 KiB, so every large torch buffer is mapped and faulted in afresh (benchmarks/README.md has the
 #: slowdown). Clusters started here leave the variable out; workers found with it get a warning.
 TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
-
-
+# ClusterError (imported above) lives in engine.cluster_config, which imports nothing of the engine.
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -87,7 +86,7 @@ class ClusterRequest:
 
 def validate_cluster_flags(workers: int | None = None, scheduler: str | None = None,
                            gpus: str | Sequence[int] | None = None,
-                           cluster: str | os.PathLike | Any | None = None) -> ClusterRequest | None:
+                           cluster: str | os.PathLike | ClusterConfig | None = None) -> ClusterRequest | None:
     """Check ``--workers/--scheduler/--gpus/--cluster`` before anything starts; None when none was given.
 
     ``cluster`` is a cluster file's path (or an ``engine.cluster_config.ClusterConfig``). Raises ClusterError
@@ -165,7 +164,7 @@ class ClusterHandle:
 @contextmanager
 def cluster_client(workers: int | None = None, scheduler: str | None = None,
                    gpus: str | Sequence[int] | None = None,
-                   cluster: str | os.PathLike | Any | None = None) -> Iterator[ClusterHandle]:
+                   cluster: str | os.PathLike | ClusterConfig | None = None) -> Iterator[ClusterHandle]:
     """A Dask client for the flags (exactly one given); clusters started here are closed on exit.
 
     ``cluster`` is a cluster file (or its ``ClusterConfig``): the cluster it describes is started (a
@@ -375,12 +374,12 @@ def _blocks_of(store_path: str, array: str) -> int:
 def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray], S],
                       merge: Callable[[S, S], S], *, workers: int | None = None,
                       scheduler: str | None = None, where_class: int | None = None,
-                      cluster: str | os.PathLike | Any | None = None) -> S:
+                      cluster: str | os.PathLike | ClusterConfig | None = None) -> S:
     """Apply ``partial`` to every store chunk of ``array`` and merge the states into one.
 
-    With ``workers``, ``scheduler`` or ``cluster`` (a cluster file) each chunk is read and reduced on a Dask worker and the partial states
-    are merged pairwise as they arrive (a tree reduction: memory holds a few states, not one per chunk);
-    with neither, the same map and merges run in this process. ``partial`` and ``merge`` must be picklable
+    With ``workers``, ``scheduler`` or ``cluster`` (a cluster file) each chunk is read and reduced on a Dask
+    worker and the partial states are merged pairwise as they arrive (a tree reduction: memory holds a few
+    states, not one per chunk); with none of them, the same map and merges run in this process. ``partial`` and ``merge`` must be picklable
     (module-level functions, ``functools.partial`` or lambdas, which Dask ships with cloudpickle) and
     ``merge`` may modify and return its first argument. Sampled arrays (``latents/*``, ``scores``) must be
     complete. The merge order varies between runs, so results agree to float rounding, not bit for bit.

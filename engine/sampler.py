@@ -491,10 +491,10 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     Exactly one of a fresh path, ``resume`` (continue an interrupted run) or ``overwrite`` applies.
     ``workers``, ``scheduler``, ``gpus`` or ``cluster`` (a cluster file, ``engine.cluster_config``) spread the
     chunks over a Dask cluster (``engine.distributed``); the store is identical either way, and this process
-    then builds the models on the CPU only (for the store's metadata), never on a GPU. ``batch`` (rows per generator call) defaults by device type
-    (``engine.devices.DEFAULT_BATCH``); it changes speed and memory, never the codes. ``precision`` (fp32,
-    bf16, fp16; default fp32, or on a resume the run's own) runs the generator and predictors under torch
-    autocast; codes and scores are stored as float32. A resume refuses another precision, and, for a generator
+    then builds the models on the CPU only (for the store's metadata), never on a GPU. ``batch`` (rows per
+    generator call) defaults by device type (``engine.devices.DEFAULT_BATCH``); it changes speed and memory,
+    never the codes. ``precision`` (fp32, bf16, fp16; default fp32, or on a resume the run's own) runs the
+    generator and predictors under torch autocast; codes and scores are stored as float32. A resume refuses another precision, and, for a generator
     with random noise (drawn batch after batch), another batch. ``channels_last`` runs convolutions in the
     channels-last memory format (see ``ChunkComputer``).
     """
