@@ -163,7 +163,8 @@ def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:
     if not os.path.isfile(where):
         raise ClusterError(f"no cluster file at {where}")
     try:
-        doc = yaml.safe_load(open(where).read())
+        with open(where) as file:
+            doc = yaml.safe_load(file)
     except yaml.YAMLError as exc:
         raise ClusterError(f"{where} is not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_cluster_config(doc, where)
@@ -211,8 +212,7 @@ def jobqueue_class(kind: str, where: str = "<cluster>") -> Any:
 
 def jobqueue_options(config: ClusterConfig) -> dict[str, Any]:
     """The keyword arguments of the dask-jobqueue cluster (every key but ``jobs``, which is its scale)."""
-    options = {key: value for key, value in config.options.items() if key != "jobs"}
-    return options
+    return {key: value for key, value in config.options.items() if key != "jobs"}
 
 
 def job_script(config: ClusterConfig, scheduler: str = SCHEDULER_PLACEHOLDER) -> str:
