@@ -42,6 +42,8 @@ setup(
         "test": ["pytest>=8.0", "scikit-learn>=1.4", "xarray>=2024.1", "scipy>=1.11",
                  "playwright>=1.40"],  # drives the system's Chromium in tests/test_explore_browser.py
         "gpu": ["cupy-cuda13x>=13.6", "dask-cuda>=24.2"],
+        # SLURM/PBS clusters from a cluster file (--cluster FILE, kind slurm | pbs)
+        "cluster": ["dask-jobqueue>=0.8"],
     },
     entry_points={"console_scripts": ["latent-engine=engine.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],

@@ -16,7 +16,11 @@ Clusters (``cluster_client``): ``workers=K`` starts a ``LocalCluster`` of K sing
 nannies, so a killed worker is restarted, but without the nannies' ``MALLOC_TRIM_THRESHOLD_``: see
 ``TRIM_VARIABLE``); ``scheduler=ADDRESS`` connects to any running Dask deployment
 (``dask scheduler`` + ``dask worker``, dask-jobqueue, Kubernetes) within ``CONNECT_TIMEOUT_S`` seconds;
-``gpus="0,1"`` starts ``dask_cuda.LocalCUDACluster`` with one worker per GPU (the ``[gpu]`` extra).
+``gpus="0,1"`` starts ``dask_cuda.LocalCUDACluster`` with one worker per GPU (the ``[gpu]`` extra);
+``cluster=FILE`` starts the cluster a YAML file describes (``engine.cluster_config``: local, a scheduler's
+address, or SLURM/PBS jobs through dask-jobqueue, the ``[cluster]`` extra).
+
+The client of a distributed run (this process) builds no model on a GPU: models are built on the workers.
 
 Torch threads: Dask's nannies start workers with OMP/MKL_NUM_THREADS=1, so each task sets torch's thread
 count itself: with W Dask worker threads on a host of C cores, each gets max(1, C // W) torch threads (two
@@ -28,6 +32,7 @@ absolute before they are shipped.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -38,6 +43,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+
+from engine import cluster_config
+from engine.cluster_config import ClusterConfig, ClusterError
 
 S = TypeVar("S")
 
@@ -51,23 +59,24 @@ ALLOWED_FAILURES = 3
 #: at 128 KiB, so every large torch buffer is mapped and faulted in afresh (benchmarks/README.md has the
 #: slowdown). Clusters started here leave the variable out; workers found with it get a warning.
 TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
-
-
-class ClusterError(ValueError):
-    """A cluster that cannot be had or a distributed run that cannot finish; the message says what to do."""
+# ClusterError (imported above) lives in engine.cluster_config, which imports nothing of the engine.
 
 
 # ---------------------------------------------------------------------------------------------- flags
 @dataclass(frozen=True)
 class ClusterRequest:
-    """The validated cluster flags: kind is 'local', 'address' or 'cuda'."""
+    """The validated cluster flags: kind is 'local', 'address', 'cuda' or 'jobqueue' (SLURM/PBS jobs); ``config``
+    is the cluster file's ``engine.cluster_config.ClusterConfig`` when the cluster came from one."""
 
     kind: str
     workers: int | None = None
     address: str | None = None
     gpus: tuple[int, ...] = ()
+    config: ClusterConfig | None = None
 
     def describe(self) -> str:
+        if self.config is not None:
+            return self.config.describe()
         if self.kind == "local":
             return f"a local cluster of {self.workers} worker process(es)"
         if self.kind == "cuda":
@@ -76,18 +85,22 @@ class ClusterRequest:
 
 
 def validate_cluster_flags(workers: int | None = None, scheduler: str | None = None,
-                           gpus: str | Sequence[int] | None = None) -> ClusterRequest | None:
-    """Check ``--workers/--scheduler/--gpus`` before anything starts; None when none was given.
+                           gpus: str | Sequence[int] | None = None,
+                           cluster: str | os.PathLike | ClusterConfig | None = None) -> ClusterRequest | None:
+    """Check ``--workers/--scheduler/--gpus/--cluster`` before anything starts; None when none was given.
 
-    Raises ClusterError (a ValueError: one line on the command line) for ``--workers 0``, two flags at once,
-    a malformed ``--gpus`` list, or ``--gpus`` on a machine without GPUs or without dask-cuda.
+    ``cluster`` is a cluster file's path (or an ``engine.cluster_config.ClusterConfig``). Raises ClusterError
+    (a ValueError: one line on the command line) for ``--workers 0``, two flags at once, a malformed ``--gpus``
+    list, ``--gpus`` on a machine without GPUs or without dask-cuda, or a bad cluster file.
     """
-    given = [name for name, value in (("--workers", workers), ("--scheduler", scheduler), ("--gpus", gpus))
-             if value is not None]
+    given = [name for name, value in (("--workers", workers), ("--scheduler", scheduler), ("--gpus", gpus),
+                                      ("--cluster", cluster)) if value is not None]
     if not given:
         return None
     if len(given) > 1:
         raise ClusterError(f"{' and '.join(given)} exclude each other: pick one way to get a cluster")
+    if cluster is not None:
+        return _request_of_file(cluster)
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
             raise ClusterError(f"workers must be a positive integer; got {workers!r}")
@@ -98,6 +111,18 @@ def validate_cluster_flags(workers: int | None = None, scheduler: str | None = N
             raise ClusterError("scheduler needs an address such as tcp://host:8786; got an empty string")
         return ClusterRequest("address", address=address)
     return ClusterRequest("cuda", gpus=_check_gpus(gpus))
+
+
+def _request_of_file(cluster: str | os.PathLike | ClusterConfig) -> ClusterRequest:
+    config = cluster if isinstance(cluster, ClusterConfig) else cluster_config.load_cluster_config(cluster)
+    if config.kind == "scheduler":
+        return ClusterRequest("address", address=str(config.options["address"]).strip(), config=config)
+    if config.kind == "local" and "gpus" in config.options:
+        return ClusterRequest("cuda", gpus=_check_gpus(cluster_config.gpu_list(config.options["gpus"])),
+                              config=config)
+    if config.kind == "local":
+        return ClusterRequest("local", workers=int(config.options.get("workers", 1)), config=config)
+    return ClusterRequest("jobqueue", config=config)
 
 
 def _check_gpus(gpus: str | Sequence[int]) -> tuple[int, ...]:
@@ -138,27 +163,48 @@ class ClusterHandle:
 
 @contextmanager
 def cluster_client(workers: int | None = None, scheduler: str | None = None,
-                   gpus: str | Sequence[int] | None = None) -> Iterator[ClusterHandle]:
-    """A Dask client for the flags (exactly one given); clusters started here are closed on exit."""
-    request = validate_cluster_flags(workers, scheduler, gpus)
+                   gpus: str | Sequence[int] | None = None,
+                   cluster: str | os.PathLike | ClusterConfig | None = None) -> Iterator[ClusterHandle]:
+    """A Dask client for the flags (exactly one given); clusters started here are closed on exit.
+
+    ``cluster`` is a cluster file (or its ``ClusterConfig``): the cluster it describes is started (a
+    ``scheduler`` kind reached) for the client and closed with it."""
+    request = validate_cluster_flags(workers, scheduler, gpus, cluster)
     if request is None:
-        raise ClusterError("a cluster needs one of --workers K, --scheduler ADDRESS or --gpus LIST")
+        raise ClusterError("a cluster needs one of --workers K, --scheduler ADDRESS, --gpus LIST or --cluster FILE")
+    if request.config is not None:
+        start = time.perf_counter()
+        with started_cluster(request.config) as address:
+            with _client_of(request, _connect(address), start) as handle:
+                yield handle
+        return
     import dask
     from distributed import Client
 
     start = time.perf_counter()
-    cluster = None
+    started = None
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                           f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE}": None}):
         if request.kind == "address":
             client = _connect(request.address)
         else:
             try:
-                cluster = _start_cluster(request)
+                started = _start_cluster(request)
             except Exception as exc:  # noqa: BLE001 - the cause goes in the one-line message
                 raise ClusterError(f"could not start {request.describe()}: {exc} (scripts that start "
                                    "clusters need an `if __name__ == '__main__':` guard)") from exc
-            client = Client(cluster)
+            client = Client(started)
+    try:
+        with _client_of(request, client, start) as handle:
+            yield handle
+    finally:
+        if started is not None:
+            started.close()
+
+
+@contextmanager
+def _client_of(request: ClusterRequest, client: Any, start: float) -> Iterator[ClusterHandle]:
+    """The handle of a connected ``client`` (its workers surveyed for torch threads); closes the client."""
     try:
         facts = _survey(client)
         _warn_about_trimming(facts)
@@ -166,8 +212,46 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None,
         yield ClusterHandle(client, request, time.perf_counter() - start, threads, default)
     finally:
         client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+#: Clusters started by ``started_cluster`` and still open: key -> [scheduler address, users].
+_RUNNING: dict[str, list] = {}
+
+
+@contextmanager
+def started_cluster(config: ClusterConfig) -> Iterator[str]:
+    """Start the cluster a cluster file describes (a ``scheduler`` kind is only reached, not started) and yield
+    the address of its scheduler; the cluster is closed on exit. Inside an outer ``started_cluster`` of the same
+    config the running cluster is reused, not started again: a sweep opens one and all its runs share it."""
+    if config.kind == "scheduler":
+        yield str(config.options["address"]).strip()
+        return
+    key = json.dumps([config.kind, config.path, dict(config.options)], sort_keys=True, default=str)
+    if key in _RUNNING:
+        _RUNNING[key][1] += 1
+        try:
+            yield _RUNNING[key][0]
+        finally:
+            _RUNNING[key][1] -= 1
+        return
+    import dask
+
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                              f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE}": None}):
+            cluster = cluster_config.build_cluster(config)
+    except ClusterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the cause goes in the one-line message
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ClusterError(f"could not start {config.describe()}: {reason} (scripts that start clusters need "
+                           "an `if __name__ == '__main__':` guard)") from exc
+    _RUNNING[key] = [cluster.scheduler_address, 1]
+    try:
+        yield cluster.scheduler_address
+    finally:
+        del _RUNNING[key]
+        cluster.close()
 
 
 def _connect(address: str) -> Any:
@@ -289,19 +373,20 @@ def _blocks_of(store_path: str, array: str) -> int:
 
 def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray], S],
                       merge: Callable[[S, S], S], *, workers: int | None = None,
-                      scheduler: str | None = None, where_class: int | None = None) -> S:
+                      scheduler: str | None = None, where_class: int | None = None,
+                      cluster: str | os.PathLike | ClusterConfig | None = None) -> S:
     """Apply ``partial`` to every store chunk of ``array`` and merge the states into one.
 
-    With ``workers`` or ``scheduler`` each chunk is read and reduced on a Dask worker and the partial states
-    are merged pairwise as they arrive (a tree reduction: memory holds a few states, not one per chunk);
-    with neither, the same map and merges run in this process. ``partial`` and ``merge`` must be picklable
+    With ``workers``, ``scheduler`` or ``cluster`` (a cluster file) each chunk is read and reduced on a Dask
+    worker and the partial states are merged pairwise as they arrive (a tree reduction: memory holds a few
+    states, not one per chunk); with none of them, the same map and merges run in this process. ``partial`` and ``merge`` must be picklable
     (module-level functions, ``functools.partial`` or lambdas, which Dask ships with cloudpickle) and
     ``merge`` may modify and return its first argument. Sampled arrays (``latents/*``, ``scores``) must be
     complete. The merge order varies between runs, so results agree to float rounding, not bit for bit.
     ``where_class`` keeps only the rows whose ``labels`` equal it; a ValueError if there are none.
     """
     store_path = str(store_path)
-    request = validate_cluster_flags(workers, scheduler, None)
+    request = validate_cluster_flags(workers, scheduler, None, cluster)
     n_blocks = _blocks_of(store_path, array)
     if request is None:
         # A binary-counter tree in this process: O(log n_blocks) states held, merged in row order.
@@ -318,7 +403,7 @@ def map_reduce_chunks(store_path: str, array: str, partial: Callable[[np.ndarray
     from distributed import as_completed
 
     path = shipped_path(store_path)
-    with cluster_client(workers, scheduler) as handle:
+    with cluster_client(workers, scheduler, None, cluster) as handle:
         client = handle.client
         # No list of the futures is kept: a partial state is released as soon as it has been merged.
         pending = as_completed([client.submit(partial_of_block, path, array, b, partial, where_class, pure=False,

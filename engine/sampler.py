@@ -8,6 +8,7 @@ threaded in-process pipeline or Dask tasks.
 """
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from engine.models.base import Generator, Predictor, conditional, map_codes, map
 from engine.models.registry import load_generator, load_predictor
 from engine.spaces import spaces_for
 from engine.runtime import RunStats, run_chunk, run_in_process, run_on_dask
+from engine.runtime.host_copies import HostCopies, to_device_rows
 from engine.store import (Store, StoreError, check_chunk_count, check_positive_int, exists, is_remote, store_state,
                           warn_repairs)
 
@@ -97,7 +99,13 @@ def check_precision(precision: str) -> str:
 
 @dataclass
 class ChunkComputer:
-    """Runs one chunk of codes through the generator and predictors on one device, batch by batch."""
+    """Runs one chunk of codes through the generator and predictors on one device, batch by batch.
+
+    On CUDA the codes go up from pinned memory and the results come back through pinned buffers on a side
+    stream (``engine.runtime.host_copies``), so a batch's compute never waits for the previous batch's copy.
+    ``channels_last`` converts the models' 4-D weights to channels-last (in place) and hands the predictors
+    channels-last images: faster convolutions on GPUs with tensor cores, not measured here, so off by default.
+    """
 
     generator: Generator
     predictors: Sequence[Predictor]
@@ -105,12 +113,25 @@ class ChunkComputer:
     batch: int
     device: torch.device
     precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.batch <= 0:
             raise ValueError(f"batch must be a positive integer; got {self.batch!r}")
         check_precision(self.precision)
         self.attributes = [a for P in self.predictors for a in P.attributes]
+        if self.channels_last:
+            for model in (self.generator, *self.predictors):
+                if isinstance(model, torch.nn.Module):
+                    model.to(memory_format=torch.channels_last)
+        self._per_thread = threading.local()
+
+    def _host_copies(self) -> HostCopies:
+        """This thread's copier: a Dask worker with several threads runs chunks at once with the same models."""
+        copies = getattr(self._per_thread, "copies", None)
+        if copies is None:
+            copies = self._per_thread.copies = HostCopies(self.device)
+        return copies
 
     def _autocast(self):
         """The generator and predictors in ``precision`` (torch autocast); codes and scores stay float32."""
@@ -138,21 +159,47 @@ class ChunkComputer:
             out["latents/wp"] = np.empty((rows, G.num_ws, G.w_dim), np.float32)
         if self.attributes:
             out["scores"] = np.empty((rows, len(self.attributes)), np.float32)
-        with torch.inference_mode(), self._autocast():
-            for start in range(0, rows, self.batch):
-                stop = min(start + self.batch, rows)
+        copies = self._host_copies()
+        try:
+            with torch.inference_mode(), self._autocast():
+                self._batches(z, labels, out, copies)
+            copies.finish()      # every batch has landed before the chunk is handed to the writer
+        except BaseException:
+            copies.discard()
+            raise
+        return out
+
+    def _batches(self, z: np.ndarray, labels: np.ndarray | None, out: dict[str, np.ndarray],
+                 copies: HostCopies) -> None:
+        G = self.generator
+        cuda = self.device.type == "cuda"
+        if cuda:
+            z_host = to_device_rows(z, self.device)
+            labels_host = None if labels is None else to_device_rows(labels.astype(np.int64), self.device)
+        for start in range(0, z.shape[0], self.batch):
+            stop = min(start + self.batch, z.shape[0])
+            if cuda:
+                zb = z_host[start:stop].to(self.device, non_blocking=True)
+                lb = None if labels_host is None else labels_host[start:stop].to(self.device, non_blocking=True)
+            else:
                 # A copy torch owns (aligned as torch aligns), whatever offset the batch has inside the chunk.
                 zb = torch.from_numpy(z[start:stop]).to(self.device, copy=True)
                 lb = None if labels is None else torch.from_numpy(labels[start:stop].astype(np.int64)).to(self.device)
-                ws = map_codes(G, zb, lb)
-                if "w" in self.spaces:
-                    out["latents/w"][start:stop] = mapped_w(G, zb, ws, lb).float().cpu().numpy()
-                if "wp" in self.spaces:
-                    out["latents/wp"][start:stop] = ws.float().cpu().numpy()
-                if self.attributes:
-                    images = synthesize(G, ws, lb)
-                    out["scores"][start:stop] = self._score(images).cpu().numpy()
-        return out
+            rows = slice(start, stop)
+            ws = map_codes(G, zb, lb)
+            codes = []
+            # On CUDA the codes are copied on a side stream while the synthesis runs: a copy of their own
+            # keeps a synthesis that changes them in place from racing that copy.
+            if "w" in self.spaces:
+                codes.append((out["latents/w"], rows, mapped_w(G, zb, ws, lb).to(torch.float32, copy=cuda)))
+            if "wp" in self.spaces:
+                codes.append((out["latents/wp"], rows, ws.to(torch.float32, copy=cuda)))
+            copies.put(codes)  # before the synthesis, which may change the codes in place
+            if self.attributes:
+                images = synthesize(G, ws, lb)
+                if self.channels_last and images.ndim == 4:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                copies.put([(out["scores"], rows, self._score(images))])
 
     def _score(self, images: torch.Tensor) -> torch.Tensor:
         columns = []
@@ -175,6 +222,7 @@ class ModelSpecs:
     batch: int
     spaces: tuple[str, ...]
     precision: str = "fp32"
+    channels_last: bool = False
 
 
 #: Model sets a process keeps built for the next chunks (one run normally needs one).
@@ -192,7 +240,7 @@ def _built(specs: ModelSpecs) -> ChunkComputer:
         dev = resolve_device(specs.device)
         G = load_generator(specs.generator, dev)
         Ps = [load_predictor(p, G, dev) for p in specs.predictors]
-        computer = ChunkComputer(G, Ps, list(specs.spaces), specs.batch, dev, specs.precision)
+        computer = ChunkComputer(G, Ps, list(specs.spaces), specs.batch, dev, specs.precision, specs.channels_last)
         _MODELS[specs] = computer
         while len(_MODELS) > MODEL_CACHE_SIZE:
             _MODELS.popitem(last=False)
@@ -247,19 +295,21 @@ class SamplingJob:
 
 
 def sample_chunk(store_path: str, index: int, generator_spec: str, predictor_specs: Sequence[str], *,
-                 batch: int, device: str = "auto", precision: str = "fp32") -> tuple[int, dict[str, int]]:
+                 batch: int, device: str = "auto", precision: str = "fp32",
+                 channels_last: bool = False) -> tuple[int, dict[str, int]]:
     """Compute and commit chunk ``index`` of the store at ``store_path`` in this process (a Dask task does
     exactly this); returns (index, counters). Running it twice writes the same values."""
     store = Store.open(store_path)
-    job = _spec_job(store, generator_spec, predictor_specs, batch=batch, device=device, precision=precision)
+    job = _spec_job(store, generator_spec, predictor_specs, batch=batch, device=device, precision=precision,
+                    channels_last=channels_last)
     return run_chunk(job, store_path, index)
 
 
 def _spec_job(store: Store, generator_spec: str, predictor_specs: Sequence[str], *, batch: int,
-              device: str, precision: str = "fp32") -> SamplingJob:
+              device: str, precision: str = "fp32", channels_last: bool = False) -> SamplingJob:
     meta = store.meta
     specs = ModelSpecs(generator_spec, tuple(predictor_specs), str(device), int(batch), tuple(store.spaces),
-                       check_precision(precision))
+                       check_precision(precision), bool(channels_last))
     return SamplingJob(int(meta["seed"]), store.chunk, int(meta["z_dim"]), models=specs, **draw_settings(meta))
 
 
@@ -289,6 +339,7 @@ def run_distributed(store: Store, generator_spec: str, predictor_specs: Sequence
                     batch: int, device: str | torch.device = "auto", cluster: ClusterHandle | None = None,
                     workers: int | None = None, scheduler: str | None = None,
                     gpus: str | Sequence[int] | None = None, precision: str = "fp32",
+                    channels_last: bool = False,
                     on_chunk: Callable[[int, int], None] | None = None) -> RunStats:
     """Sample ``chunks`` of ``store`` on a Dask cluster: the one ``cluster`` the caller opened, or one started
     (or reached) here from ``workers`` / ``scheduler`` / ``gpus`` and closed at the end. The caller holds the
@@ -298,9 +349,11 @@ def run_distributed(store: Store, generator_spec: str, predictor_specs: Sequence
             raise ClusterError("run_distributed needs one of workers, scheduler or gpus")
         with cluster_client(workers, scheduler, gpus) as handle:
             return run_distributed(store, generator_spec, predictor_specs, chunks, batch=batch, device=device,
-                                   cluster=handle, precision=precision, on_chunk=on_chunk)
+                                   cluster=handle, precision=precision, channels_last=channels_last,
+                                   on_chunk=on_chunk)
     job = _spec_job(store, generator_spec, predictor_specs, batch=batch,
-                    device=_worker_device(cluster.request, device), precision=precision)
+                    device=_worker_device(cluster.request, device), precision=precision,
+                    channels_last=channels_last)
     return run_on_dask(job, store.path, [int(i) for i in chunks], cluster, on_chunk=on_chunk)
 
 
@@ -318,10 +371,11 @@ def _spec_of(model: object) -> str:
 
 
 def numerics(batch: int, device: torch.device, distributed: bool = False,
-             precision: str = "fp32") -> dict[str, object]:
+             precision: str = "fp32", channels_last: bool = False) -> dict[str, object]:
     """What decides the last float bits of w and the scores (never of z): recorded when a store is created and
     compared when it is resumed. Thread counts are per worker on a cluster, so they are left out there."""
     record = {"batch": int(batch), "device_type": device.type, "precision": precision,
+              "memory_format": "channels_last" if channels_last else "contiguous",
               "torch_version": torch.__version__,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "float32_matmul_precision": torch.get_float32_matmul_precision()}
@@ -406,6 +460,15 @@ def _resumed_settings(path: str, meta: Mapping, requested_batch: int | None, bat
     return batch, precision
 
 
+def _client_models(generator: str | Generator, predictors: Sequence[str | Predictor], device: torch.device,
+                   distributed: bool) -> tuple[Generator, list[Predictor]]:
+    """The models this process uses: on ``device`` for an in-process run; for a distributed run the workers
+    build their own, so this process builds them on the CPU (only their metadata is read), never on a GPU."""
+    dev = torch.device("cpu") if distributed else device
+    G = load_generator(generator, dev) if isinstance(generator, str) else generator
+    return G, [load_predictor(p, G, dev) if isinstance(p, str) else p for p in predictors]
+
+
 def check_overwritable(path: str) -> None:
     """--overwrite replaces stores (damaged or unfinished ones too), never a folder that holds something else."""
     if is_remote(path):
@@ -420,17 +483,20 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
            seed: int = 0, chunk: int = 4096, batch: int | None = None, device: str | torch.device = "auto",
            spaces: Sequence[str] | None = None, resume: bool = False, overwrite: bool = False,
            progress: bool = True, workers: int | None = None, scheduler: str | None = None,
-           gpus: str | Sequence[int] | None = None, precision: str | None = None) -> Store:
+           gpus: str | Sequence[int] | None = None, precision: str | None = None,
+           cluster: str | os.PathLike | None = None, channels_last: bool = False) -> Store:
     """Sample ``n`` codes into the store at ``path`` and return it (opened read-only).
 
     ``generator`` and ``predictors`` are SPEC strings (see ``engine.models.registry``) or model objects.
     Exactly one of a fresh path, ``resume`` (continue an interrupted run) or ``overwrite`` applies.
-    ``workers``, ``scheduler`` or ``gpus`` spread the chunks over a Dask cluster (``engine.distributed``);
-    the store is identical either way. ``batch`` (rows per generator call) defaults by device type
-    (``engine.devices.DEFAULT_BATCH``); it changes speed and memory, never the codes. ``precision`` (fp32,
-    bf16, fp16; default fp32, or on a resume the run's own) runs the generator and predictors under torch
-    autocast; codes and scores are stored as float32. A resume refuses another precision, and, for a generator
-    with random noise (drawn batch after batch), another batch.
+    ``workers``, ``scheduler``, ``gpus`` or ``cluster`` (a cluster file, ``engine.cluster_config``) spread the
+    chunks over a Dask cluster (``engine.distributed``); the store is identical either way, and this process
+    then builds the models on the CPU only (for the store's metadata), never on a GPU. ``batch`` (rows per
+    generator call) defaults by device type (``engine.devices.DEFAULT_BATCH``); it changes speed and memory,
+    never the codes. ``precision`` (fp32, bf16, fp16; default fp32, or on a resume the run's own) runs the
+    generator and predictors under torch autocast; codes and scores are stored as float32. A resume refuses another precision, and, for a generator
+    with random noise (drawn batch after batch), another batch. ``channels_last`` runs convolutions in the
+    channels-last memory format (see ``ChunkComputer``).
     """
     from engine.progress import progress_bar
 
@@ -445,39 +511,39 @@ def sample(path: str, generator: str | Generator, predictors: Sequence[str | Pre
     chunk = min(int(chunk), int(n))      # a chunk beyond n would only be a larger empty zarr chunk
     check_chunk_count(int(n), chunk)
     path = str(path)
-    distributed = workers is not None or scheduler is not None or gpus is not None
+    distributed = any(v is not None for v in (workers, scheduler, gpus, cluster))
     if distributed and not (isinstance(generator, str) and all(isinstance(p, str) for p in predictors)):
         raise ValueError("distributed sampling builds the models on each worker: pass SPEC strings, not objects")
-    if distributed:
-        validate_cluster_flags(workers, scheduler, gpus)      # bad flags fail before anything is written
+    # Bad flags or a bad cluster file fail before anything is written.
+    request = validate_cluster_flags(workers, scheduler, gpus, cluster) if distributed else None
     retain_freed_memory()  # batch after batch reuses the same buffers: see engine.allocator
     dev = resolve_device(device)
     requested_batch = batch
     if batch is None:
-        batch = default_batch("cuda" if gpus is not None else dev)
-    G = load_generator(generator, dev) if isinstance(generator, str) else generator
-    Ps = [load_predictor(p, G, dev) if isinstance(p, str) else p for p in predictors]
+        batch = default_batch("cuda" if request is not None and request.kind == "cuda" else dev)
+    G, Ps = _client_models(generator, predictors, dev, distributed)
     chosen = spaces_for(G, spaces)
     with StoreLock(path, purpose="sample"), \
-            (cluster_client(workers, scheduler, gpus) if distributed else nullcontext()) as cluster:
+            (cluster_client(workers, scheduler, gpus, request.config) if distributed else nullcontext()) as handle:
         # The cluster is up (or the scheduler reached) before the store is created: no empty store is left
         # behind by an unreachable address.
         store = prepare_store(path, G, Ps, n=n, seed=seed, chunk=chunk, spaces=chosen, resume=resume,
-                              overwrite=overwrite, numerics=numerics(batch, dev, distributed, precision))
+                              overwrite=overwrite,
+                              numerics=numerics(batch, dev, distributed, precision, channels_last))
         stored = store.meta.get("numerics") or {}
         batch, precision = _resumed_settings(path, store.meta, requested_batch, batch, requested_precision,
                                              precision)
-        _warn_if_numerics_differ(path, stored, numerics(batch, dev, distributed, precision))
+        _warn_if_numerics_differ(path, stored, numerics(batch, dev, distributed, precision, channels_last))
         pending = store.pending_chunks()
         done_rows = n - sum(store.chunk_rows(i).stop - store.chunk_rows(i).start for i in pending)
         with progress_bar(total=n, initial=done_rows, desc="sample", unit="samples", enabled=progress) as bar:
             if distributed:
                 stats = run_distributed(store, _spec_of(G), list(predictors), pending, batch=batch, device=device,
-                                        cluster=cluster, precision=precision,
+                                        cluster=handle, precision=precision, channels_last=channels_last,
                                         on_chunk=lambda i, rows: bar.update(rows))
             else:
                 job = SamplingJob(int(seed), store.chunk, G.z_dim,
-                                  computer=ChunkComputer(G, Ps, chosen, batch, dev, precision),
+                                  computer=ChunkComputer(G, Ps, chosen, batch, dev, precision, channels_last),
                                   **draw_settings(store.meta))
                 stats = run_in_process(job, store, pending, on_chunk=lambda i, rows: bar.update(rows))
         if stats.rows:

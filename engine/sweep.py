@@ -5,6 +5,9 @@ name the place, e.g. ``runs[1].seed: ...``)::
 
     out: runs                     # optional: folder of the runs, relative to this file
                                   #   (default: <file stem>-runs beside it; `sweep --out DIR` overrides)
+    cluster: cluster.yaml         # optional: a cluster file (engine.cluster_config), relative to this file;
+                                  #   started once and used by every run's sampling and by the analyses
+                                  #   that reduce on Dask (pca, correlate); `sweep --cluster FILE` overrides
     defaults:                     # optional: any run key below, used where a block does not set it
       n: 20000
       analyses: [boundaries]
@@ -37,6 +40,7 @@ carries on.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -48,7 +52,7 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +63,7 @@ from engine.methods import analyses as method_analyses
 ANALYSES: dict[str, tuple[str, ...]] = {
     **{name: (f"{function.__module__}:{function.__name__}",) for name, function in method_analyses().items()},
     "report": ("engine.reporting:report",)}
-TOP_KEYS = ("out", "defaults", "runs")
+TOP_KEYS = ("out", "defaults", "runs", "cluster")
 RUN_KEYS = ("name", "generator", "predictors", "seed", "n", "spaces", "chunk", "batch", "device", "workers",
             "scheduler", "gpus", "analyses")
 SWEPT = ("generator", "predictors", "seed", "n", "spaces")
@@ -113,11 +117,15 @@ class Sweep:
     path: Path
     out: Path
     runs: list[Run]
+    cluster: Any = None          # the sweep's ClusterConfig (engine.cluster_config), shared by all its runs
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Sweep:
-    """Read and validate a sweep file; every error is a SweepError naming where it is."""
+def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None,
+               cluster: str | os.PathLike | None = None) -> Sweep:
+    """Read and validate a sweep file; every error is a SweepError naming where it is.
+
+    ``cluster`` (a cluster file) replaces the file's own ``cluster`` key; a bad cluster file is a ClusterError."""
     import yaml
 
     path = Path(path)
@@ -150,7 +158,26 @@ def load_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
         if out is not None and not isinstance(out, str):
             raise SweepError(f"out: must be a folder path; got {out!r}")
         out = path.parent / out if out else path.with_name(path.stem + "-runs")
-    return Sweep(path, Path(out), runs)
+    return Sweep(path, Path(out), runs, _sweep_cluster(doc, path, cluster, runs))
+
+
+def _sweep_cluster(doc: dict, path: Path, cluster: str | os.PathLike | None, runs: list[Run]) -> Any:
+    """The checked cluster file of the sweep (``--cluster`` or the file's ``cluster`` key), or None."""
+    if cluster is None:
+        cluster = doc.get("cluster")
+        if cluster is None:
+            return None
+        if not isinstance(cluster, str) or not cluster:
+            raise SweepError(f"cluster: must be the path of a cluster file; got {cluster!r}")
+        cluster = path.parent / cluster
+    for run in runs:
+        flags = [k for k in ("workers", "scheduler", "gpus") if getattr(run, k) is not None]
+        if flags:
+            raise SweepError(f"{run.source}: {flags[0]} and the sweep's cluster exclude each other: every run "
+                             "uses the sweep's cluster")
+    from engine.cluster_config import load_cluster_config
+
+    return load_cluster_config(cluster)
 
 
 def _check_keys(mapping: dict, known: tuple[str, ...], where: str) -> None:
@@ -344,12 +371,17 @@ def analysis_function(name: str) -> Callable[..., Any]:
     raise AnalysisUnavailable(f"analysis {name!r} is not available in this latent-engine (looked for {looked})")
 
 
-def _call_analysis(name: str, options: dict[str, Any], run: Run, folder: Path, progress: bool) -> Any:
+def _call_analysis(name: str, options: dict[str, Any], run: Run, folder: Path, progress: bool,
+                   cluster: SharedCluster | None = None) -> Any:
     function = analysis_function(name)
     params = inspect.signature(function).parameters
     kwargs = dict(options)
     store = str(folder / STORE)
     defaults = {"generator": run.generator, "out": str(folder / name), "progress": progress, "overwrite": True}
+    if cluster is not None and not {"workers", "scheduler", "cluster", "layer"} & set(options):
+        # The sweep's running cluster: by its file where the analysis takes one, else by its address (pca on a
+        # layer's activations runs the generator here, not on a cluster).
+        defaults.update({"cluster": cluster.config} if "cluster" in params else {"scheduler": cluster.address})
     for key, value in defaults.items():
         if key in params and key not in kwargs:
             kwargs[key] = value
@@ -391,18 +423,44 @@ def state_of(run: Run, out: Path) -> str:
 
 
 def run_sweep(sweep: Sweep, *, progress: bool = True, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every run of ``sweep`` (skipping finished ones); returns the summary rows and writes the summary."""
+    """Run every run of ``sweep`` (skipping finished ones); returns the summary rows and writes the summary.
+
+    A sweep with a cluster starts it once, before the first run, and closes it after the last."""
     sweep.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for k, run in enumerate(sweep.runs, 1):
-        echo(f"[{k}/{len(sweep.runs)}] {run.name}")
-        rows.append(run_one(run, sweep.out, progress=progress, echo=echo))
-        write_summary(sweep, rows)
+    with _cluster_of(sweep, echo) as cluster:
+        for k, run in enumerate(sweep.runs, 1):
+            echo(f"[{k}/{len(sweep.runs)}] {run.name}")
+            rows.append(run_one(run, sweep.out, progress=progress, echo=echo, cluster=cluster))
+            write_summary(sweep, rows)
     return rows
 
 
-def run_one(run: Run, out: Path, *, progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Sample and analyse one run; failures are recorded in its run.json and returned, never raised."""
+@contextlib.contextmanager
+def _cluster_of(sweep: Sweep, echo: Callable[[str], None]) -> Iterator[SharedCluster | None]:
+    if sweep.cluster is None or all(state_of(run, sweep.out) == "done" for run in sweep.runs):
+        yield None
+        return
+    from engine.distributed import started_cluster
+
+    echo(f"cluster: {sweep.cluster.describe()}")
+    with started_cluster(sweep.cluster) as address:
+        yield SharedCluster(sweep.cluster, address)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedCluster:
+    """The sweep's running cluster: its file's config (for sampling) and its scheduler's address (analyses)."""
+
+    config: Any
+    address: str
+
+
+def run_one(run: Run, out: Path, *, progress: bool = True, echo: Callable[[str], None] = print,
+            cluster: SharedCluster | None = None) -> dict[str, Any]:
+    """Sample and analyse one run; failures are recorded in its run.json and returned, never raised.
+
+    ``cluster`` (the sweep's, already running) samples the run and reduces its pca/correlate analyses."""
     import engine
 
     folder = out / run.name
@@ -422,13 +480,14 @@ def run_one(run: Run, out: Path, *, progress: bool = True, echo: Callable[[str],
         resume = store_path.exists()
         engine.sample(str(store_path), run.generator, run.predictors, n=run.n, seed=run.seed, chunk=run.chunk,
                       batch=run.batch, device=run.device, spaces=run.spaces, resume=resume, progress=progress,
-                      workers=run.workers, scheduler=run.scheduler, gpus=run.gpus)
+                      workers=run.workers, scheduler=run.scheduler, gpus=run.gpus,
+                      **({"cluster": cluster.config} if cluster is not None else {}))
         for name, options in run.analyses:
             stage = _stage_key(name, options)
             if stage in record["done"]:
                 continue
             echo(f"  {name}")
-            _call_analysis(name, options, run, folder, progress)
+            _call_analysis(name, options, run, folder, progress, cluster)
             record["done"].append(stage)
             _write_marker(folder, record)
         record["status"] = "done"

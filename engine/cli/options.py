@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePath
 from typing import Any
 
@@ -13,6 +15,26 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 workers_option = click.option("--workers", type=int, default=None,
                               help="Reduce the chunks on a local Dask cluster of this many processes.")
 scheduler_option = click.option("--scheduler", default=None, help="Address of an existing Dask scheduler.")
+cluster_option = click.option("--cluster", "cluster", default=None, metavar="FILE",
+                              help="A cluster described in a YAML file: kind local (workers, threads_per_worker, "
+                                   "memory_limit, gpus), scheduler (address) or slurm/pbs (cores, memory, jobs, "
+                                   "walltime, queue, ...: the [cluster] extra). See README, \"Clusters\".")
+
+
+@contextmanager
+def reduction_scheduler(cluster: str | None, workers: int | None = None,
+                        scheduler: str | None = None) -> Iterator[str | None]:
+    """For commands that reduce on Dask through ``workers``/``scheduler`` (pca, correlate): with ``--cluster
+    FILE``, start the cluster it describes and yield its scheduler's address (closed on exit), else yield
+    ``scheduler`` as given. Two ways to get a cluster at once are refused before anything starts."""
+    if cluster is None:
+        yield scheduler
+        return
+    from engine.distributed import started_cluster, validate_cluster_flags
+
+    request = validate_cluster_flags(workers, scheduler, None, cluster)
+    with started_cluster(request.config) as address:
+        yield address
 
 
 def echo_json(payload: Any) -> None:

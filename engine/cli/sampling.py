@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from engine.cli.options import echo_json, echo_table, json_option
+from engine.cli.options import cluster_option, echo_json, echo_table, json_option
 
 SPACE_CHOICE = click.Choice(["z", "w", "wp"])
 
@@ -16,6 +16,18 @@ Examples:
   latent-engine sample big.zarr --generator mypkg.models:make_gan --predictor imagestats -n 500000 --workers 2
   latent-engine sample ffhq.zarr --generator stylegan2:stylegan2-ffhq-config-f.pt,truncation=0.7 --predictor imagestats -n 200000 --space w --space wp
   latent-engine sample afhq.zarr --generator stylegan3:stylegan3-t-afhqv2-512x512.pkl --predictor imagestats -n 50000 --precision bf16 --device cuda
+  latent-engine sample big.zarr --generator planted --predictor planted -n 1000000 --cluster local.yaml
+  latent-engine sample /shared/big.zarr --generator stylegan2:ffhq.pt --predictor imagestats -n 500000 --cluster slurm.yaml --dry-run
+
+\b
+A cluster file (--cluster FILE; README, "Clusters"):
+  kind: slurm                  # local | scheduler | slurm | pbs (slurm/pbs: the [cluster] extra)
+  jobs: 4
+  cores: 8
+  memory: 32GiB
+  walltime: "02:00:00"
+  queue: gpu
+  job_extra_directives: ["--gres=gpu:1"]
 """)
 @click.argument("store", type=str)
 @click.option("--generator", "-g", required=True, help="Generator SPEC: planted, digits, convstack, stylegan2:FILE, stylegan3:FILE.pkl, stylegan:FILE.pth (options after commas: truncation=0.7, truncation_cutoff=8, noise=const|random, class=K), or pkg.module:factory.")
@@ -31,15 +43,22 @@ Examples:
 @click.option("--workers", type=int, default=None, help="Spread chunks over a local Dask cluster of this many processes.")
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
 @click.option("--gpus", default=None, help="Comma-separated GPU indices: one Dask worker per GPU (needs the [gpu] extra).")
+@cluster_option
+@click.option("--dry-run", is_flag=True, help="With --cluster: print the batch job script dask-jobqueue would submit "
+                                               "(or what would be started) and run nothing.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: redo exactly the uncommitted chunks.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
               help="Arithmetic of the generator and predictors (torch autocast); codes and scores are stored as float32 [default: fp32; on --resume, the run's own].")
+@click.option("--channels-last", is_flag=True,
+              help="Run convolutions in the channels-last memory format (often faster on GPUs with tensor cores, "
+                   "with --precision bf16/fp16; not measured by latent-engine, so off by default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed: int, chunk: int, batch: int | None,
            device: str, spaces: tuple[str, ...], workers: int | None, scheduler: str | None, gpus: str | None,
-           resume: bool, overwrite: bool, precision: str | None, quiet: bool, as_json: bool) -> None:
+           cluster: str | None, dry_run: bool, resume: bool, overwrite: bool, precision: str | None,
+           channels_last: bool, quiet: bool, as_json: bool) -> None:
     """Sample N latent codes through a generator and predictors into a Zarr store.
 
     The codes of each chunk depend only on (seed, chunk index, chunk size, z_dim), so the store is identical
@@ -48,15 +67,35 @@ def sample(store: str, generator: str, predictors: tuple[str, ...], n: int, seed
     from engine.sampler import sample as run_sample
     from engine.summary import summarize
 
+    if dry_run:
+        print_cluster_dry_run(cluster, as_json)
+        return
     result = run_sample(store, generator, list(predictors), n=n, seed=seed, chunk=chunk, batch=batch,
                         device=device, spaces=list(spaces) or None, resume=resume, overwrite=overwrite,
                         progress=not quiet and not as_json, workers=workers, scheduler=scheduler, gpus=gpus,
-                        precision=precision)
+                        precision=precision, cluster=cluster, channels_last=channels_last)
     summary = summarize(result)
     if as_json:
         echo_json(summary)
     else:
         _print_summary(summary)
+
+
+def print_cluster_dry_run(cluster: str | None, as_json: bool = False) -> None:
+    """``--cluster FILE --dry-run``: the checked file's job script (slurm/pbs) or what it would start."""
+    from engine.cluster_config import dry_run_text, load_cluster_config
+
+    if cluster is None:
+        raise click.UsageError("--dry-run shows the cluster of --cluster FILE; give a cluster file")
+    config = load_cluster_config(cluster)
+    note, script = dry_run_text(config)
+    if as_json:
+        echo_json({"cluster": config.describe(), "kind": config.kind, "jobs": config.options.get("jobs"),
+                   "job_script": script or None})
+        return
+    click.echo(note, err=bool(script))        # the script alone on stdout: `--dry-run > job.sh` runs as is
+    if script:
+        click.echo(script.rstrip())
 
 
 @click.command(epilog="""\b

@@ -30,6 +30,7 @@ import click
 import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
+from engine.cli.options import cluster_option, reduction_scheduler
 from engine.methods import Method
 from engine.methods._common import open_for_reading, reduce_rows, require_new, writing
 from engine.store import Store
@@ -210,6 +211,7 @@ Examples:
   latent-engine correlate run.zarr
   latent-engine correlate run.zarr --heatmaps
   latent-engine correlate big.zarr --workers 4 --json
+  latent-engine correlate /shared/big.zarr --cluster local.yaml   # a cluster file: README, "Clusters"
   latent-engine correlate run.zarr --overwrite     # after new boundaries: recompute the stored tables
   latent-engine correlate imagenet.zarr --class 207   # attribute_pearson_class207, boundary_cosine_class207
 """)
@@ -219,15 +221,17 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Replace tables already stored under the same names.")
 @workers_option
 @scheduler_option
+@cluster_option
 @json_option
 def correlate_command(store: str, heatmaps: bool, class_label: int | None, overwrite: bool, workers: int | None,
-                      scheduler: str | None, as_json: bool) -> None:
+                      scheduler: str | None, cluster: str | None, as_json: bool) -> None:
     """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables.
 
     An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
     """
-    tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                       class_label=class_label)
+    with reduction_scheduler(cluster, workers, scheduler) as scheduler:
+        tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                           class_label=class_label)
     if as_json:
         echo_json({name: {"rows": t["rows"], "cols": t["cols"], "values": t["values"].tolist()}
                    for name, t in tables.items()})

@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
+from engine.cli.options import cluster_option, reduction_scheduler
 from engine.methods import Method, ReportSection, Spectrum
 from engine.methods._common import check_positive_int, open_for_reading, reduce_rows, require_new, writing
 from engine.spaces import resolve_array
@@ -106,6 +107,7 @@ Examples:
   latent-engine pca run.zarr
   latent-engine pca run.zarr --array latents/z -k 20
   latent-engine pca big.zarr --array latents/wp --workers 4
+  latent-engine pca /shared/big.zarr --cluster slurm.yaml      # a cluster file: README, "Clusters"
   latent-engine pca run.zarr -k 10 --overwrite
   latent-engine pca imagenet.zarr --array latents/z --class 207       # rows of one class: ganspace/z_class207
   latent-engine pca celebahq.zarr --layer network.blocks.1 -k 20       # GANSpace on a layer's activations
@@ -119,15 +121,18 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Replace directions/ganspace/<space> if already stored.")
 @workers_option
 @scheduler_option
+@cluster_option
 @json_option
 def pca_command(store: str, array: str | None, k: int | None, class_label: int | None, layer: str | None,
-                device: str, overwrite: bool, workers: int | None, scheduler: str | None, as_json: bool) -> None:
+                device: str, overwrite: bool, workers: int | None, scheduler: str | None, cluster: str | None,
+                as_json: bool) -> None:
     """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>.
 
     Prints the first 10 components' variance ratios; --json gives all of them.
     """
-    result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                 class_label=class_label, layer=layer, device=device)
+    with reduction_scheduler(cluster, workers, scheduler) as scheduler:
+        result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
+                     class_label=class_label, layer=layer, device=device)
     if as_json:
         echo_json({key: result[key] for key in ("space", "array", "n_rows", "explained_variance_ratio")})
         return
