@@ -40,7 +40,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "scikit-learn>=1.4", "xarray>=2024.1", "scipy>=1.11",
-                 "playwright>=1.40"],  # drives the system's Chromium in tests/test_explore_browser.py
+                 "playwright>=1.40",   # drives the system's Chromium in tests/test_explore_browser.py
+                 "dask-jobqueue>=0.8"],  # renders SLURM/PBS job scripts in tests/test_cluster.py
         "gpu": ["cupy-cuda13x>=13.6", "dask-cuda>=24.2"],
         # SLURM/PBS clusters from a cluster file (--cluster FILE, kind slurm | pbs)
         "cluster": ["dask-jobqueue>=0.8"],
