@@ -206,3 +206,21 @@ def test_cuda_inversion_matches_the_cpu_reference(generated, tmp_path):
     assert gpu.array("inversion/error")[:].mean() <= 0.01 * images.var()
     np.testing.assert_allclose(gpu.array("inversion/error")[:].mean(), cpu.array("inversion/error")[:].mean(),
                                rtol=0.5)
+
+
+def test_report_of_an_inverted_store_shows_targets_reconstructions_errors_and_edits(generated, digits_demo,
+                                                                                     tmp_path):
+    from engine.reporting import report
+
+    store = invert(generated[0], tmp_path / "inv.zarr", "digits", steps=30, keep_images=True, device="cpu",
+                   progress=False)
+    edited = engine.edit(store.path, "interfacegan/digit_3@w", direction_from=digits_demo, stored=True, samples=3,
+                         rescore=True)
+    assert edited["attributes"][3] == "digit_3" and edited["rescore"][-1, 3] > edited["rescore"][0, 3]
+    page = report(store.path, tmp_path / "site", samples=3, progress=False).read_text()
+    assert "<h2>Inversion</h2>" in page and "generated.npy[" in page and "target" not in page.split("<h2>")[0]
+    assert (tmp_path / "site/images/inversion_reconstructions.png").is_file()
+    assert (tmp_path / "site/images/inversion_interfacegan_digit_3_w_edit.png").is_file()
+    with_other = report(store.path, tmp_path / "site2", samples=2, per_method=1, direction_from=digits_demo,
+                        progress=False).read_text()
+    assert with_other.count("(from ") >= 2          # the recorded edit and the demo's strongest direction
