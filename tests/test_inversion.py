@@ -112,6 +112,31 @@ def test_an_interrupted_inversion_resumes_to_the_same_store(generated, tmp_path,
         np.testing.assert_array_equal(resumed.array(name)[:], whole.array(name)[:])
 
 
+def test_a_chunk_shipped_as_a_dask_task_writes_what_the_in_process_run_wrote(generated, tmp_path, monkeypatch):
+    import pickle
+
+    from engine.images import open_images
+    from engine.methods.inversion import InversionJob, InverterSpecs
+    from engine.runtime import run_chunk
+
+    path, _, _ = generated
+    options = dict(space="wp", steps=10, chunk=8, batch=8, device="cpu", progress=False)
+    whole = invert(path, tmp_path / "whole.zarr", "digits", **options)
+    monkeypatch.setattr(Inverter, "__call__", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError):
+        invert(path, tmp_path / "task.zarr", "digits", **options)
+    settings = InversionSettings(space="wp", steps=10)
+    job = InversionJob(open_images(path), "wp", 16, 1, models=InverterSpecs("digits", settings, "cpu", 8))
+    monkeypatch.undo()
+    shipped = pickle.loads(pickle.dumps(job))        # what Dask sends: SPECs, paths and names, no models
+    for index in (2, 0, 1):
+        run_chunk(shipped, str(tmp_path / "task.zarr"), index)
+    task = Store.open(tmp_path / "task.zarr")
+    assert task.complete
+    np.testing.assert_array_equal(task.array("latents/wp")[:], whole.array("latents/wp")[:])
+    np.testing.assert_array_equal(task.array("inversion/error")[:], whole.array("inversion/error")[:])
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: str(d), "holds no PNG or JPEG files"),
     (lambda d: ((d / "x.png").write_bytes(b"\x89PNG broken"), str(d))[1], "cannot read"),
