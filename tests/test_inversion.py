@@ -76,6 +76,25 @@ def test_more_restarts_find_lower_errors(generated):
     assert four.mean() < one.mean() and np.median(four) <= np.median(one)
 
 
+def test_the_feature_loss_adds_the_weighted_mse_of_the_predictors_features(generated, tmp_path):
+    from engine.models.digits import digits_predictor
+
+    _, images, _ = generated
+    G, P = load_generator("digits"), digits_predictor()
+    inverter = Inverter(G, InversionSettings(feature_loss="digits", feature_weight=0.5), "cpu", 8, P)
+    x, t = torch.from_numpy(images[:4]), torch.from_numpy(images[4:8])
+    objective, pixel = inverter.losses(x, t, P.features(t))
+    expected_pixel = ((images[:4] - images[4:8]) ** 2).mean(axis=(1, 2, 3))
+    with torch.no_grad():
+        expected_features = ((P.features(x) - P.features(t)) ** 2).mean(dim=1).numpy()
+    np.testing.assert_allclose(pixel.detach().numpy(), expected_pixel, rtol=1e-5)
+    np.testing.assert_allclose(objective.detach().numpy(), expected_pixel + 0.5 * expected_features, rtol=1e-5)
+    store = invert(generated[0], tmp_path / "f.zarr", "digits", steps=STEPS, feature_loss="digits", chunk=24,
+                   batch=24, device="cpu", progress=False)
+    assert store.array("inversion/error")[:].mean() <= 0.01 * images.var()
+    assert store.latent_source("w")["feature_loss"] == "digits"
+
+
 def test_the_learning_rate_warms_up_then_decays_along_a_cosine_as_the_projector_does():
     steps, lr = 1000, 0.1
     rates = np.array([learning_rate(s, steps, lr) for s in range(steps)])

@@ -218,9 +218,6 @@ class Inverter:
 
         s = self.settings
         restarts, b = starts.shape[:2]
-        reseed = getattr(self.G, "reseed_noise", None)
-        if callable(reseed):
-            reseed(seed)
         target = torch.from_numpy(np.ascontiguousarray(targets, np.float32)).to(self.device)
         target = target.repeat(restarts, *([1] * (target.ndim - 1)))               # restart-major rows
         x = torch.from_numpy(np.ascontiguousarray(starts.reshape(restarts * b, *starts.shape[2:]))).to(
@@ -423,8 +420,7 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     from engine.sampler import _spec_of, _worker_device, numerics
     from engine.store import check_chunk_count, check_positive_int, check_writable
 
-    settings = InversionSettings(space, int(steps) if isinstance(steps, (int, np.integer)) else steps, lr,
-                                 restarts, seed, feature_loss, feature_weight)
+    settings = InversionSettings(space, steps, lr, restarts, seed, feature_loss, feature_weight)
     check_positive_int("chunk", chunk)
     if batch is not None:
         check_positive_int("batch", batch)
@@ -446,6 +442,9 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
     if conditional(G):
         raise ValueError(f"generator {_spec_of(G)!r} is class-conditional; invert takes unconditional generators")
+    if getattr(G, "noise", None) == "random":
+        raise ValueError(f"generator {_spec_of(G)!r} draws random noise: its images are not a function of the code, "
+                         "so no code reproduces a target; invert with noise=const")
     if space != "z" and not G.has_mapping:
         raise ValueError(f"generator {_spec_of(G)!r} has no mapping network: invert it with space='z' (--space z)")
     P = load_predictor(feature_loss, G, dev) if feature_loss else None
