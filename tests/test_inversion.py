@@ -156,6 +156,37 @@ def test_a_chunk_shipped_as_a_dask_task_writes_what_the_in_process_run_wrote(gen
     np.testing.assert_array_equal(task.array("inversion/error")[:], whole.array("inversion/error")[:])
 
 
+def test_a_stylegan2_file_inverts_in_w_plus_and_records_its_hash(tmp_path):
+    from tests.stylegan2_checkpoints import rosinality_state
+
+    torch.save({"g_ema": rosinality_state(size=16, seed=2)}, tmp_path / "g.pt")
+    spec = f"stylegan2:{tmp_path / 'g.pt'}"
+    G = load_generator(spec)
+    assert G.num_ws > 1                                   # W+ really is one code per layer here
+    z = torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = synthesize(G, G.mapping(z)).numpy()
+    np.save(tmp_path / "targets.npy", images)
+    store = invert(tmp_path / "targets.npy", tmp_path / "inv.zarr", spec, space="wp", steps=60, device="cpu",
+                   progress=False)
+    assert store.meta["generator_file"]["sha256"] == G.sha256 and store.latent_array("wp").shape == (6, G.num_ws,
+                                                                                                    G.w_dim)
+    # A randomly initialised network (its images clamped at ±1) is no digits GAN: the check here is that the
+    # optimisation moves well away from its start (one step: the learning rate is 0 at step 0, the average w).
+    start = invert(tmp_path / "targets.npy", tmp_path / "start.zarr", spec, space="wp", steps=1, device="cpu",
+                   progress=False)
+    assert store.array("inversion/error")[:].mean() < 0.3 * start.array("inversion/error")[:].mean()
+    with pytest.raises(ValueError, match="random noise"):
+        invert(tmp_path / "targets.npy", tmp_path / "r.zarr", spec + ",noise=random", device="cpu", progress=False)
+    torch.save({"g_ema": rosinality_state(size=16, seed=3)}, tmp_path / "other.pt")
+    other = engine.sample(str(tmp_path / "other.zarr"), f"stylegan2:{tmp_path / 'other.pt'}", [], n=8, chunk=8,
+                          spaces=["w"], progress=False)
+    other_store = Store.open(other.path, mode="r+")
+    other_store.write_direction("custom", "d", np.eye(1, G.w_dim, dtype=np.float32), {"space": "w"})
+    with pytest.raises(ValueError, match="another generator file"):
+        engine.edit(store.path, "custom/d", direction_from=other.path, stored=True)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: str(d), "holds no PNG or JPEG files"),
     (lambda d: ((d / "x.png").write_bytes(b"\x89PNG broken"), str(d))[1], "cannot read"),
