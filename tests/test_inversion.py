@@ -65,7 +65,7 @@ def test_generated_images_invert_to_codes_that_regenerate_them(generated, tmp_pa
     source = store.latent_source(space)
     assert source["kind"] == "inverted" and source["source"] == "inverted" and store.spaces == [space]
     assert store.complete and store.meta["inversion"]["settings"]["steps"] == STEPS
-    assert store.meta["inversion"]["w_avg"]["seed"] == 0 and "mapping_w" in store.meta["inversion"]["w_avg"]["recipe"]
+    assert store.meta["inversion"]["w_avg"]["source"] == "estimated" and store.meta["inversion"]["w_avg"]["seed"] == 0
 
 
 def test_more_restarts_find_lower_errors(generated):
@@ -159,7 +159,7 @@ def test_a_chunk_shipped_as_a_dask_task_writes_what_the_in_process_run_wrote(gen
 def test_a_stylegan2_file_inverts_in_w_plus_and_records_its_hash(tmp_path):
     from tests.stylegan2_checkpoints import rosinality_state
 
-    torch.save({"g_ema": rosinality_state(size=16, seed=2)}, tmp_path / "g.pt")
+    torch.save({"g_ema": rosinality_state(size=16, seed=2), "latent_avg": torch.full((32,), 0.01)}, tmp_path / "g.pt")
     spec = f"stylegan2:{tmp_path / 'g.pt'}"
     G = load_generator(spec)
     assert G.num_ws > 1                                   # W+ really is one code per layer here
@@ -169,6 +169,7 @@ def test_a_stylegan2_file_inverts_in_w_plus_and_records_its_hash(tmp_path):
     np.save(tmp_path / "targets.npy", images)
     store = invert(tmp_path / "targets.npy", tmp_path / "inv.zarr", spec, space="wp", steps=60, device="cpu",
                    progress=False)
+    assert store.meta["inversion"]["w_avg"]["source"] == "the generator's file"
     assert store.meta["generator_file"]["sha256"] == G.sha256 and store.latent_array("wp").shape == (6, G.num_ws,
                                                                                                     G.w_dim)
     # A randomly initialised network (its images clamped at ±1) is no digits GAN: the check here is that the

@@ -19,8 +19,8 @@ they are not optimised here.
 Every image's result depends only on its own target, the seed, its chunk and the batch it was computed in
 (Adam acts element by element on a sum of per-image losses), so a resumed run equals an uninterrupted one and
 batching changes speed, not results, beyond the per-step noise that each batch draws from its own stream.
-The average w is estimated as the projector does, from ``W_AVG_SAMPLES`` seeded z draws through the mapping,
-and recorded.
+The average w is the file's where it has one, else estimated as the projector does, from ``W_AVG_SAMPLES``
+seeded z draws through the mapping; which one is recorded.
 
 The store (schema 2): ``latents/<space>`` with source ``inverted``, ``inversion/error`` (n,) float32 (pixel MSE
 of the reconstruction, images in [-1, 1]), ``inversion/files`` (n,) the rows' names, and with ``keep_images``
@@ -58,8 +58,8 @@ START_RECIPE = ("z = numpy PCG64(SeedSequence(seed, spawn_key=(4, chunk_index)))
                 " z: restart r starts at z[r]")
 STEP_NOISE_RECIPE = ("torch.Generator seeded SeedSequence(seed, spawn_key=(5, chunk_index, first row of the batch "
                      "in the chunk)).generate_state(1, uint64)[0] >> 1")
-W_AVG_RECIPE = (f"mean of mapping_w(z) over {W_AVG_SAMPLES} z drawn as chunk 0 of the seed (engine.sampler.draw_codes);"
-                " w_std = RMS of ‖w − w_avg‖ over the same draws")
+W_AVG_RECIPE = (f"the file's average w where it has one, else the mean of mapping_w(z) over {W_AVG_SAMPLES} z drawn as "
+                "chunk 0 of the seed (engine.sampler.draw_codes); w_std = RMS of ‖w − w_avg‖ over those draws")
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,17 @@ def start_draws(seed: int, index: int, chunk: int, rows: int, restarts: int, z_d
     return rng.standard_normal((restarts, chunk, z_dim), dtype=np.float32)[:, :rows]
 
 
+def file_w_avg(G: Any) -> np.ndarray | None:
+    """The average w a generator's file holds (StyleGAN-family files with one), else None."""
+    network = getattr(G, "network", None)
+    if network is None or not getattr(network, "has_w_avg", False):
+        return None
+    return network.w_avg.detach().float().cpu().numpy()
+
+
 def latent_stats(G: Any, seed: int, device: Any, samples: int = W_AVG_SAMPLES) -> tuple[np.ndarray, float]:
-    """(w_avg (w_dim,), w_std): the mean of ``samples`` mapped seeded draws and their RMS distance from it."""
+    """(w_avg (w_dim,), w_std): the file's average w where it has one (``file_w_avg``), else the mean of
+    ``samples`` mapped seeded draws; w_std is the draws' RMS distance from that average."""
     import torch
 
     from engine.models.base import map_codes, mapped_w
@@ -127,7 +136,8 @@ def latent_stats(G: Any, seed: int, device: Any, samples: int = W_AVG_SAMPLES) -
             zb = torch.from_numpy(z[start:start + 1000]).to(device)
             ws.append(mapped_w(G, zb, map_codes(G, zb)).double().cpu().numpy())
     w = np.concatenate(ws)
-    w_avg = w.mean(axis=0)
+    w_avg = file_w_avg(G)
+    w_avg = w.mean(axis=0) if w_avg is None else w_avg.astype(np.float64)
     return w_avg.astype(np.float32), float(np.sqrt(((w - w_avg) ** 2).sum(axis=1).mean()))
 
 
@@ -339,7 +349,8 @@ def _record(G: Any, source: Any, settings: InversionSettings, shape: tuple[int, 
                  "step_noise": STEP_NOISE_RECIPE, "images": source.description, "image_shape": list(shape),
                  "keep_images": bool(keep_images), "noise_inputs": "the generator's own (held fixed)"}
     if stats is not None:
-        inversion["w_avg"] = {"recipe": W_AVG_RECIPE, "seed": settings.seed, "w_std": stats[1]}
+        inversion["w_avg"] = {"source": "the generator's file" if file_w_avg(G) is not None else "estimated",
+                              "recipe": W_AVG_RECIPE, "seed": settings.seed, "w_std": stats[1]}
     record: dict[str, Any] = {"seed": settings.seed, "generator": _spec_of(G), "predictors": [],
                               "inversion": inversion}
     provenance = getattr(G, "provenance", None)
