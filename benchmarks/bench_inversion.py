@@ -112,14 +112,19 @@ def real(args: argparse.Namespace) -> dict:
                                             stored=True, samples=len(held), alphas="0,0,1"))[:, 0]
     scores = Store.open(demo).array("scores")[:len(held)]          # the classifier's scores of the stored rows
     rates, reference = {}, {}
+    alphas, limits = np.linspace(0, 20, 11), (4, 6, 10, 20)
+    by_limit = {"inverted": np.zeros((10, len(limits))), "sampled": np.zeros((10, len(limits)))}
     for digit in range(10):
         key = f"interfacegan/digit_{digit}@w"
         grid = dict(stored=True, alphas="0,20,11", distance=True)
         top = top_classes(engine.edit(inverted.path, key, direction_from=demo, samples=len(held), **grid))
         rates[digit] = float((top[truth != digit] == digit).any(axis=1).mean())
         own = top_classes(engine.edit(demo, key, samples=len(held), **grid))
-        rates_ref = (own[scores.argmax(1) != digit] == digit).any(axis=1)
-        reference[digit] = float(rates_ref.mean())
+        reference[digit] = float((own[scores.argmax(1) != digit] == digit).any(axis=1).mean())
+        for j, limit in enumerate(limits):
+            by_limit["inverted"][digit, j] = (top[truth != digit][:, alphas <= limit] == digit).any(axis=1).mean()
+            by_limit["sampled"][digit, j] = (own[scores.argmax(1) != digit][:, alphas <= limit] == digit).any(
+                axis=1).mean()
         print(f"digit {digit}: inverted real digits reach it {rates[digit]:.2f}, sampled codes {reference[digit]:.2f}",
               flush=True)
     result = {"codes": args.codes, "real": len(held), "steps": args.real_steps, "restarts": args.restarts,
@@ -129,8 +134,12 @@ def real(args: argparse.Namespace) -> dict:
               "reconstruction_top_class_accuracy": float((reconstructed == truth).mean()),
               "edit_reach_inverted": rates, "edit_reach_sampled": reference,
               "edit_reach_inverted_mean": float(np.mean(list(rates.values()))),
-              "edit_reach_sampled_mean": float(np.mean(list(reference.values())))}
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1), flush=True)
+              "edit_reach_sampled_mean": float(np.mean(list(reference.values()))),
+              "mean_reach_by_max_alpha": {kind: {f"{limit}sigma": float(values[:, j].mean())
+                                                 for j, limit in enumerate(limits)}
+                                          for kind, values in by_limit.items()}}
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict) or k.startswith("mean_reach")},
+                     indent=1), flush=True)
     return result
 
 
