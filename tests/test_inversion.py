@@ -105,6 +105,15 @@ def test_the_learning_rate_warms_up_then_decays_along_a_cosine_as_the_projector_
     assert noise_scale(375, steps, 2.0) == pytest.approx(0.1 * 0.25)
 
 
+def test_default_batch_and_chunk_keep_memory_flat_for_large_images():
+    from engine.methods.inversion import default_sizes
+
+    assert default_sizes((1, 16, 16), "cpu", None, None) == (64, 1024)
+    assert default_sizes((3, 1024, 1024), "cuda", None, None) == (16, 21)     # 21 targets of 12 MiB ≤ 256 MiB
+    assert default_sizes((3, 1024, 1024), "cpu", None, None) == (4, 21)
+    assert default_sizes((3, 1024, 1024), "cpu", 8, 5) == (8, 5)
+
+
 def test_an_interrupted_inversion_resumes_to_the_same_store(generated, tmp_path, monkeypatch):
     path, _, _ = generated
     options = dict(space="w", steps=20, chunk=8, batch=8, device="cpu", progress=False, restarts=2)

@@ -49,6 +49,11 @@ LR_RAMPDOWN = 0.25
 INITIAL_NOISE_FACTOR = 0.05
 NOISE_RAMP = 0.75
 W_AVG_SAMPLES = 10_000
+#: Defaults that keep memory flat for large generators: a chunk's targets take at most this many bytes (the
+#: executor holds a few chunks), and the default batch shrinks with the square of the resolution past 256
+#: (activations and their gradients grow with the image).
+CHUNK_BYTES = 256 << 20
+MAX_CHUNK = 1024
 BETAS = (0.9, 0.999)
 SCHEDULE_RECIPE = (f"Adam{BETAS}; lr × min(1, t/{LR_RAMPUP}) × (0.5 − 0.5·cos(π·min(1, (1 − t)/{LR_RAMPDOWN}))), "
                    f"t = step/steps; code + N(0, I)·w_std·{INITIAL_NOISE_FACTOR}·max(0, 1 − t/{NOISE_RAMP})² "
@@ -341,6 +346,19 @@ def image_shape(G: Any, device: Any) -> tuple[int, int, int]:
     return shape
 
 
+def default_sizes(shape: tuple[int, int, int], device: Any, batch: int | None,
+                  chunk: int | None) -> tuple[int, int]:
+    """(batch, chunk) where not given: the device's default batch (``engine.devices``) scaled by (256 / H)² past
+    256 pixels, and chunks of at most ``MAX_CHUNK`` rows whose targets fit ``CHUNK_BYTES``, never below a batch."""
+    from engine.devices import default_batch
+
+    if batch is None:
+        batch = max(1, int(default_batch(device) * min(1.0, (256 / shape[1]) ** 2)))
+    if chunk is None:
+        chunk = max(batch, min(MAX_CHUNK, CHUNK_BYTES // (4 * int(np.prod(shape)))))
+    return int(batch), int(chunk)
+
+
 def _record(G: Any, source: Any, settings: InversionSettings, shape: tuple[int, int, int], keep_images: bool,
             stats: tuple[np.ndarray, float] | None) -> dict[str, Any]:
     from engine.sampler import _spec_of
@@ -405,7 +423,7 @@ def prepare_inverted_store(path: str, G: Any, source: Any, settings: InversionSe
 
 
 def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, *, space: str = "w",
-           steps: int = 1000, lr: float = 0.1, restarts: int = 1, batch: int | None = None, chunk: int = 1024,
+           steps: int = 1000, lr: float = 0.1, restarts: int = 1, batch: int | None = None, chunk: int | None = None,
            feature_loss: str | None = None, feature_weight: float = 1.0, keep_images: bool = False, seed: int = 0,
            device: Any = "auto", resume: bool = False, overwrite: bool = False, progress: bool = True,
            workers: int | None = None, scheduler: str | None = None,
@@ -416,11 +434,11 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     ``generator`` (a SPEC, or a model with ``w_dim``/``num_ws``; a SPEC is needed on a cluster) is closest to it
     after ``steps`` Adam steps from ``restarts`` starts (see the module docstring). ``feature_loss`` (a
     predictor SPEC) adds ``feature_weight`` × the MSE of its features. Chunks of ``chunk`` rows are inverted in
-    batches of ``batch`` (default by device) and committed one by one: ``resume`` redoes exactly the
+    batches of ``batch`` (defaults: ``default_sizes``) and committed one by one: ``resume`` redoes exactly the
     uncommitted ones, ``workers`` / ``scheduler`` / ``gpus`` spread them over a Dask cluster. Every input is
     checked before anything is written. Returns the store, opened read-only.
     """
-    from engine.devices import default_batch, resolve_device
+    from engine.devices import resolve_device
     from engine.distributed import cluster_client, validate_cluster_flags
     from engine.images import open_images
     from engine.lock import StoreLock
@@ -429,12 +447,12 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     from engine.progress import progress_bar
     from engine.runtime import run_in_process, run_on_dask
     from engine.sampler import _spec_of, _worker_device, numerics
-    from engine.store import check_chunk_count, check_positive_int, check_writable
+    from engine.store import Store, check_chunk_count, check_positive_int, check_writable, exists
 
     settings = InversionSettings(space, steps, lr, restarts, seed, feature_loss, feature_weight)
-    check_positive_int("chunk", chunk)
-    if batch is not None:
-        check_positive_int("batch", batch)
+    for name, value in (("chunk", chunk), ("batch", batch)):
+        if value is not None:
+            check_positive_int(name, value)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
     distributed = workers is not None or scheduler is not None or gpus is not None
@@ -445,11 +463,8 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     path = str(store)
     check_writable(path)
     source = open_images(images)
-    chunk = min(int(chunk), source.n)
-    check_chunk_count(source.n, chunk)
     dev = resolve_device(device)
     requested_batch = batch
-    batch = batch or default_batch("cuda" if gpus is not None else dev)
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
     if conditional(G):
         raise ValueError(f"generator {_spec_of(G)!r} is class-conditional; invert takes unconditional generators")
@@ -460,6 +475,11 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
         raise ValueError(f"generator {_spec_of(G)!r} has no mapping network: invert it with space='z' (--space z)")
     P = load_predictor(feature_loss, G, dev) if feature_loss else None
     shape = image_shape(G, dev)
+    if resume and chunk is None and exists(path):
+        chunk = Store.open(path).chunk                 # a resume continues in the run's own chunks
+    batch, chunk = default_sizes(shape, "cuda" if gpus is not None else dev, batch, chunk)
+    chunk = min(chunk, source.n)
+    check_chunk_count(source.n, chunk)
     stats = None if space == "z" else latent_stats(G, settings.seed, dev)
     with StoreLock(path, purpose="invert"), \
             (cluster_client(workers, scheduler, gpus) if distributed else nullcontext()) as cluster:
@@ -545,8 +565,10 @@ IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W)
 @click.option("--restarts", type=int, default=1, show_default=True,
               help="Starts per image (the average w, then seeded draws); the best is kept.")
 @click.option("--batch", type=int, default=None, show_default=False,
-              help="Images optimised at once [default: 64 on CPU, 256 on CUDA; on --resume, the run's own].")
-@click.option("--chunk", type=int, default=1024, show_default=True, help="Rows per chunk: the unit of work and resumption.")
+              help="Images optimised at once [default: 64 on CPU, 256 on CUDA, times (256/resolution)² past 256 "
+                   "pixels; on --resume, the run's own].")
+@click.option("--chunk", type=int, default=None, show_default=False,
+              help="Rows per chunk, the unit of work and resumption [default: up to 1024, targets ≤ 256 MiB].")
 @click.option("--feature-loss", default=None, help="Predictor SPEC whose features (or outputs) are matched too.")
 @click.option("--feature-weight", type=float, default=1.0, show_default=True, help="Weight of the feature loss.")
 @click.option("--keep-images", is_flag=True, help="Store each target, resized, in inversion/targets.")
@@ -560,7 +582,7 @@ IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def invert_command(images: str, store: str, generator: str, space: str, steps: int, lr: float, restarts: int,
-                   batch: int | None, chunk: int, feature_loss: str | None, feature_weight: float, keep_images: bool,
+                   batch: int | None, chunk: int | None, feature_loss: str | None, feature_weight: float, keep_images: bool,
                    seed: int, device: str, workers: int | None, scheduler: str | None, gpus: str | None,
                    resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Invert images into a generator's latent space: one stored code per image, with its reconstruction error.
