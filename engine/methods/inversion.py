@@ -447,7 +447,7 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     from engine.progress import progress_bar
     from engine.runtime import run_in_process, run_on_dask
     from engine.sampler import _spec_of, _worker_device, numerics
-    from engine.store import Store, check_chunk_count, check_positive_int, check_writable, exists
+    from engine.store import Store, StoreError, check_chunk_count, check_positive_int, check_writable, exists
 
     settings = InversionSettings(space, steps, lr, restarts, seed, feature_loss, feature_weight)
     for name, value in (("chunk", chunk), ("batch", batch)):
@@ -462,6 +462,8 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
             raise ValueError("distributed inversion builds the models on each worker: pass a generator SPEC")
     path = str(store)
     check_writable(path)
+    if exists(path) and not (resume or overwrite):
+        raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
     source = open_images(images)
     dev = resolve_device(device)
     requested_batch = batch
