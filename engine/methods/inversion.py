@@ -157,10 +157,7 @@ class Inverter:
 
     def __init__(self, G: Any, settings: InversionSettings, device: Any, batch: int, predictor: Any = None,
                  stats: tuple[np.ndarray, float] | None = None) -> None:
-        from engine.spaces import LatentSpace
-
         self.G, self.settings, self.device, self.batch = G, settings, device, int(batch)
-        self.space = LatentSpace(settings.space)
         self.features = None if predictor is None else feature_function(predictor)
         if settings.space == "z":
             self.w_avg, self.spread = None, float(math.sqrt(G.z_dim))
