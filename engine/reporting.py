@@ -335,8 +335,15 @@ def _inversion_edits(store: Store, direction_from: str | os.PathLike | None,
             found.append((rescore_key(attrs), str(attrs["direction_from"])))
     if direction_from is not None:
         other = Store.open(str(direction_from))
-        found += [(key, other.path) for key, _ in strongest_directions(other, per_method)]
+        found += [(key, other.path) for key, _ in strongest_directions(other, per_method)
+                  if _editable(store, other.read_direction(key.split(":")[0])[1].get("space"))]
     return list(dict.fromkeys(found))
+
+
+def _editable(store: Store, space: str | None) -> bool:
+    """Whether ``edit --stored`` can move this store's rows along a direction in ``space``: any space when it
+    has z codes, else its own spaces (and wp from w codes)."""
+    return "z" in store.spaces or space in store.spaces or (space == "wp" and "w" in store.spaces)
 
 
 def rescore_key(attrs: dict[str, Any]) -> str:

@@ -266,10 +266,11 @@ def test_edit_refuses_directions_of_another_generator(generated, digits_demo, tm
     inverted = invert(generated[0], tmp_path / "inv.zarr", "digits", steps=2, device="cpu", progress=False)
     with pytest.raises(ValueError, match="was made with generator 'planted"):
         engine.edit(inverted.path, "interfacegan/age", direction_from=planted.path, stored=True)
-    Store.open(digits_demo, mode="r+").write_direction("custom", "in_z", np.eye(1, 64, dtype=np.float32),
-                                                       {"space": "z"})
+    sampled = engine.sample(str(tmp_path / "z.zarr"), "digits", [], n=50, chunk=50, spaces=["z"], progress=False)
+    Store.open(sampled.path, mode="r+").write_direction("custom", "in_z", np.eye(1, 64, dtype=np.float32),
+                                                        {"space": "z"})
     with pytest.raises(ValueError, match="stores w codes, no z codes"):
-        engine.edit(inverted.path, "custom/in_z", direction_from=digits_demo, stored=True)
+        engine.edit(inverted.path, "custom/in_z", direction_from=sampled.path, stored=True)
 
 
 def test_invert_json_reports_the_error_summary(generated, tmp_path):
