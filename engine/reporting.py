@@ -118,11 +118,14 @@ def strongest_directions(store: Store, per_method: int) -> list[tuple[str, str]]
 
 def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = None, *, per_method: int = 4,
            samples: int = 5, alphas: str = "-3,3,7", units: str = "sigma", device: str = "cpu",
-           progress: bool = True) -> Path:
+           progress: bool = True, direction_from: str | os.PathLike | None = None) -> Path:
     """Write the HTML report of ``store`` into ``out`` (default ``<store>.report/``); returns index.html.
 
     The edit grids show ``strongest_directions(store, per_method)`` at ``alphas`` in ``units`` ('sigma' or
     'raw', as ``edit`` takes them), each beside its re-scoring table when ``edit --rescore`` wrote one.
+    An inverted store (``latent-engine invert``) also shows its targets (when kept), reconstructions and errors
+    side by side, and edits of its rows along the directions it was edited with (``edit --rescore
+    --direction-from``) or, with ``direction_from``, along that store's strongest directions.
     """
     from engine.methods.editing import check_units, parse_alphas
 
@@ -149,6 +152,9 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
             [[a, s["mean"], s["std"], s["nan"]] for a, s in summary["attributes"].items()],
             ["attribute", "mean", "std", "NaN scores"]))
 
+    if "inversion" in reader.group:
+        _inversion_section(page, reader, samples=samples, alphas=alphas, units=units, device=device,
+                           direction_from=direction_from, per_method=per_method)
     _directions_section(page, reader)
     shown = _edits_section(page, reader, per_method=per_method, samples=samples, alphas=alphas,
                            units=units, device=device, progress=progress)
@@ -244,6 +250,106 @@ def _edits_section(page: _Page, store: Store, *, per_method: int, samples: int,
     if note:
         page.add(f"<p class='note'>{html.escape(note[0].upper() + note[1:])}.</p>")
     return shown
+
+
+def _inversion_section(page: _Page, store: Store, *, samples: int, alphas: str, units: str, device: str,
+                       direction_from: str | os.PathLike | None, per_method: int) -> None:
+    """An inverted store's rows: error statistics, then targets | reconstructions (best, median and worst rows
+    first), then edits of the first rows along the directions they were, or are to be, edited with."""
+    from engine.methods.inversion import error_summary
+
+    record = store.meta.get("inversion") or {}
+    settings = record.get("settings") or {}
+    summary = error_summary(store)
+    page.add(f"<h2>Inversion</h2><p>{store.n} images ({html.escape(str((record.get('images') or {}).get('kind')))}) "
+             f"inverted into {html.escape(str(settings.get('space')))} with {settings.get('steps')} Adam steps and "
+             f"{settings.get('restarts')} restart(s) per image"
+             f"{', feature loss ' + html.escape(str(settings['feature_loss'])) if settings.get('feature_loss') else ''}"
+             ". The error is the pixel MSE of the reconstruction (images in [-1, 1]).</p>")
+    if summary.get("rows"):
+        page.add(_table([[summary["rows"], summary["mean"], summary["median"], summary["max"], summary["psnr_db"]]],
+                        ["rows", "mean MSE", "median MSE", "max MSE", "PSNR of the mean (dB)"]))
+    rows = _shown_rows(store, samples)
+    if rows.size:
+        page.add(_reconstruction_figure(page, store, rows, device))
+    keys = _inversion_edits(store, direction_from, per_method)
+    for key, other in keys:
+        from engine.methods.editing import edit, edit_grid
+
+        result = edit(store, key, alphas=alphas, units=units, samples=min(samples, store.n), stored=True,
+                      direction_from=other, device=device)
+        page.add(f"<h3>{html.escape(key)} (from {html.escape(str(other))})</h3>" + page.figure(
+            edit_grid(result), "inversion_" + _slug(key) + "_edit",
+            f"the first {min(samples, store.n)} inverted rows; σ = {result['sigma']:.3g} in {result['space']}"))
+
+
+def _shown_rows(store: Store, samples: int) -> np.ndarray:
+    """Committed rows to show: the best, the median and the worst by error, then the first ones, up to ``samples``."""
+    committed = store.progress()
+    errors = np.asarray(store.array("inversion/error")[:], np.float64)   # (n,) floats: small beside the images
+    done = np.flatnonzero(committed[np.arange(store.n) // store.chunk])
+    if not done.size:
+        return done
+    order = done[np.argsort(errors[done], kind="stable")]
+    picks = [order[0], order[len(order) // 2], order[-1], *done]
+    return np.array(list(dict.fromkeys(int(p) for p in picks))[:samples])
+
+
+def _reconstruction_figure(page: _Page, store: Store, rows: np.ndarray, device: str) -> str:
+    import torch
+
+    from engine.models.base import synthesize
+    from engine.models.registry import load_generator
+    from engine.plots import image_grid
+    from engine.spaces import LatentSpace, synthesis_input
+
+    space = store.spaces[0]
+    try:
+        G = load_generator(store.meta["generator"], device)
+    except (ValueError, ImportError) as exc:
+        return (f"<p class='note'>Reconstructions skipped: cannot build the generator "
+                f"{html.escape(str(store.meta.get('generator')))} ({html.escape(str(exc))}).</p>")
+    codes = np.asarray(store.latent_array(space).get_orthogonal_selection((rows,)), np.float32)
+    with torch.inference_mode():
+        x = torch.from_numpy(codes.reshape(len(rows), -1)).to(device)
+        images = synthesize(G, synthesis_input(G, x, LatentSpace(space))).float().cpu()
+    columns, labels = [images], ["inverted"]
+    if "targets" in store.group["inversion"]:
+        targets = torch.from_numpy(np.asarray(store.array("inversion/targets").get_orthogonal_selection((rows,))))
+        columns, labels = [targets, images, (images - targets).abs() * 2 - 1], ["target", "inverted", "|diff|"]
+    grid = image_grid(torch.stack(columns, dim=1), scale=max(1, 64 // images.shape[-1]), col_labels=labels)
+    names = store.array("inversion/files").get_orthogonal_selection((rows,))
+    errors = store.array("inversion/error").get_orthogonal_selection((rows,))
+    caption = "; ".join(f"{name}: MSE {error:.3g}" for name, error in zip(names, errors))
+    return page.figure(grid, "inversion_reconstructions", f"rows (best, median, worst, first): {caption}")
+
+
+def _inversion_edits(store: Store, direction_from: str | os.PathLike | None,
+                     per_method: int) -> list[tuple[str, str]]:
+    """(direction key, store it comes from): those ``edit --rescore --direction-from`` recorded, else the
+    strongest of ``direction_from``."""
+    found = []
+    for table in store.tables():
+        attrs = store.read_table(table)[1]
+        if attrs.get("direction_from"):
+            found.append((rescore_key(attrs), str(attrs["direction_from"])))
+    if direction_from is not None:
+        other = Store.open(str(direction_from))
+        found += [(key, other.path) for key, _ in strongest_directions(other, per_method)
+                  if _editable(store, other.read_direction(key.split(":")[0])[1].get("space"))]
+    return list(dict.fromkeys(found))
+
+
+def _editable(store: Store, space: str | None) -> bool:
+    """Whether ``edit --stored`` can move this store's rows along a direction in ``space``: any space when it
+    has z codes, else its own spaces (and wp from w codes)."""
+    return "z" in store.spaces or space in store.spaces or (space == "wp" and "w" in store.spaces)
+
+
+def rescore_key(attrs: dict[str, Any]) -> str:
+    """The direction of a re-scoring table as ``edit`` takes it ('METHOD/NAME' or 'METHOD/NAME:ROW')."""
+    row = int(attrs.get("row") or 0)
+    return attrs["direction"] + (f":{row}" if row else "")
 
 
 def _rescore_figure(page: _Page, store: Store, table: str) -> str:

@@ -10,6 +10,9 @@ All zarr access of the project goes through this module, so the layout lives in 
     progress     (n_chunks,)            uint8, 1 once every array of that chunk is written
     directions/<method>/<name>  (k, d)  float32 unit rows, attrs: space, parameters, metrics
     tables/<name>               (r, c)  float32, attrs `rows`, `cols`
+    inversion/error  (n,)               float32, an inverted store's reconstruction MSE per row
+    inversion/files  (n,)               strings, the image each row was inverted from
+    inversion/targets (n, C, H, W)      float32 in [-1, 1], the resized targets (only when asked to keep them)
 
 Schema 2: every ``latents/*`` array's attrs carry ``source``, where its rows came from (``{"kind": "sampled",
 "seed", "draw", "chunk"}``, ``{"kind": "mapped", "from": "latents/z", "generator", ...}``, ``{"kind":
@@ -390,6 +393,21 @@ class Store:
         except OSError as exc:
             raise write_failure(exc, f"chunk {index} of {self.path}", "the chunks committed before it are kept",
                                 "continue the run with --resume") from exc
+
+    def add_inversion_arrays(self, image_shape: Sequence[int] | None = None) -> None:
+        """Lay out an inverted store's ``inversion/`` arrays (see the module docstring), empty: ``error`` and
+        ``files``, and ``targets`` when ``image_shape`` (C, H, W) is given; written with each chunk."""
+        n, chunk = self.n, self.chunk
+        group = self.group.require_group("inversion")
+        group.create_array("error", shape=(n,), chunks=(chunk,), dtype="float32", fill_value=_float_fill(),
+                           dimension_names=("sample",), attributes={"units": "pixel MSE, images in [-1, 1]"})
+        group.create_array("files", shape=(n,), chunks=(chunk,), dtype=str, fill_value="",
+                           dimension_names=("sample",))
+        if image_shape is not None:
+            shape = (n, *(int(v) for v in image_shape))
+            group.create_array("targets", shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
+                               fill_value=_float_fill(), dimension_names=("sample", "channel", "height", "width"),
+                               attributes={"range": [-1.0, 1.0]})
 
     def commit_chunk(self, index: int) -> None:
         self.group["progress"][index] = 1

@@ -59,6 +59,12 @@ def _sweep_file(folder: Path) -> str:
     return str(path)
 
 
+def _digit_images(folder: Path) -> str:
+    path = folder / "digits.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8))
+    return str(path)
+
+
 # In order: later commands read what earlier ones wrote.
 CASES = {
     "info": lambda store, tmp: ["info", store],
@@ -76,6 +82,8 @@ CASES = {
                                   "--chunk", "100", "-q"],
     "sweep": lambda store, tmp: ["sweep", _sweep_file(tmp), "--dry-run"],
     "layers": lambda store, tmp: ["layers", "-g", "digits"],
+    "invert": lambda store, tmp: ["invert", _digit_images(tmp), str(tmp / "inv.zarr"), "-g", "digits", "--steps", "3",
+                                  "--device", "cpu"],
 }
 
 

@@ -160,7 +160,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
          samples: int = 4, seed: int = 0, stored: bool = False, distance: bool = False, rescore: bool = False,
          out: str | os.PathLike | None = None, generator: Any = None, predictors: Any = None,
          batch: int = 256, device: str = "cpu", layers: Any = None, overwrite: bool = False,
-         class_label: int | None = None) -> dict[str, Any]:
+         class_label: int | None = None, direction_from: str | os.PathLike | Store | None = None) -> dict[str, Any]:
     """Edit ``samples`` codes along ``direction`` ('METHOD/NAME[:ROW]') at each α; returns the results.
 
     ``alphas`` count in ``units``: 'sigma' (σ of the store's codes along the direction, see the module
@@ -172,7 +172,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     (w, or one wp layer) to those layers only, as GANSpace's layer-wise edits do. ``class_label`` (a
     class-conditional generator) edits codes of that class only: the first stored rows of the class, or drawn
     codes given that class; it defaults to the class a per-class direction was fitted on (its ``class`` attr).
-    The result holds ``alphas`` (in ``units``), ``alphas_raw``,
+    ``direction_from`` (another store of the same generator, e.g. a sampled one when ``store`` is inverted)
+    supplies the direction and its σ; ``stored`` rows of a store without z codes are taken from its codes of the
+    direction's space (``stored_codes``). The result holds ``alphas`` (in ``units``), ``alphas_raw``,
     ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
     not pictures (the planted generator).
     """
@@ -189,7 +191,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     key, row = split_direction_key(direction)
     if "/" not in key:
         raise ValueError(f"direction must be METHOD/NAME (e.g. interfacegan/smile); got {direction!r}")
-    values, attrs = reader.read_direction(key)
+    source = reader if direction_from is None else open_for_reading(direction_from)
+    check_same_generator(reader, source)
+    values, attrs = source.read_direction(key)
     if row >= values.shape[0]:
         raise ValueError(f"direction {direction!r}: {key} has {values.shape[0]} rows (0-{values.shape[0] - 1})")
     n = values[row].astype(np.float64)
@@ -219,14 +223,15 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         raise ValueError(f"layers applies to w-sized directions (w or one wp layer); {key} lives in "
                          f"{space.label}")
     if rescore:
-        specs = predictors if predictors is not None else reader.meta.get("predictors", [])
+        specs = predictors if predictors is not None else (reader.meta.get("predictors") or
+                                                            source.meta.get("predictors", []))
         if not specs:
             raise ValueError("rescore needs predictors: the store was sampled without any")
         Ps = [load_predictor(p, G, device) if isinstance(p, str) else p for p in specs]
     if out is not None and Path(out).suffix.lower() != ".png":
         raise ValueError(f"out must name a .png file; got {out}")
 
-    sigma = direction_spread(_reference_codes(reader, space, G, device), n)
+    sigma = direction_spread(_reference_codes(source, space, G, device), n)
     if units == "sigma" and not sigma > 0:
         raise ValueError(f"the store's codes do not vary along {direction} (σ = {sigma:g}); use units='raw' "
                          "(--units raw)")
@@ -237,7 +242,11 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         class_label = int(attrs["class"])                # a per-class direction edits codes of its class
     if class_label is not None and not conditional(G):
         raise ValueError(f"the generator is not class-conditional: drop --class {class_label}")
-    if stored and class_label is not None:
+    x = ws = None
+    if stored and "z" not in reader.spaces:
+        x, ws = stored_codes(reader, space, G, samples, device)
+        labels = None
+    elif stored and class_label is not None:
         rows = reader.class_rows(class_label)[:samples]
         if rows.size < samples:
             raise ValueError(f"samples {samples} is more than the {rows.size} stored rows of class {class_label}")
@@ -252,7 +261,8 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
             if not 0 <= class_label < int(G.num_classes):
                 raise ValueError(f"class must be an integer from 0 to {int(G.num_classes) - 1}; got {class_label}")
             labels = np.full(samples, class_label, np.int32)
-    x, ws = codes_from_z(G, z, space, device, labels)
+    if x is None:
+        x, ws = codes_from_z(G, z, space, device, labels)
     moved = _moved(x, n, raw, distance).astype(np.float32)                           # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
 
@@ -283,12 +293,13 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         attributes = [a for P in Ps for a in P.attributes]
         s = np.concatenate(scores).reshape(samples, codes.shape[1], -1).astype(np.float64)
         change = np.nanmean(s[:, 1:] - s[:, :1], axis=0)                              # (A, m)
-        spread = score_spread(reader, attributes)
+        spread = score_spread(reader if reader.attributes else source, attributes)
         table_attrs = {"direction": key, "row": row, "label": key if values.shape[0] == 1 else f"{key}:{row}",
                        "samples": samples, "seed": seed, "distance": bool(distance),
                        "space": space.name, "layer": space.layer, "layers": None if layer_range is None else
                        list(layer_range), "units": units, "sigma": sigma, "alphas": grid, "alphas_raw": raw,
-                       "attribute_std": [float(v) if np.isfinite(v) else None for v in spread]}
+                       "attribute_std": [float(v) if np.isfinite(v) else None for v in spread],
+                       **({"direction_from": source.path} if direction_from is not None else {})}
         with writing(store, purpose="edit --rescore") as target:
             require_new(target, [f"tables/{table}"], overwrite)
             target.write_table(table, change, [f"{a:g}" for a in grid], attributes, table_attrs)
@@ -299,6 +310,41 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
             rescore_plot(change, table_attrs, attributes).save(plot)
             result["plot"] = str(plot)
     return result
+
+
+def check_same_generator(store: Store, other: Store) -> None:
+    """Refuse directions from ``other`` unless it was made with ``store``'s generator: the same file (SHA-256)
+    where either records one, else the same SPEC."""
+    if other is store:
+        return
+    mine, theirs = (s.meta.get("generator_file") or {} for s in (store, other))
+    if mine.get("sha256") or theirs.get("sha256"):
+        if mine.get("sha256") != theirs.get("sha256"):
+            raise ValueError(f"direction_from {other.path} was made with another generator file than {store.path} "
+                             f"(SHA-256 {str(theirs.get('sha256'))[:12]}… vs {str(mine.get('sha256'))[:12]}…)")
+    elif store.meta.get("generator") != other.meta.get("generator"):
+        raise ValueError(f"direction_from {other.path} was made with generator {other.meta.get('generator')!r}, "
+                         f"{store.path} with {store.meta.get('generator')!r}: directions do not carry over")
+
+
+def stored_codes(store: Store, space: LatentSpace, G: Any, samples: int, device: str) -> tuple[np.ndarray, Any]:
+    """The first ``samples`` rows of a store without z codes (an inverted or imported one) in ``space``:
+    ((S, D) float64 codes, (S, num_ws, w_dim) per-layer codes). w rows serve wp directions through the
+    generator's truncation; wp rows (one w per layer) cannot serve a w direction."""
+    import torch
+
+    if space.name == "z" or space.name not in store.spaces and space.name != "wp":
+        raise ValueError(f"{store.path} stores {', '.join(store.spaces)} codes, no {space.name} codes: edit it "
+                         f"along a direction in {' or '.join(store.spaces)}")
+    if space.name in store.spaces and space.name == "wp":
+        ws = np.asarray(store.latent_array("wp")[:samples], np.float32)
+    else:
+        w = np.asarray(store.latent_array("w")[:samples], np.float32)
+        with torch.inference_mode():
+            ws = synthesis_input(G, torch.from_numpy(w).to(device), LatentSpace("w")).float().cpu().numpy()
+        if space.name == "w":
+            return w.astype(np.float64), ws
+    return space.from_ws(ws).astype(np.float64), ws
 
 
 def edit_grid(result: dict[str, Any]) -> Any:
@@ -356,6 +402,7 @@ Examples:
   latent-engine edit run.zarr --direction ganspace/w:0 --alphas -10,10,5 --units raw --out pc0.png
   latent-engine edit run.zarr --direction ganspace/w:1 --layers 0-3 --out pc1_coarse.png
   latent-engine edit imagenet.zarr --direction interfacegan/brightness_class207 --stored --out b207.png   # rows of class 207
+  latent-engine edit inverted.zarr --direction-from run.zarr --direction interfacegan/smile@w --stored --out smile.png
 \b
 α counts in σ by default: the standard deviation of the store's codes along the direction, so
 --alphas -3,3,7 is a large edit in z, w and W+ alike; --units raw takes α as the step length itself.
@@ -375,10 +422,11 @@ Examples:
 @click.option("--layers", default=None, help="A-B (0-based, inclusive): move a w-sized direction (w, or one wp layer) on these layers only, as GANSpace's layer-wise edits do.")
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:<index>.")
 @click.option("--class", "class_label", type=int, default=None, help="Class-conditional generators: edit codes of this class (default: the class a per-class direction was fitted on).")
+@click.option("--direction-from", default=None, help="Another store of the same generator (e.g. a sampled one) to take the direction and its σ from; for an inverted STORE.")
 @json_option
 def edit_command(store: str, direction: str, alphas: str, units: str, samples: int, seed: int, stored: bool,
                  distance: bool, rescore: bool, overwrite: bool, out: str | None, layers: str | None, device: str,
-                 class_label: int | None, as_json: bool) -> None:
+                 class_label: int | None, direction_from: str | None, as_json: bool) -> None:
     """Edit codes along a stored direction (x + α·n) and synthesize the image grid; optionally re-score.
 
     With --rescore the attributes are listed most changed first, measured in each attribute's std in the
@@ -389,7 +437,7 @@ def edit_command(store: str, direction: str, alphas: str, units: str, samples: i
 
     result = edit(store, direction, alphas=alphas, units=units, samples=samples, seed=seed, stored=stored,
                   distance=distance, rescore=rescore, out=out, device=str(resolve_device(device)), layers=layers,
-                  class_label=class_label,
+                  class_label=class_label, direction_from=direction_from,
                   overwrite=overwrite)
     summary = {k: result[k] for k in ("direction", "row", "space", "layers", "units", "sigma", "png", "plot", "table",
                                       "note") if k in result}

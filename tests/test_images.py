@@ -1,0 +1,94 @@
+"""engine.images: folders, globs and arrays of images read as a generator's targets, or refused in one line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from engine.images import conform, open_images
+
+
+def _png(path, values: np.ndarray) -> str:
+    Image.fromarray(values).save(path)
+    return str(path)
+
+
+def test_a_folder_of_grey_and_colour_files_reads_in_name_order_at_the_generators_size(tmp_path):
+    grey = np.zeros((16, 16), np.uint8)
+    grey[:, 8:] = 255
+    colour = np.zeros((32, 32, 3), np.uint8)
+    colour[..., 0] = 255
+    _png(tmp_path / "b.png", colour)
+    _png(tmp_path / "a.png", grey)
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = open_images(tmp_path)
+    assert source.names == (str(tmp_path / "a.png"), str(tmp_path / "b.png"))
+    images = source.read(slice(0, 2), 16, 1)
+    assert images.shape == (2, 1, 16, 16) and images.dtype == np.float32
+    np.testing.assert_array_equal(images[0, 0, :, :8], -1.0)       # 0 -> -1
+    np.testing.assert_array_equal(images[0, 0, :, 8:], 1.0)        # 255 -> 1
+    # Colour to grey is PIL's luma (R·299/1000): pure red is 76 of 255 everywhere after resizing a flat image.
+    expected = np.asarray(Image.fromarray(colour).convert("L"), np.float32)[0, 0] / 127.5 - 1
+    np.testing.assert_allclose(images[1], expected, atol=1e-2)
+    rgb = source.read(slice(0, 1), 16, 3)
+    assert rgb.shape == (1, 3, 16, 16) and np.array_equal(rgb[0, 0], rgb[0, 2])   # grey repeated per channel
+
+
+def test_upsampling_matches_how_the_digits_models_were_trained():
+    from sklearn.datasets import load_digits
+
+    from engine.models.train_digits import load_digit_images
+
+    eight = load_digits().images[:5].astype(np.float32) / 16.0 * 2.0 - 1.0
+    reference = load_digit_images()[0][:5].numpy()
+    ours = np.stack([conform(image[None], 16, 1) for image in eight])
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_array_layouts_and_uint8_scale_read_alike(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 12, 12, 3), dtype=np.uint8)
+    np.save(tmp_path / "nhwc.npy", pixels)
+    np.save(tmp_path / "nchw.npy", (pixels.transpose(0, 3, 1, 2) / 127.5 - 1).astype(np.float32))
+    a = open_images(tmp_path / "nhwc.npy")
+    b = open_images(tmp_path / "nchw.npy")
+    assert a.names == ("nhwc.npy[0]", "nhwc.npy[1]", "nhwc.npy[2]") and a.layout == "nhwc" and b.layout == "nchw"
+    np.testing.assert_allclose(a.read(slice(1, 3), 12, 3), b.read(slice(1, 3), 12, 3), atol=1e-6)
+    np.save(tmp_path / "nhw.npy", pixels[..., 0])
+    np.testing.assert_allclose(open_images(tmp_path / "nhw.npy").read(slice(0, 3), 12, 1)[:, 0],
+                               pixels[..., 0] / 127.5 - 1, atol=1e-6)
+
+
+def test_non_square_images_are_centre_cropped_then_resized():
+    image = np.full((1, 8, 16), -1.0, np.float32)
+    image[:, :, 4:12] = 1.0                      # the centre square is all 1
+    np.testing.assert_array_equal(conform(image, 8, 1), np.ones((1, 8, 8), np.float32))
+    big = np.random.default_rng(1).uniform(-1, 1, (3, 32, 32)).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(big)[None], size=(16, 16), mode="bilinear", align_corners=False,
+                             antialias=True)[0].numpy()
+    np.testing.assert_allclose(conform(big, 16, 3), expected, atol=1e-6)
+
+
+def test_a_glob_selects_its_files(tmp_path):
+    for name in ("x1.png", "x2.png", "y.png"):
+        _png(tmp_path / name, np.zeros((4, 4), np.uint8))
+    assert [p.rsplit("/", 1)[1] for p in open_images(str(tmp_path / "x*.png")).names] == ["x1.png", "x2.png"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: str(d), "holds no PNG or JPEG files"),
+    (lambda d: ((d / "bad.png").write_text("not a png"), str(d))[1], "cannot read"),
+    (lambda d: np.save(d / "a.npy", np.zeros((2, 5, 16, 16), np.float32)) or str(d / "a.npy"), "got shape (2, 5, 16, 16)"),
+    (lambda d: np.save(d / "a.npy", np.zeros((4, 16), np.float32)) or str(d / "a.npy"), "got shape (4, 16)"),
+    (lambda d: np.save(d / "a.npy", np.full((1, 1, 4, 4), 3.0, np.float32)) or str(d / "a.npy"), "outside [-1, 1]"),
+    (lambda d: str(d / "nothing*.png"), "no PNG or JPEG file matches"),
+    (lambda d: str(d / "missing"), "does not exist"),
+])
+def test_bad_input_is_one_line_naming_it(tmp_path, make, message):
+    spec = make(tmp_path)
+    with pytest.raises(ValueError) as info:
+        open_images(spec)
+    text = str(info.value)
+    assert message in text and "\n" not in text
