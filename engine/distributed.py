@@ -235,6 +235,8 @@ def started_cluster(config: ClusterConfig) -> Iterator[str]:
             _RUNNING[key][1] -= 1
         return
     import dask
+    import distributed  # noqa: F401 - its config defaults must exist before dask.config.set, which would
+    # otherwise drop the whole "distributed" section on exit
 
     try:
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,

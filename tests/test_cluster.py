@@ -232,3 +232,19 @@ def test_sample_dry_run_json_describes_the_cluster(tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["kind"] == "pbs" and "#PBS -q workq" in payload["job_script"]
+
+
+def test_invert_on_a_local_cluster_file_writes_what_the_in_process_run_writes(tmp_path, local_file, count_starts):
+    images = np.random.default_rng(0).uniform(-1, 1, (6, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "targets.npy", images)
+    run = dict(space="w", steps=5, chunk=3, batch=3, seed=2, progress=False)
+    reference = engine.invert(str(tmp_path / "targets.npy"), str(tmp_path / "one.zarr"), "digits", device="cpu", **run)
+    result = CliRunner().invoke(cli, ["invert", str(tmp_path / "targets.npy"), str(tmp_path / "c.zarr"), "-g", "digits",
+                                      "--space", "w", "--steps", "5", "--chunk", "3", "--batch", "3", "--seed", "2",
+                                      "--device", "cpu", "--cluster", str(local_file), "-q"])
+    assert result.exit_code == 0, result.output
+    assert count_starts == ["local"]
+    got = Store.open(str(tmp_path / "c.zarr"))
+    assert got.complete
+    np.testing.assert_allclose(got.array("latents/w")[:], reference.array("latents/w")[:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.array("inversion/error")[:], reference.array("inversion/error")[:], rtol=1e-4)

@@ -40,7 +40,7 @@ from typing import Any
 import click
 import numpy as np
 
-from engine.cli.options import echo_json, echo_table, json_option
+from engine.cli.options import cluster_option, echo_json, echo_table, json_option
 from engine.methods import Method
 
 SPACES = ("w", "wp", "z")
@@ -424,7 +424,7 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
            feature_loss: str | None = None, feature_weight: float = 1.0, keep_images: bool = False, seed: int = 0,
            device: Any = "auto", resume: bool = False, overwrite: bool = False, progress: bool = True,
            workers: int | None = None, scheduler: str | None = None,
-           gpus: str | Sequence[int] | None = None) -> Any:
+           gpus: str | Sequence[int] | None = None, cluster: str | os.PathLike | None = None) -> Any:
     """Invert ``images`` (a folder, glob or ``.npy``; see ``engine.images``) into the store at ``store``.
 
     Each image becomes one row of ``latents/<space>`` (``space`` w, wp or z): the code whose image under
@@ -432,7 +432,9 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     after ``steps`` Adam steps from ``restarts`` starts (see the module docstring). ``feature_loss`` (a
     predictor SPEC) adds ``feature_weight`` × the MSE of its features. Chunks of ``chunk`` rows are inverted in
     batches of ``batch`` (defaults: ``default_sizes``) and committed one by one: ``resume`` redoes exactly the
-    uncommitted ones, ``workers`` / ``scheduler`` / ``gpus`` spread them over a Dask cluster. Every input is
+    uncommitted ones, ``workers`` / ``scheduler`` / ``gpus`` / ``cluster`` (a cluster file,
+    ``engine.cluster_config``) spread them over a Dask cluster, whose client builds its models on the CPU only
+    (the workers build their own where they run). Every input is
     checked before anything is written. Returns the store, opened read-only.
     """
     from engine.devices import resolve_device
@@ -452,9 +454,10 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
             check_positive_int(name, value)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
-    distributed = workers is not None or scheduler is not None or gpus is not None
+    distributed = any(v is not None for v in (workers, scheduler, gpus, cluster))
+    request = None
     if distributed:
-        validate_cluster_flags(workers, scheduler, gpus)
+        request = validate_cluster_flags(workers, scheduler, gpus, cluster)
         if not isinstance(generator, str):
             raise ValueError("distributed inversion builds the models on each worker: pass a generator SPEC")
     path = str(store)
@@ -462,7 +465,7 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     if exists(path) and not (resume or overwrite):
         raise StoreError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
     source = open_images(images)
-    dev = resolve_device(device)
+    dev = resolve_device("cpu" if distributed else device)      # a cluster's client checks; workers compute
     requested_batch = batch
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
     if conditional(G):
@@ -476,12 +479,13 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     shape = image_shape(G, dev)
     if resume and chunk is None and exists(path):
         chunk = Store.open(path).chunk                 # a resume continues in the run's own chunks
-    batch, chunk = default_sizes(shape, "cuda" if gpus is not None else dev, batch, chunk)
+    on_gpus = request is not None and request.kind == "cuda"
+    batch, chunk = default_sizes(shape, "cuda" if on_gpus else resolve_device(device), batch, chunk)
     chunk = min(chunk, source.n)
     check_chunk_count(source.n, chunk)
     stats = None if space == "z" else latent_stats(G, settings.seed, dev)
     with StoreLock(path, purpose="invert"), \
-            (cluster_client(workers, scheduler, gpus) if distributed else nullcontext()) as cluster:
+            (cluster_client(workers, scheduler, gpus, request.config) if distributed else nullcontext()) as handle:
         target = prepare_inverted_store(path, G, source, settings, chunk=chunk, shape=shape, keep_images=keep_images,
                                         stats=stats, resume=resume, overwrite=overwrite,
                                         numerics=numerics(batch, dev, distributed))
@@ -491,10 +495,10 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
         common = dict(images=source, space=space, resolution=shape[1], channels=shape[0], keep_images=keep_images)
         with progress_bar(total=source.n, initial=done, desc="invert", unit="images", enabled=progress) as bar:
             if distributed:
-                specs = InverterSpecs(_spec_of(G), settings, _worker_device(cluster.request, device), int(batch),
+                specs = InverterSpecs(_spec_of(G), settings, _worker_device(handle.request, device), int(batch),
                                       None if stats is None else tuple(float(v) for v in stats[0]),
                                       None if stats is None else stats[1])
-                run = run_on_dask(InversionJob(**common, models=specs), target.path, pending, cluster,
+                run = run_on_dask(InversionJob(**common, models=specs), target.path, pending, handle,
                                   on_chunk=lambda i, rows: bar.update(rows))
             else:
                 job = InversionJob(**common, inverter=Inverter(G, settings, dev, batch, P, stats))
@@ -576,6 +580,7 @@ IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W)
 @click.option("--workers", type=int, default=None, help="Spread chunks over a local Dask cluster of this many processes.")
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786).")
 @click.option("--gpus", default=None, help="Comma-separated GPU indices: one Dask worker per GPU.")
+@cluster_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: redo exactly the uncommitted chunks.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -583,7 +588,7 @@ IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W)
 def invert_command(images: str, store: str, generator: str, space: str, steps: int, lr: float, restarts: int,
                    batch: int | None, chunk: int | None, feature_loss: str | None, feature_weight: float, keep_images: bool,
                    seed: int, device: str, workers: int | None, scheduler: str | None, gpus: str | None,
-                   resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
+                   cluster: str | None, resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Invert images into a generator's latent space: one stored code per image, with its reconstruction error.
 
     The store holds latents/<space> (source "inverted"), inversion/error (pixel MSE, images in [-1, 1]) and
@@ -592,7 +597,7 @@ def invert_command(images: str, store: str, generator: str, space: str, steps: i
     result = invert(images, store, generator, space=space, steps=steps, lr=lr, restarts=restarts, batch=batch,
                     chunk=chunk, feature_loss=feature_loss, feature_weight=feature_weight, keep_images=keep_images,
                     seed=seed, device=device, resume=resume, overwrite=overwrite, progress=not quiet and not as_json,
-                    workers=workers, scheduler=scheduler, gpus=gpus)
+                    workers=workers, scheduler=scheduler, gpus=gpus, cluster=cluster)
     summary = {"path": result.path, "n": result.n, "space": space, "images_per_s": result.meta.get("images_per_s"),
                "device": result.meta.get("device"), "error": error_summary(result)}
     if as_json:
