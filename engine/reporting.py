@@ -144,7 +144,10 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
                 ["rows (n)", summary["n"]], ["chunk", summary["chunk"]], ["seed", summary["seed"]],
                 ["complete", f"{summary['chunks_done']}/{summary['n_chunks']} chunks"],
                 ["spaces", ", ".join(reader.spaces)], ["created", summary["created"]],
-                ["sampling speed", f"{summary['samples_per_s']} samples/s on {summary['device']}"]]
+                *([["sampling speed", f"{summary['samples_per_s']} samples/s on {summary['device']}"]]
+                  if summary.get("samples_per_s") else []),
+                *([["inversion speed", f"{summary['images_per_s']} images/s on {summary['device']}"]]
+                  if summary.get("images_per_s") else [])]
     page.add("<h2>Run</h2>" + _table(run_rows, ["run", "value"]))
     timings_at = len(page.parts)
     if summary["attributes"]:

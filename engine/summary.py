@@ -27,7 +27,24 @@ def summarize(store: Store) -> dict[str, Any]:
     if store.num_classes:
         summary["arrays"]["labels"] = [store.n]
         summary["labels"] = label_counts(store, progress)
+    if "inversion" in store.group:
+        summary["images_per_s"] = meta.get("images_per_s")
+        summary["inversion"] = inversion_error_stats(store, progress)
     return summary
+
+
+def inversion_error_stats(store: Store, progress: np.ndarray | None = None) -> dict[str, Any]:
+    """Statistics of an inverted store's ``inversion/error`` over its committed rows: rows, mean, median, max,
+    and the PSNR (dB) of the mean error for images in [-1, 1] (peak-to-peak 2)."""
+    if progress is None:
+        progress = store.progress()
+    errors = [store.array("inversion/error")[store.chunk_rows(int(i))] for i in np.flatnonzero(progress)]
+    values = np.concatenate(errors).astype(np.float64) if errors else np.empty(0)
+    if not values.size:
+        return {"rows": 0}
+    mean = float(values.mean())
+    return {"rows": int(values.size), "mean": mean, "median": float(np.median(values)), "max": float(values.max()),
+            "psnr_db": float(10 * np.log10(4.0 / mean)) if mean > 0 else None}
 
 
 def label_counts(store: Store, progress: np.ndarray | None = None) -> dict[str, Any]:

@@ -310,3 +310,19 @@ def test_report_of_an_inverted_store_shows_targets_reconstructions_errors_and_ed
     with_other = report(store.path, tmp_path / "site2", samples=2, per_method=1, direction_from=digits_demo,
                         progress=False).read_text()
     assert with_other.count("(from ") >= 2          # the recorded edit and the demo's strongest direction
+
+
+def test_info_of_an_inverted_store_shows_its_source_speed_and_errors(generated, tmp_path):
+    path, _, _ = generated
+    store = invert(path, str(tmp_path / "inv.zarr"), "digits", space="w", steps=5, chunk=12, progress=False)
+    errors = store.array("inversion/error")[:].astype(np.float64)
+    result = CliRunner().invoke(cli, ["info", store.path, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["inversion"]["rows"] == 24
+    assert summary["inversion"]["mean"] == pytest.approx(errors.mean())
+    assert summary["inversion"]["max"] == pytest.approx(errors.max())
+    assert summary["images_per_s"] > 0
+    text = CliRunner().invoke(cli, ["info", store.path]).output
+    assert f"inverted from {path}, 5 steps, 1 restart(s)" in text
+    assert f"mean {errors.mean():.4g}" in text and "images/s" in text

@@ -125,6 +125,10 @@ def _describe_source(source: dict) -> str:
         return f"imported from {', '.join(source.get('files') or []) or '?'}"
     if kind == "mapped":
         return f"mapped from {source.get('from')}"
+    if kind == "inverted":
+        images = source.get("images") or {}
+        return (f"inverted from {images.get('path', '?')}, {source.get('steps')} steps, "
+                f"{source.get('restarts')} restart(s)")
     return kind
 
 
@@ -135,6 +139,12 @@ def _print_summary(s: dict) -> None:
     click.echo(f"  generator {s['generator']}  predictors {', '.join(s['predictors']) or '-'}")
     if s.get("samples_per_s"):
         click.echo(f"  sampled on {s['device']} at {s['samples_per_s']} samples/s")
+    if s.get("images_per_s"):
+        click.echo(f"  inverted on {s['device']} at {s['images_per_s']} images/s")
+    if s.get("inversion", {}).get("rows"):
+        e = s["inversion"]
+        click.echo(f"  inversion error (pixel MSE) over {e['rows']} rows: mean {e['mean']:.4g}, median "
+                   f"{e['median']:.4g}, max {e['max']:.4g}; PSNR of the mean {e['psnr_db']:.3g} dB")
     for name, shape in s["arrays"].items():
         if name == "labels":
             counts = s["labels"]["counts"]

@@ -529,16 +529,10 @@ def _opened(path: str) -> Any:
 
 
 def error_summary(store: Any) -> dict[str, Any]:
-    """Statistics of ``inversion/error`` over the committed rows: count, mean, median, max, and PSNR (dB) of the
-    mean error for images in [-1, 1] (peak-to-peak 2)."""
-    committed = store.progress()
-    errors = [block for rows, block in store.iter_rows("inversion/error") if committed[rows.start // store.chunk]]
-    values = np.concatenate(errors).astype(np.float64) if errors else np.empty(0)
-    if not values.size:
-        return {"rows": 0}
-    mean = float(values.mean())
-    return {"rows": int(values.size), "mean": mean, "median": float(np.median(values)), "max": float(values.max()),
-            "psnr_db": float(10 * np.log10(4.0 / mean)) if mean > 0 else None}
+    """Statistics of ``inversion/error`` over the committed rows (``engine.summary.inversion_error_stats``)."""
+    from engine.summary import inversion_error_stats
+
+    return inversion_error_stats(store)
 
 
 __all__ = ["InversionJob", "InversionSettings", "Inverter", "error_summary", "invert", "learning_rate",
