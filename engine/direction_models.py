@@ -53,8 +53,8 @@ def _uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) ->
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with its last axis scaled to unit length."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    """``x`` with its last axis scaled to unit length (a zero row stays zero: no direction, no move)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 class DirectionModel(nn.Module):
@@ -197,7 +197,7 @@ def write_group(store: Store, key: str, arrays: dict[str, np.ndarray], attrs: di
     def build(parent: zarr.Group, leaf: str) -> None:
         group = parent.create_group(leaf, attributes=_jsonable(attrs))
         for name, value in arrays.items():
-            value = np.ascontiguousarray(value)
+            value = np.array(value, order="C")          # (ascontiguousarray would make a 0-d array 1-d)
             array = group.create_array(name, shape=value.shape, dtype=value.dtype,
                                        chunks=value.shape if value.ndim else ())
             array[...] = value

@@ -148,12 +148,13 @@ PLANTED_NOTE = ("the planted generator's images are tanh(A·w) patterns, not pic
 
 
 def _moved(x: np.ndarray, n: np.ndarray, alphas: np.ndarray, distance: bool) -> np.ndarray:
-    """(S, D) codes and unit (D,) n -> (S, A, D) edited codes."""
+    """(S, D) codes and unit n, (D,) or one per code (S, D), -> (S, A, D) edited codes."""
     if distance:
-        shift = alphas[None, :] - (x @ n)[:, None]                    # to signed distance α from nᵀx = 0
+        along = x @ n if n.ndim == 1 else np.einsum("sd,sd->s", x, n)
+        shift = alphas[None, :] - along[:, None]                      # to signed distance α from nᵀx = 0
     else:
         shift = np.broadcast_to(alphas[None, :], (x.shape[0], alphas.size))
-    return x[:, None, :] + shift[..., None] * n
+    return x[:, None, :] + shift[..., None] * (n if n.ndim == 1 else n[:, None, :])
 
 
 def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,3,7", units: str = "sigma",
@@ -178,6 +179,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     """
     import torch
 
+    from engine.direction_models import load_direction_model
     from engine.models.base import conditional, synthesize
     from engine.models.registry import load_generator, load_predictor
 
@@ -253,7 +255,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
                 raise ValueError(f"class must be an integer from 0 to {int(G.num_classes) - 1}; got {class_label}")
             labels = np.full(samples, class_label, np.int32)
     x, ws = codes_from_z(G, z, space, device, labels)
-    moved = _moved(x, n, raw, distance).astype(np.float32)                           # (S, A, D)
+    model = load_direction_model(reader, key)          # a z-dependent direction (LatentCLR): d(x) at each code
+    along = n if model is None else model.at(x, row).astype(np.float64)
+    moved = _moved(x, along, raw, distance).astype(np.float32)                       # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
 
     flat = codes.reshape(-1, codes.shape[-1])
