@@ -250,7 +250,7 @@ class _Trainer:
         divergence = divergence / torch.linalg.vector_norm(divergence, dim=-1, keepdim=True)
         loss, accuracy = contrastive_loss(divergence, s["temperature"])
         if not torch.isfinite(loss):
-            raise ValueError(f"layer {s['layer']!r} does not change when codes move along the directions (zero "
+            raise ValueError(f"layer {s['tapped_layer']!r} does not change when codes move along the directions (zero "
                              "feature divergence): tap a layer after the codes enter the generator")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -301,7 +301,7 @@ def _train_step(trainer: _Trainer) -> tuple[float, float]:
     return trainer.step()
 
 
-RESUMABLE = ("generator", "layer", "space", "model_kind", "projector", "k", "batch", "lr", "alpha", "temperature",
+RESUMABLE = ("generator", "tapped_layer", "space", "model_kind", "projector", "k", "batch", "lr", "alpha", "temperature",
              "seed", "pool_rows", "feature_width")
 
 
@@ -418,7 +418,7 @@ def latentclr(store: str | os.PathLike | Store, *, layer: str, generator: Any = 
                                    None if labels is None else torch.from_numpy(labels[:2]).to(dev)).shape[1])
     settings = {"generator": str(generator if isinstance(generator, str) else reader.meta.get("generator")
                                  if generator is None else getattr(G, "spec", type(G).__name__)),
-                "layer": layer, "space": space, "model_kind": model, "projector": projector, "k": k, "batch": batch,
+                "tapped_layer": layer, "space": space, "model_kind": model, "projector": projector, "k": k, "batch": batch,
                 "lr": lr, "alpha": list(alpha) if isinstance(alpha, tuple) else alpha, "temperature": temperature,
                 "seed": int(seed), "pool_rows": int(pool.shape[0]), "feature_width": width}
 
@@ -447,7 +447,7 @@ def latentclr(store: str | os.PathLike | Store, *, layer: str, generator: Any = 
         directions = _summary_directions(trainer, pool)
         curve, stride = _curve(trainer.losses)
         attrs: dict[str, Any] = {
-            "space": space, "method": METHOD, "tapped_layer": layer, **settings, "steps": steps,
+            "space": space, "method": METHOD, **settings, "steps": steps,
             "temperature_convention": "exp(|cos|/temperature); the public code's temp 0.5 (a factor) is 2.0 here",
             "loss_reduce": "mean (the public code's); the paper's sums differ by log((k-1)*batch/(batch-1))",
             "weight_decay": WEIGHT_DECAY, "lr_milestones": list(LR_MILESTONES), "lr_gamma": LR_GAMMA,
