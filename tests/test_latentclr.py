@@ -167,24 +167,24 @@ def test_correlate_matches_latentclr_against_interfacegan_sefa_and_ganspace(digi
 
 # ---------------------------------------------------------------------------------------------- z-dependent
 @pytest.mark.parametrize("kind", ["linear", "nonlinear"])
-def test_z_dependent_models_are_stored_and_edit_moves_each_code_its_own_way(digits_store, kind):
-    result = latentclr(digits_store, layer="fc", model=kind, projector="linear", **FAST)
-    name = f"fc_{kind}"
-    reader = Store.open(digits_store.path)
+def test_z_dependent_models_are_stored_and_edit_moves_each_code_its_own_way(span_store, kind):
+    result = latentclr(span_store, layer="features", model=kind, projector="linear", **FAST)
+    name = f"features_{kind}"
+    reader = Store.open(span_store.path)
     summary, attrs = reader.read_direction(f"latentclr/{name}")
     assert attrs["z_dependent"] is True and attrs["model"] == f"models/latentclr/{name}"
     _, model_attrs = read_group(reader, attrs["model"])
-    assert model_attrs["kind"] == kind and model_attrs["k"] == 8 and model_attrs["size"] == 64
+    assert model_attrs["kind"] == kind and model_attrs["k"] == 8 and model_attrs["size"] == 8
     model = load_direction_model(reader, f"latentclr/{name}")
-    pool = np.asarray(reader.latent_array("w")[:module.SUMMARY_ROWS], np.float32)
+    pool = np.asarray(reader.latent_array("z")[:module.SUMMARY_ROWS], np.float32)
     mean = model.at(pool, 2).mean(axis=0)
     np.testing.assert_allclose(summary[2], mean / np.linalg.norm(mean), atol=1e-5)
-    edited = engine.edit(digits_store, f"latentclr/{name}:2", alphas="1,1,1", units="raw", samples=5, stored=True)
-    w = np.asarray(reader.latent_array("w")[:5], np.float64)
-    steps = edited["codes"][:, 0].astype(np.float64) - w
-    np.testing.assert_allclose(steps, model.at(w, 2), atol=1e-5)            # x + 1·d(x), d at each code
+    edited = engine.edit(span_store, f"latentclr/{name}:2", alphas="1,1,1", units="raw", samples=5, stored=True)
+    z = np.asarray(reader.latent_array("z")[:5], np.float64)
+    steps = edited["codes"][:, 0].astype(np.float64) - z
+    np.testing.assert_allclose(steps, model.at(z, 2), atol=1e-5)            # x + 1·d(x), d at each code
     assert np.abs(steps @ steps.T - np.eye(5)).max() > 1e-3                 # and the codes' d differ
-    assert result["directions"].shape == (8, 64)
+    assert result["directions"].shape == (8, 8)
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -200,34 +200,34 @@ def _stop_after(monkeypatch, calls: int) -> None:
     monkeypatch.setattr(module, "_train_step", failing)
 
 
-def test_a_stopped_and_resumed_run_ends_as_an_uninterrupted_one(digits_store, monkeypatch):
-    settings = dict(layer="fc", model="linear", projector="linear", k=4, batch=8, steps=30, save_every=10,
+def test_a_stopped_and_resumed_run_ends_as_an_uninterrupted_one(span_store, monkeypatch):
+    settings = dict(layer="features", model="linear", projector="linear", k=4, batch=8, steps=30, save_every=10,
                     alpha="0.5,2", progress=False)
-    whole = latentclr(digits_store, name="whole", **settings)
+    whole = latentclr(span_store, name="whole", **settings)
     _stop_after(monkeypatch, 17)                              # dies 7 steps after the save at step 10
     with pytest.raises(KeyboardInterrupt):
-        latentclr(digits_store, name="parts", **settings)
-    reader = Store.open(digits_store.path)
+        latentclr(span_store, name="parts", **settings)
+    reader = Store.open(span_store.path)
     assert "latentclr/parts" not in reader.directions()
     assert read_group(reader, "models/latentclr/parts.training")[1]["step"] == 10
     monkeypatch.undo()
     with pytest.raises(StoreError, match="pass resume=True"):
-        latentclr(digits_store, name="parts", **settings)
-    resumed = latentclr(digits_store, name="parts", resume=True, **settings)
+        latentclr(span_store, name="parts", **settings)
+    resumed = latentclr(span_store, name="parts", resume=True, **settings)
     np.testing.assert_array_equal(resumed["directions"], whole["directions"])
     np.testing.assert_array_equal(resumed["loss"], whole["loss"])
     for name, value in read_group(reader, "models/latentclr/whole")[0].items():
         np.testing.assert_array_equal(read_group(reader, "models/latentclr/parts")[0][name], value)
 
 
-def test_resume_refuses_other_settings_and_missing_runs(digits_store):
-    latentclr(digits_store, layer="fc", name="settled", **FAST)
+def test_resume_refuses_other_settings_and_missing_runs(span_store):
+    latentclr(span_store, layer="features", name="settled", **FAST)
     with pytest.raises(ValueError, match=r"^cannot resume latentclr run 'settled' with other settings: .*k 8 "
                                          r"\(asked 4\)"):
-        latentclr(digits_store, layer="fc", name="settled", resume=True, **{**FAST, "k": 4})
+        latentclr(span_store, layer="features", name="settled", resume=True, **{**FAST, "k": 4})
     with pytest.raises(StoreError, match="has no latentclr run 'nothing' to resume"):
-        latentclr(digits_store, layer="fc", name="nothing", resume=True, **FAST)
-    more = latentclr(digits_store, layer="fc", name="settled", resume=True, **{**FAST, "steps": 50})
+        latentclr(span_store, layer="features", name="nothing", resume=True, **FAST)
+    more = latentclr(span_store, layer="features", name="settled", resume=True, **{**FAST, "steps": 50})
     assert more["loss"].size == 50                                  # more steps continue the same run
 
 
