@@ -167,7 +167,7 @@ def test_correlate_matches_latentclr_against_interfacegan_sefa_and_ganspace(digi
 
 # ---------------------------------------------------------------------------------------------- z-dependent
 @pytest.mark.parametrize("kind", ["linear", "nonlinear"])
-def test_z_dependent_models_are_stored_and_edit_moves_each_code_its_own_way(span_store, kind):
+def test_z_dependent_models_are_stored_edited_per_code_and_exported(span_store, kind, tmp_path):
     result = latentclr(span_store, layer="features", model=kind, projector="linear", **FAST)
     name = f"features_{kind}"
     reader = Store.open(span_store.path)
@@ -185,6 +185,14 @@ def test_z_dependent_models_are_stored_and_edit_moves_each_code_its_own_way(span
     np.testing.assert_allclose(steps, model.at(z, 2), atol=1e-5)            # x + 1·d(x), d at each code
     assert np.abs(steps @ steps.T - np.eye(5)).max() > 1e-3                 # and the codes' d differ
     assert result["directions"].shape == (8, 8)
+    written = engine.export(span_store, tmp_path, format="latentclr")
+    exported = np.load(tmp_path / f"{name}_latentclr.npz")
+    np.testing.assert_array_equal(exported["directions"], summary)
+    for param, value in read_group(reader, attrs["model"])[0].items():
+        np.testing.assert_array_equal(exported[f"model.{param}"], value)
+    record = json.loads((tmp_path / f"{name}_latentclr.json").read_text())
+    assert record["model"]["kind"] == kind and record["tapped_layer"] == "features" and record["space"] == "z"
+    assert str(tmp_path / f"{name}_latentclr.npz") in written
 
 
 # ---------------------------------------------------------------------------------------------- resume
