@@ -59,6 +59,13 @@ def _sweep_file(folder: Path) -> str:
     return str(path)
 
 
+def _digits_store(folder: Path) -> str:
+    """A tiny digits store: latentclr needs a generator with layers to tap (planted has none)."""
+    path = folder / "clr.zarr"
+    engine.sample(str(path), "digits", [], n=64, seed=0, chunk=64, progress=False)
+    return str(path)
+
+
 # In order: later commands read what earlier ones wrote.
 CASES = {
     "info": lambda store, tmp: ["info", store],
@@ -76,6 +83,8 @@ CASES = {
                                   "--chunk", "100", "-q"],
     "sweep": lambda store, tmp: ["sweep", _sweep_file(tmp), "--dry-run"],
     "layers": lambda store, tmp: ["layers", "-g", "digits"],
+    "latentclr": lambda store, tmp: ["latentclr", _digits_store(tmp), "--layer", "fc", "-k", "2", "--batch", "4",
+                                     "--steps", "2"],
 }
 
 
