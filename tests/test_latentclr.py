@@ -150,6 +150,16 @@ def test_digits_directions_change_digit_attributes_under_rescoring(digits_store,
     assert sum(m > 0.3 for m in moved) >= 3, moved          # an attribute moves by > 0.3 of its std in the store
 
 
+def test_the_report_shows_latentclr_directions_edit_grids_and_rescoring(digits_store, digits_run, tmp_path):
+    engine.edit(digits_store, "latentclr/up1:0", alphas="-3,3,3", units="raw", samples=4, rescore=True,
+                overwrite=True)
+    page = engine.report(digits_store, tmp_path / "report", per_method=1, samples=2, progress=False)
+    text = page.read_text()
+    assert "pair accuracy" in text and "latentclr/up1: training loss" in text          # directions table, curve
+    assert "latentclr/up1:0 (direction 0)" in text                                      # its edit grid
+    assert "tables/rescore_latentclr_up1: re-scoring along latentclr/up1:0" in text    # and its re-scoring
+
+
 def test_correlate_matches_latentclr_against_interfacegan_sefa_and_ganspace(digits_store, digits_run):
     engine.boundaries(digits_store, space="w", ratio=0.1)
     engine.sefa(generator="digits", store=digits_store.path, k=8)

@@ -173,7 +173,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     (w, or one wp layer) to those layers only, as GANSpace's layer-wise edits do. ``class_label`` (a
     class-conditional generator) edits codes of that class only: the first stored rows of the class, or drawn
     codes given that class; it defaults to the class a per-class direction was fitted on (its ``class`` attr).
-    The result holds ``alphas`` (in ``units``), ``alphas_raw``,
+    A z-dependent direction (LatentCLR linear / nonlinear: ``engine.direction_models``) moves each code x along
+    its own d(x); σ is then measured along the direction's stored summary row. The result holds ``alphas`` (in
+    ``units``), ``alphas_raw``,
     ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
     not pictures (the planted generator).
     """
