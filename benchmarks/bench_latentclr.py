@@ -15,6 +15,12 @@ scaled), their ratio, the two losses' difference on the same divergences (the sa
 thread count and the load average (the CPU is shared: read the ratio, measured in one run, before the times).
 
     python benchmarks/bench_latentclr.py --store /tmp/bench_clr.zarr --steps 20 --json clr.json
+
+``--study STORE`` instead trains K = 16 global directions on the digits GAN's layer ``up1`` (B = 16, 300 steps,
+lr 1e-2, α 1) over a digits store with the classifier's and imagestats' scores (sampled there if missing:
+8,192 rows), then reports what issue 14 asks of them: their pairwise |cos|, the loss, the σ of the stored w along
+each, the two attributes each moves most under ``edit --rescore`` at raw α = ±3 (in each attribute's std), and
+the best |cos| of each with the InterFaceGAN boundaries, SeFa (layer fc) and GANSpace (w) directions.
 """
 from __future__ import annotations
 
@@ -100,6 +106,57 @@ class PlainStep:
         return float(loss.detach()), float(accuracy)
 
 
+def study(path: str) -> dict:
+    """The digits study of the module docstring."""
+    import engine
+    from engine.methods.latentclr import latentclr
+    from engine.store import Store, StoreError
+    try:
+        ready = Store.open(path).complete
+    except StoreError:
+        ready = False
+    if not ready:
+        engine.sample(path, "digits", ["digits", "imagestats"], n=8192, seed=0, chunk=4096, batch=1024,
+                      spaces=["z", "w"], overwrite=True, progress=False)
+    engine.boundaries(path, space="w", ratio=0.05, overwrite=True)
+    engine.sefa(generator="digits", store=path, k=16, overwrite=True)
+    engine.pca(path, array="latents/w", k=16, overwrite=True)
+    start = time.perf_counter()
+    run = latentclr(path, layer="up1", k=16, batch=16, steps=300, lr=1e-2, alpha=1.0, name="study", overwrite=True,
+                    progress=False)
+    out: dict = {"train_s": round(time.perf_counter() - start, 1), "loss_first": run["loss_first"],
+                 "loss_last": run["loss_last"], "accuracy_last": run["accuracy_last"]}
+    reader = Store.open(path)
+    D = run["directions"].astype(np.float64)
+    cosines = np.abs(D @ D.T)[~np.eye(len(D), dtype=bool)]
+    out["pairwise_abs_cos_max"], out["pairwise_abs_cos_mean"] = float(cosines.max()), float(cosines.mean())
+    w = np.asarray(reader.latent_array("w")[:4096], np.float64)
+    out["sigma_in_w"] = np.std(w @ D.T, axis=0).round(3).tolist()
+    out["w_std_along_principal_axes"] = np.sqrt(np.linalg.eigvalsh(np.cov(w.T))[::-1][[0, -1]]).round(3).tolist()
+
+    def rows(prefix: str) -> list[tuple[str, np.ndarray]]:
+        found = []
+        for key in reader.directions():
+            values, attrs = reader.read_direction(key)
+            if key.startswith(prefix) and attrs.get("space") == "w" and attrs.get("layer") is None:
+                found += [(key if len(values) == 1 else f"{key}:{i}", v.astype(np.float64))
+                          for i, v in enumerate(values)]
+        return found
+    references = {"interfacegan": rows("interfacegan/"), "sefa": rows("sefa/layer_fc"), "ganspace": rows("ganspace/w")}
+    out["per_direction"] = []
+    for row in range(len(D)):
+        edit = engine.edit(path, f"latentclr/study:{row}", alphas="-3,3,3", units="raw", samples=32, rescore=True,
+                           overwrite=True)
+        relative = np.nanmax(np.abs(edit["rescore"]) / edit["attribute_std"], axis=0)
+        entry = {"row": row, "moves": [(edit["attributes"][j], round(float(relative[j]), 2))
+                                       for j in np.argsort(-relative)[:2]]}
+        for method, vectors in references.items():
+            key, value = max(((k, abs(float(v @ D[row]))) for k, v in vectors), key=lambda kv: kv[1])
+            entry[method] = (key, round(value, 2))
+        out["per_direction"].append(entry)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", default="/tmp/bench_clr.zarr")
@@ -109,7 +166,14 @@ def main() -> None:
     parser.add_argument("--layer", default="fc")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--study", default=None, metavar="STORE", help="run the digits study instead (docstring)")
     args = parser.parse_args()
+    if args.study:
+        result = study(args.study)
+        print(json.dumps(result, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return
 
     import engine
     from engine.devices import resolve_device
