@@ -274,7 +274,7 @@ def test_nan_codes_and_a_second_writer_are_refused_in_one_line(span_store, tmp_p
     shutil.copytree(span_store.path, copy)
     zarr.open_group(copy, mode="r+")["latents/z"][5, 2] = np.nan
     with pytest.raises(ValueError, match=r"latents/z row 5 is not finite"):
-        latentclr(copy, layer="features", k=2, batch=2, steps=1, progress=False)
+        latentclr(copy, layer="features", k=2, batch=2, steps=1, name="nan", progress=False)
     with StoreLock(span_store.path, purpose="a test"):
         out = CliRunner().invoke(cli, ["latentclr", span_store.path, "--layer", "features", "-k", "2",
                                        "--steps", "1", "--name", "locked"])
