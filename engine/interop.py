@@ -11,6 +11,11 @@
   ``act_comp``/``lat_comp`` (k, *S) unit rows, ``act_mean``/``lat_mean`` S, ``act_stdev``/``lat_stdev`` (k,)
   (√ explained variance), ``var_ratio`` (k,), and ``random_stdevs`` (k,), GANSpace's random baseline: the
   spread of the first ≤5,000 centred codes along k random unit directions (its normal draw, seed 2).
+* ``export_latentclr(store, outdir)``: per LatentCLR direction set ``<name>_latentclr.npz`` with ``directions``
+  (K, d) float32 unit rows and, for a z-dependent model (linear / nonlinear), ``model.<param>`` for every array
+  of its ``models/latentclr/<name>`` group (PyTorch ``state_dict`` names and shapes, documented in
+  ``engine.direction_models``), and ``<name>_latentclr.json``: the direction's attrs (space, tapped layer,
+  settings, loss) and, under ``model``, the architecture (kind, k, size, depth, the edit formula).
 * Every file is written under a temporary name in ``outdir`` and renamed when complete: an interrupted
   export leaves the previous file or none, never a half-written one.
 * ``import_interfacegan(codes, scores, store)``: a store from InterFaceGAN's files, read memory-mapped and
@@ -36,7 +41,7 @@ import numpy as np
 
 from engine.store import Store, StoreError, check_positive_int
 
-FORMATS = ("interfacegan", "ganspace")
+FORMATS = ("interfacegan", "ganspace", "latentclr")
 
 
 def open_npy(path: str | os.PathLike, what: str) -> np.ndarray:
@@ -77,7 +82,8 @@ def export(store: str | os.PathLike | Store, outdir: str | os.PathLike, *, forma
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     reader = Store.open(store.path if isinstance(store, Store) else str(store))
-    return (export_interfacegan if format == "interfacegan" else export_ganspace)(reader, outdir)
+    writers = {"interfacegan": export_interfacegan, "ganspace": export_ganspace, "latentclr": export_latentclr}
+    return writers[format](reader, outdir)
 
 
 def export_interfacegan(reader: Store, outdir: str | os.PathLike) -> list[str]:
@@ -138,6 +144,36 @@ def export_ganspace(reader: Store, outdir: str | os.PathLike) -> list[str]:
         with _replacing(path) as temporary, open(temporary, "wb") as handle:
             np.savez_compressed(handle, **ganspace_arrays(reader, key, values, attrs))
         written.append(str(path))
+    return written
+
+
+def export_latentclr(reader: Store, outdir: str | os.PathLike) -> list[str]:
+    """``<name>_latentclr.npz`` and ``.json`` per ``directions/latentclr/*`` in ``outdir`` (module docstring)."""
+    from engine.direction_models import read_group
+    from engine.store import _jsonable
+
+    keys = [k for k in reader.directions() if k.startswith("latentclr/")]
+    if not keys:
+        raise StoreError(f"{reader.path} has no LatentCLR directions; run `latent-engine latentclr {reader.path} "
+                         "--layer NAME` first")
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key in keys:
+        values, attrs = reader.read_direction(key)
+        arrays = {"directions": values.astype(np.float32)}
+        record = dict(attrs)
+        if attrs.get("z_dependent"):
+            params, architecture = read_group(reader, attrs["model"])
+            arrays.update({f"model.{name}": value for name, value in params.items()})
+            record["model"] = {"group": attrs["model"], **architecture}
+        name = key.split("/", 1)[1]
+        npz, meta = out / f"{name}_latentclr.npz", out / f"{name}_latentclr.json"
+        with _replacing(npz) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+        with _replacing(meta) as temporary:
+            temporary.write_text(json.dumps(_jsonable(record), indent=1))
+        written += [str(npz), str(meta)]
     return written
 
 
@@ -372,4 +408,4 @@ def query(store: str | os.PathLike | Store, codes: np.ndarray, *, space: str | N
 
 
 __all__ = ["export", "export_interfacegan", "export_ganspace", "import_interfacegan", "build_index", "query",
-           "index_record", "FORMATS"]
+           "index_record", "FORMATS", "export_latentclr"]

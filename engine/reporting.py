@@ -220,7 +220,7 @@ def _edits_section(page: _Page, store: Store, *, per_method: int, samples: int,
     unit_text = ("σ, the standard deviation of the stored codes along that direction (so a step means the same "
                  "in z, w and W+)" if units == "sigma" else "raw units of the direction's space")
     page.add(f"<h2>Edits</h2><p>The {len(targets)} strongest directions (InterFaceGAN: best validation "
-             f"accuracy; SeFa, GANSpace: first {per_method} rows). Rows are samples; columns move along the "
+             f"accuracy; SeFa, GANSpace, LatentCLR: first {per_method} rows). Rows are samples; columns move along the "
              f"direction by α = {steps} in {unit_text}. Beside each grid, when <code>edit --rescore</code> "
              f"was run on it, the mean change of the attributes that change most, in units of each "
              f"attribute's std in the store.</p>")

@@ -65,6 +65,13 @@ def _digit_images(folder: Path) -> str:
     return str(path)
 
 
+def _digits_store(folder: Path) -> str:
+    """A tiny digits store: latentclr needs a generator with layers to tap (planted has none)."""
+    path = folder / "clr.zarr"
+    engine.sample(str(path), "digits", [], n=64, seed=0, chunk=64, progress=False)
+    return str(path)
+
+
 # In order: later commands read what earlier ones wrote.
 CASES = {
     "info": lambda store, tmp: ["info", store],
@@ -84,6 +91,8 @@ CASES = {
     "layers": lambda store, tmp: ["layers", "-g", "digits"],
     "invert": lambda store, tmp: ["invert", _digit_images(tmp), str(tmp / "inv.zarr"), "-g", "digits", "--steps", "3",
                                   "--device", "cpu"],
+    "latentclr": lambda store, tmp: ["latentclr", _digits_store(tmp), "--layer", "fc", "-k", "2", "--batch", "4",
+                                     "--steps", "2"],
 }
 
 

@@ -148,12 +148,13 @@ PLANTED_NOTE = ("the planted generator's images are tanh(A·w) patterns, not pic
 
 
 def _moved(x: np.ndarray, n: np.ndarray, alphas: np.ndarray, distance: bool) -> np.ndarray:
-    """(S, D) codes and unit (D,) n -> (S, A, D) edited codes."""
+    """(S, D) codes and unit n, (D,) or one per code (S, D), -> (S, A, D) edited codes."""
     if distance:
-        shift = alphas[None, :] - (x @ n)[:, None]                    # to signed distance α from nᵀx = 0
+        along = x @ n if n.ndim == 1 else np.einsum("sd,sd->s", x, n)
+        shift = alphas[None, :] - along[:, None]                      # to signed distance α from nᵀx = 0
     else:
         shift = np.broadcast_to(alphas[None, :], (x.shape[0], alphas.size))
-    return x[:, None, :] + shift[..., None] * n
+    return x[:, None, :] + shift[..., None] * (n if n.ndim == 1 else n[:, None, :])
 
 
 def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,3,7", units: str = "sigma",
@@ -174,12 +175,15 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     codes given that class; it defaults to the class a per-class direction was fitted on (its ``class`` attr).
     ``direction_from`` (another store of the same generator, e.g. a sampled one when ``store`` is inverted)
     supplies the direction and its σ; ``stored`` rows of a store without z codes are taken from its codes of the
-    direction's space (``stored_codes``). The result holds ``alphas`` (in ``units``), ``alphas_raw``,
+    direction's space (``stored_codes``). A z-dependent direction (LatentCLR linear / nonlinear:
+    ``engine.direction_models``) moves each code x along its own d(x); σ is then measured along the direction's
+    stored summary row. The result holds ``alphas`` (in ``units``), ``alphas_raw``,
     ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
     not pictures (the planted generator).
     """
     import torch
 
+    from engine.direction_models import load_direction_model
     from engine.models.base import conditional, synthesize
     from engine.models.registry import load_generator, load_predictor
 
@@ -263,7 +267,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
             labels = np.full(samples, class_label, np.int32)
     if x is None:
         x, ws = codes_from_z(G, z, space, device, labels)
-    moved = _moved(x, n, raw, distance).astype(np.float32)                           # (S, A, D)
+    model = load_direction_model(source, key)          # a z-dependent direction (LatentCLR): d(x) at each code
+    along = n if model is None else model.at(x, row).astype(np.float64)
+    moved = _moved(x, along, raw, distance).astype(np.float32)                       # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
 
     flat = codes.reshape(-1, codes.shape[-1])
