@@ -195,7 +195,9 @@ def test_z_dependent_models_are_stored_edited_per_code_and_exported(span_store, 
     np.testing.assert_allclose(steps, model.at(z, 2), atol=1e-5)            # x + 1·d(x), d at each code
     assert np.abs(steps @ steps.T - np.eye(5)).max() > 1e-3                 # and the codes' d differ
     assert result["directions"].shape == (8, 8)
-    written = engine.export(span_store, tmp_path, format="latentclr")
+    exported_by = CliRunner().invoke(cli, ["export", span_store.path, "--format", "latentclr", str(tmp_path)])
+    assert exported_by.exit_code == 0, exported_by.output
+    written = exported_by.output.splitlines()
     exported = np.load(tmp_path / f"{name}_latentclr.npz")
     np.testing.assert_array_equal(exported["directions"], summary)
     for param, value in read_group(reader, attrs["model"])[0].items():

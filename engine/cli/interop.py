@@ -16,12 +16,14 @@ SPACE_CHOICE = click.Choice(["z", "w", "wp"])
 Examples:
   latent-engine export run.zarr --format interfacegan boundaries/
   latent-engine export run.zarr --format ganspace ganspace/
+  latent-engine export run.zarr --format latentclr latentclr/
 """)
 @click.argument("store")
 @click.argument("outdir")
-@click.option("--format", "fmt", type=click.Choice(["interfacegan", "ganspace"]), required=True, help="Target tool's file layout.")
+@click.option("--format", "fmt", type=click.Choice(["interfacegan", "ganspace", "latentclr"]), required=True, help="Target tool's file layout.")
 def export(store: str, outdir: str, fmt: str) -> None:
-    """Write the store's codes, scores and directions in InterFaceGAN's .npy or GANSpace's .npz layout."""
+    """Write the store's codes, scores and directions in InterFaceGAN's .npy or GANSpace's .npz layout, or
+    LatentCLR's directions and direction models as .npz + .json."""
     from engine.interop import export as run
 
     for path in run(store, outdir, format=fmt):
