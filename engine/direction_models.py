@@ -192,10 +192,10 @@ def write_group(store: Store, key: str, arrays: dict[str, np.ndarray], attrs: di
     replacing what is there: built in the store's staging folder and put in place in one step, as
     ``Store.write_direction`` does for an array (``engine.atomic``). The caller holds the store's lock."""
     from engine.atomic import Staging, local_path
-    from engine.store import _jsonable
+    from engine.store import jsonable
 
     def build(parent: zarr.Group, leaf: str) -> None:
-        group = parent.create_group(leaf, attributes=_jsonable(attrs))
+        group = parent.create_group(leaf, attributes=jsonable(attrs))
         for name, value in arrays.items():
             value = np.array(value, order="C")          # (ascontiguousarray would make a 0-d array 1-d)
             array = group.create_array(name, shape=value.shape, dtype=value.dtype,

@@ -150,7 +150,7 @@ def export_ganspace(reader: Store, outdir: str | os.PathLike) -> list[str]:
 def export_latentclr(reader: Store, outdir: str | os.PathLike) -> list[str]:
     """``<name>_latentclr.npz`` and ``.json`` per ``directions/latentclr/*`` in ``outdir`` (module docstring)."""
     from engine.direction_models import read_group
-    from engine.store import _jsonable
+    from engine.store import jsonable
 
     keys = [k for k in reader.directions() if k.startswith("latentclr/")]
     if not keys:
@@ -172,7 +172,7 @@ def export_latentclr(reader: Store, outdir: str | os.PathLike) -> list[str]:
         with _replacing(npz) as temporary, open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
         with _replacing(meta) as temporary:
-            temporary.write_text(json.dumps(_jsonable(record), indent=1))
+            temporary.write_text(json.dumps(jsonable(record), indent=1))
         written += [str(npz), str(meta)]
     return written
 

@@ -443,7 +443,7 @@ class Store:
         def build(group: zarr.Group, key: str) -> None:
             array = group.create_array(key, shape=values.shape, dtype="float32", chunks=values.shape,
                                        dimension_names=(f"{name}_component", _direction_dim(attrs)),
-                                       attributes=_jsonable(attrs))
+                                       attributes=jsonable(attrs))
             array[...] = values
 
         self.group.require_group("directions").require_group(method)
@@ -478,7 +478,7 @@ class Store:
         def build(group: zarr.Group, key: str) -> None:
             array = group.create_array(key, shape=values.shape, dtype="float32", chunks=values.shape,
                                        dimension_names=(f"{name}_row", f"{name}_col"),
-                                       attributes=_jsonable({"rows": list(rows), "cols": list(cols),
+                                       attributes=jsonable({"rows": list(rows), "cols": list(cols),
                                                              **(attrs or {})}))
             array[...] = values
 
@@ -534,7 +534,7 @@ class Store:
     def update_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into the run metadata (e.g. timings)."""
         self._require_writable()
-        self.meta.update(_jsonable(fields))
+        self.meta.update(jsonable(fields))
         self.group.attrs[META_KEY] = self.meta
 
     def _require_writable(self) -> None:
@@ -564,7 +564,7 @@ def _lay_out(group: zarr.Group, *, n: int, chunk: int, n_chunks: int, z_dim: int
         shape = shapes[space]
         latents.create_array(space, shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
                              fill_value=_float_fill(), dimension_names=LATENT_DIMS[space],
-                             attributes=_jsonable({"source": (sources or {}).get(space, {"kind": "unknown"})}))
+                             attributes=jsonable({"source": (sources or {}).get(space, {"kind": "unknown"})}))
     if attributes:
         group.create_array("scores", shape=(n, len(attributes)), chunks=(chunk, len(attributes)),
                            dtype="float32", fill_value=_float_fill(), dimension_names=("sample", "attribute"),
@@ -610,14 +610,14 @@ def check_chunk_count(n: int, chunk: int) -> int:
     return n_chunks
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert numpy scalars/arrays in ``value`` to plain JSON types for zarr attrs."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):

@@ -19,7 +19,7 @@ class _Stop(Exception):
     """Raised by a tap's hook once it has what it needs; caught by the tap."""
 
 
-def _output_tensor(output: Any) -> torch.Tensor | None:
+def output_tensor(output: Any) -> torch.Tensor | None:
     """The tensor a module returned (the first one of a tuple or list), or None."""
     if isinstance(output, torch.Tensor):
         return output
@@ -62,7 +62,7 @@ def layer_shapes(G: Any) -> list[tuple[str, tuple[int, ...]]]:
             continue
 
         def hook(module: torch.nn.Module, args: Any, output: Any, name: str = name) -> None:
-            tensor = _output_tensor(output)
+            tensor = output_tensor(output)
             if tensor is not None and name not in found:
                 found[name] = tuple(tensor.shape[1:])
         handles.append(module.register_forward_hook(hook))
@@ -93,7 +93,7 @@ def features(G: Any, z: torch.Tensor, name: str, labels: torch.Tensor | None = N
     captured: list[torch.Tensor] = []
 
     def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-        tensor = _output_tensor(output)
+        tensor = output_tensor(output)
         if tensor is None:
             raise ValueError(f"layer {name!r} returns no tensor ({type(output).__name__})")
         captured.append(tensor.reshape(tensor.shape[0], -1))

@@ -95,12 +95,12 @@ def layer_features(G: Any, module: Any, codes: torch.Tensor, space: str,
     per code: (N, F). The forward pass stops after that layer; gradients flow back to ``codes``."""
     from engine.models.base import synthesize
     from engine.spaces import LatentSpace, synthesis_input
-    from engine.taps import _output_tensor
+    from engine.taps import output_tensor
 
     captured: list[Any] = []
 
     def hook(module: Any, args: Any, output: Any) -> None:
-        captured.append(_output_tensor(output))
+        captured.append(output_tensor(output))
         raise _Stop
 
     handle = module.register_forward_hook(hook)
@@ -306,9 +306,9 @@ RESUMABLE = ("generator", "tapped_layer", "space", "model_kind", "projector", "k
 
 
 def _check_resume(saved: dict[str, Any], settings: dict[str, Any], name: str, done: int, steps: int) -> None:
-    from engine.store import _jsonable
+    from engine.store import jsonable
 
-    mine = _jsonable({key: settings[key] for key in RESUMABLE})
+    mine = jsonable({key: settings[key] for key in RESUMABLE})
     theirs = {key: saved.get(key) for key in RESUMABLE}
     differ = [f"{key} {theirs[key]!r} (asked {mine[key]!r})" for key in RESUMABLE if theirs[key] != mine[key]]
     if differ:
