@@ -20,7 +20,7 @@ import torch
 
 from ._validation import check_finite, check_nonempty, check_option
 from ._threads import CPU_POOL as _CPU_POOL
-from .backend import as_tensors, import_cupy, resolve_impl, to_cupy, to_origin
+from .backend import as_tensors, device_scope, import_cupy, resolve_impl, to_cupy, to_origin
 
 
 def vector_signs(vectors: torch.Tensor, dim: int = -2) -> torch.Tensor:
@@ -97,11 +97,12 @@ def _split_descending_eigh(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def eigh_tensor(a: torch.Tensor, compute_dtype: torch.dtype | None = None, impl: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
     """``eigh`` on a torch tensor already checked: (..., d, d) -> descending eigenvalues, columns as vectors."""
     work = a if compute_dtype is None else a.to(compute_dtype)
-    if impl == "cupy":
-        w, v = import_cupy().linalg.eigh(to_cupy(work))
-        w, v = torch.from_dlpack(w).flip(-1), fix_signs(torch.from_dlpack(v).flip(-1), dim=-2)
-    else:
-        w, v = _split_descending_eigh(work)
+    with device_scope(work.device, cupy=impl == "cupy"):
+        if impl == "cupy":
+            w, v = import_cupy().linalg.eigh(to_cupy(work))
+            w, v = torch.from_dlpack(w).flip(-1), fix_signs(torch.from_dlpack(v).flip(-1), dim=-2)
+        else:
+            w, v = _split_descending_eigh(work)
     return w.to(a.dtype), v.to(a.dtype)
 
 

@@ -69,8 +69,17 @@ def require_attribute(store: Store, name: str) -> int:
     except StoreError:
         raise StoreError(f"unknown attribute {name!r}; {store.path} has {store.attributes or 'no scores'}") from None
 
-__all__ = ["ResultExistsError", "check_positive_int", "open_for_reading", "require_attribute", "require_new",
-           "store_path", "writing"]
+def device_option(default: str = "auto") -> Any:
+    """The ``--device`` option of the analysis commands: where the chunks go and the math runs."""
+    import click
+
+    return click.option("--device", default=default, show_default=True,
+                        help="auto, cpu, cuda or cuda:<index>: where the rows are read to and the math runs "
+                             "(auto: CUDA if present).")
+
+
+__all__ = ["ResultExistsError", "check_positive_int", "device_option", "open_for_reading", "require_attribute",
+           "require_new", "store_path", "writing"]
 
 
 def reduce_rows(reader: Store, array: str, partial: Callable[[Any], Any], merge: Callable[[Any, Any], Any], *,
