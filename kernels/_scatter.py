@@ -49,7 +49,7 @@ class ScatterState:
                              f"{chunk.dtype}; pass float64 data.")
         centred = torch.sub(chunk, mean32, out=self._buffer(chunk)[:k])
         residual = centred.mean(0).to(torch.float64)
-        m2 = _gram(centred).to(torch.float64) - k * torch.outer(residual, residual)
+        m2 = _gram(centred).to(torch.float64).addr_(residual, residual, alpha=-k)
         return self._merge(k, mean32.to(torch.float64) + residual, m2)
 
     def _buffer(self, chunk: torch.Tensor) -> torch.Tensor:
@@ -70,21 +70,22 @@ class ScatterState:
         if self.mean is not None and other.mean.shape != self.mean.shape:
             raise ValueError(f"Cannot merge {self.owner} states of {self.mean.shape[0]} and {other.mean.shape[0]} "
                              "columns.")
-        return self._merge(other.n, other.mean.to(self.device_or(other)), other.m2.to(self.device_or(other)))
+        device = self.device_or(other)  # m2 is updated in place later: never share other's tensor
+        return self._merge(other.n, other.mean.to(device), other.m2.to(device, copy=True))
 
     def device_or(self, other: "ScatterState") -> torch.device:
         """This state's device, or ``other``'s while this one is empty."""
         return (self.mean if self.mean is not None else other.mean).device
 
     def _merge(self, k: int, mean: torch.Tensor, m2: torch.Tensor) -> "ScatterState":
+        """Fold in k rows of ``mean`` and scatter ``m2`` (a tensor this state may keep and update in place)."""
         if self.n == 0:
             self.n, self.mean, self.m2 = k, mean, m2
             return self
         n = self.n + k
         delta = mean - self.mean
         self.mean = self.mean + delta * (k / n)
-        self.m2 = self.m2 + m2
-        self.m2.addr_(delta, delta, alpha=self.n * k / n)
+        self.m2.add_(m2).addr_(delta, delta, alpha=self.n * k / n)
         self.n = n
         return self
 

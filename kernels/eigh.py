@@ -60,16 +60,18 @@ def _descending_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _split_descending_eigh(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_descending_eigh``, with a CPU stack of two or more matrices split over single-threaded workers.
+    """``_descending_eigh``, with a CPU stack split over single-threaded workers (one matrix: one worker).
 
     Each worker solves its matrices one at a time, so that the input, LAPACK's work and the sign fix of one
     matrix stay in the core's cache, and writes the vectors straight into the result, which is laid out per
     matrix in column-major order as LAPACK writes them (as torch's own batched eigh returns them). Inputs that
     need autograd take torch's own batched call. A matrix solved in a stack may differ from the same matrix
-    solved alone in the last float bits (single- vs multi-threaded LAPACK blocking).
+    solved alone in the last float bits (single- vs multi-threaded LAPACK blocking). A single matrix goes to
+    one worker too: multi-threaded syevd of one 512×512 matrix is several times slower than single-threaded
+    whenever other jobs load the cores (OpenMP barriers; benchmarks/README.md, "Read floor").
     """
     count = math.prod(work.shape[:-2])
-    found = _CPU_POOL.executor() if work.device.type == "cpu" and count >= 2 and not work.requires_grad else None
+    found = _CPU_POOL.executor() if work.device.type == "cpu" and count >= 1 and not work.requires_grad else None
     if found is None:
         return _descending_eigh(work)
     pool, workers = found

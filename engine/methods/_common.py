@@ -82,6 +82,19 @@ __all__ = ["ResultExistsError", "check_positive_int", "device_option", "open_for
            "require_new", "store_path", "writing"]
 
 
+#: Bytes of rows per ``partial`` call when ``reduce_rows`` streams in-process: large enough that the per-call
+#: float64 (d, d) work of a PCA / Pearson state is small beside its GEMM, small enough to keep memory O(chunk).
+REDUCE_BLOCK_BYTES = 32 << 20
+
+
+def _block_chunks(array: Any) -> int:
+    """Whole store chunks per block so that a block holds about ``REDUCE_BLOCK_BYTES``."""
+    import numpy as np
+
+    chunk_bytes = int(array.chunks[0]) * int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    return max(1, REDUCE_BLOCK_BYTES // max(1, chunk_bytes))
+
+
 def reduce_rows(reader: Store, array: str, partial: Callable[[Any], Any], merge: Callable[[Any, Any], Any], *,
                 workers: int | None = None, scheduler: str | None = None, class_label: int | None = None) -> Any:
     """``partial`` of every block of ``array`` merged into one state: on Dask tasks with ``workers`` /
@@ -95,7 +108,7 @@ def reduce_rows(reader: Store, array: str, partial: Callable[[Any], Any], merge:
 
     state = None
     labels = reader.array("labels") if class_label is not None else None
-    for rows, block in reader.iter_rows(array):
+    for rows, block in reader.iter_rows(array, block_chunks=_block_chunks(reader.array(array))):
         if labels is not None:
             block = block[np.asarray(labels[rows]) == class_label]
             if block.shape[0] == 0:
