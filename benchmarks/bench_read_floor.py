@@ -5,9 +5,11 @@ turn so that the machine's load falls on all of them alike:
 
 * ``read floor``: zarr decompresses ``latents/z`` chunk by chunk, nothing else (no engine import);
 * ``sklearn PCA``: the obvious script: ``zarr.open_array(...)[:]`` then scikit-learn's default ``PCA(k)``;
-* ``engine pca``: ``latent-engine pca STORE --array latents/z -k K --device cpu --overwrite``;
+* ``engine pca``: ``latent-engine pca STORE --array latents/z -k K --overwrite``;
 * ``numpy corrcoef``: the obvious correlation script: read ``scores`` with zarr, ``numpy.corrcoef``;
-* ``engine correlate``: ``latent-engine correlate STORE --device cpu --overwrite``.
+* ``engine correlate``: ``latent-engine correlate STORE --overwrite``.
+
+Every process runs with ``CUDA_VISIBLE_DEVICES=""``: this is the CPU path, whatever the machine has.
 
 Each row prints the wall time of the whole process and its peak RSS; the ratios to the sklearn script (pca) and
 to the numpy script (correlate) are per repeat, then the median over repeats. ``--engine-root`` runs the
@@ -82,10 +84,9 @@ def commands(store: str, k: int, engine_root: Path) -> dict[str, list[str]]:
     return {
         "read floor": [sys.executable, "-c", READ_FLOOR, store],
         "sklearn PCA": [sys.executable, "-c", SKLEARN_PCA, store, str(k)],
-        "engine pca": [*engine, "pca", store, "--array", "latents/z", "-k", str(k), "--device", "cpu",
-                       "--overwrite"],
+        "engine pca": [*engine, "pca", store, "--array", "latents/z", "-k", str(k), "--overwrite"],
         "numpy corrcoef": [sys.executable, "-c", NUMPY_CORRCOEF, store],
-        "engine correlate": [*engine, "correlate", store, "--device", "cpu", "--overwrite"],
+        "engine correlate": [*engine, "correlate", store, "--overwrite"],
     }
 
 
@@ -99,7 +100,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     ensure_store(args.store, args.n)
-    env = {**os.environ, "PYTHONPATH": str(args.engine_root)}
+    env = {**os.environ, "PYTHONPATH": str(args.engine_root), "CUDA_VISIBLE_DEVICES": ""}  # the CPU path
     runs: dict[str, list[dict[str, float]]] = {}
     for repeat in range(args.repeats):
         for name, argv in commands(args.store, args.k, args.engine_root).items():
