@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import shutil
 import types
 import warnings
@@ -289,3 +290,61 @@ def test_kernels_on_cuda_1_compute_there_and_return_there():
         svm_cupy = kernels.LinearSVM(loss="hinge", impl="cupy").fit(X, y)
         assert float(_abs_cos(svm_cupy.coef_.cpu().numpy(), svm.coef_.cpu().numpy()).min()) > 0.9999
     assert kernels.PCA(4).fit(X).components_.device == torch.device("cuda:1")
+
+
+# ------------------------------------------------------------------------- the GPU check's driver
+def _bench_gpu():
+    import sys
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module("bench_gpu")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_bench_gpu_dry_run_on_cpu_prints_every_analysis_row_with_parity(tmp_path, capsys):
+    bench = _bench_gpu()
+    out = tmp_path / "gpu.json"
+    assert bench.main(["--quick", "--device", "cpu", "--skip-sampler", "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    tasks = [r["task"].split(" ")[0] for r in result["analyses"]]
+    assert tasks == ["SVM", "streaming", "batched", "Pearson", "cosine"]
+    for row in result["analyses"]:                    # CPU against CPU: the same engine path, the same answer
+        assert row["gpu_s"] > 0 and row["cpu_s"] > 0
+        assert row["min_abs_cos"] is None or row["min_abs_cos"] > 0.999999
+        assert row["max_error"] < 1e-6
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "min |cos|" in printed and "Pearson 6000 x 6" in printed
+
+
+@pytest.mark.skipif(CUDA, reason="checks the message on a machine without GPUs")
+def test_bench_gpu_and_gpu_check_fail_fast_without_cuda(capsys):
+    import subprocess
+    from tests.conftest import ROOT
+
+    assert _bench_gpu().main(["--quick"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "gpu_check: no CUDA device: torch sees no GPU on this machine; nothing was run"]
+
+
+def test_sampler_rows_use_a_resnet50_sized_predictor():
+    bench = _bench_gpu()
+    net = bench.resnet50()
+    # torchvision's resnet50 has 25,557,032 parameters with a 1000-way head; with 40 outputs 23,589,992.
+    assert sum(p.numel() for p in net.parameters()) == 23_589_992
+    assert tuple(bench.resnet50(width=4)(torch.zeros(2, 3, 32, 32)).shape) == (2, 40)
+
+
+@pytest.mark.slow
+def test_bench_gpu_dry_run_includes_the_sampler_rows(tmp_path):
+    bench = _bench_gpu()
+    out = tmp_path / "gpu.json"
+    assert bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["sampler"]
+    assert [r["task"].split(", ")[1] for r in rows] == ["fp32", "bf16"]
+    assert all(r["engine_per_s"] > 0 and r["bare_per_s"] > 0 for r in rows)
