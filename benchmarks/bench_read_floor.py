@@ -11,7 +11,8 @@ turn so that the machine's load falls on all of them alike:
 
 Every process runs with ``CUDA_VISIBLE_DEVICES=""``: this is the CPU path, whatever the machine has.
 
-Each row prints the wall time of the whole process and its peak RSS; the ratios to the sklearn script (pca) and
+Each row prints the wall time of the whole process, its CPU time (user + system, all threads: less
+sensitive than wall time to other jobs sharing the cores) and its peak RSS; the ratios to the sklearn script (pca) and
 to the numpy script (correlate) are per repeat, then the median over repeats. ``--engine-root`` runs the
 engine of another checkout (e.g. before/after a change in one run).
 
@@ -57,7 +58,8 @@ import json, resource, subprocess, sys, time
 t = time.perf_counter()
 code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
 wall = time.perf_counter() - t
-print(json.dumps({"wall_s": wall, "peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
                   "rc": code}))
 """
 
@@ -108,12 +110,14 @@ def main() -> None:
         print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {r[-1]['wall_s']:.2f} s" for n, r in runs.items()) +
               f"  (load {os.getloadavg()[0]:.1f})", flush=True)
     ratio = {"engine pca": "sklearn PCA", "engine correlate": "numpy corrcoef", "sklearn PCA": "read floor"}
-    print(f"\n{'process':<18} {'wall s (median)':>16} {'peak MiB':>9}  ratio per repeat")
+    print(f"\n{'process':<18} {'wall s (median)':>16} {'CPU s (median)':>15} {'peak MiB':>9}  "
+          "wall ratio per repeat")
     for name, found in runs.items():
-        walls = [r["wall_s"] for r in found]
+        walls, cpus = [r["wall_s"] for r in found], [r["cpu_s"] for r in found]
         ratios = "" if name not in ratio else f"{name} / {ratio[name]}: " + ", ".join(
             f"{a['wall_s'] / b['wall_s']:.2f}" for a, b in zip(found, runs[ratio[name]]))
-        print(f"{name:<18} {statistics.median(walls):>16.2f} {max(r['peak_mib'] for r in found):>9.0f}  {ratios}")
+        print(f"{name:<18} {statistics.median(walls):>16.2f} {statistics.median(cpus):>15.2f} "
+              f"{max(r['peak_mib'] for r in found):>9.0f}  {ratios}")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "load": os.getloadavg(), "time": time.time()}, indent=2))
 
