@@ -348,3 +348,20 @@ def test_bench_gpu_dry_run_includes_the_sampler_rows(tmp_path):
     rows = json.loads(out.read_text())["sampler"]
     assert [r["task"].split(", ")[1] for r in rows] == ["fp32", "bf16"]
     assert all(r["engine_per_s"] > 0 and r["bare_per_s"] > 0 for r in rows)
+
+
+def test_pearson_partial_gives_one_state_from_numpy_and_from_tensors():
+    """The CPU path filters in numpy, the device path in torch: the same rows are kept either way."""
+    from engine.methods.correlate import pearson_counted_partial, pearson_partial
+
+    rng = np.random.default_rng(4)
+    scores = rng.standard_normal((500, 4)).astype(np.float32)
+    scores[::7, 1] = np.nan
+    scores[3, 2] = np.inf
+    for columns in (None, [0, 2, 3]):
+        from_numpy = pearson_partial(scores, columns=columns)
+        from_tensor = pearson_partial(torch.from_numpy(scores), columns=columns)
+        assert from_numpy.n_samples_seen_ == from_tensor.n_samples_seen_ < 500
+        np.testing.assert_allclose(to_host(from_tensor.result()), to_host(from_numpy.result()), atol=1e-12)
+    counts, _ = pearson_counted_partial(torch.from_numpy(scores))
+    np.testing.assert_array_equal(counts, np.isfinite(scores).sum(axis=0))

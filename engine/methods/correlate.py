@@ -35,23 +35,34 @@ from engine.methods._common import device_option, open_for_reading, reduce_rows,
 from engine.store import Store
 
 
-def _scores_on(block: Any, device: str) -> Any:
-    """A chunk of scores as a float64 tensor on ``device``."""
-    import torch
+def _finite_scores(block: Any, columns: Sequence[int] | None, device: str) -> Any:
+    """The rows of a chunk of scores with every (selected) score finite, as float64 on ``device``.
 
+    On the CPU in numpy (torch's small elementwise ops stall when other jobs load the cores); elsewhere in
+    torch on the device, after one copy there.
+    """
     from engine.device_io import as_device, to_device
-    return to_device(block, as_device(device)).to(torch.float64)
+
+    dev = as_device(device)
+    if dev.type == "cpu" and not _is_tensor(block):
+        scores = np.asarray(block, np.float64)
+        scores = scores if columns is None else scores[:, list(columns)]
+        return scores[np.isfinite(scores).all(axis=1)]
+    import torch
+    scores = to_device(block, dev).to(torch.float64)
+    scores = scores if columns is None else scores[:, list(columns)]
+    return scores[torch.isfinite(scores).all(dim=1)]
+
+
+def _is_tensor(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] == "torch"
 
 
 def pearson_partial(block: Any, columns: Sequence[int] | None = None, device: str = "cpu"):
     """The Pearson state of one chunk of scores (rows with any NaN skipped), of ``columns`` only if given,
     accumulated on ``device``."""
     from kernels import PearsonState
-    import torch
-    scores = _scores_on(block, device)
-    if columns is not None:
-        scores = scores[:, list(columns)]
-    scores = scores[torch.isfinite(scores).all(dim=1)]
+    scores = _finite_scores(block, columns, device)
     return PearsonState().update(scores) if scores.shape[0] else PearsonState()
 
 
@@ -62,10 +73,13 @@ def pearson_merge(a, b):
 
 def pearson_counted_partial(block: Any, device: str = "cpu") -> tuple[np.ndarray, Any]:
     """(finite scores per column, ``pearson_partial``) of one chunk: one pass finds the unusable columns too."""
-    import torch
+    from engine.device_io import as_device, to_device, to_host
 
-    from engine.device_io import to_host
-    scores = _scores_on(block, device)
+    dev = as_device(device)
+    if dev.type == "cpu" and not _is_tensor(block):
+        return np.isfinite(np.asarray(block, np.float64)).sum(axis=0), pearson_partial(block)
+    import torch
+    scores = to_device(block, dev)
     return to_host(torch.isfinite(scores).sum(dim=0)), pearson_partial(scores, device=device)
 
 
