@@ -344,13 +344,12 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     per-class boundaries; the names then end in ``_class<K>``. ``device`` (cpu, cuda, cuda:<i>, auto) is where
     the selected rows are copied and the batched SVM runs; the normals come back to the host once.
     """
+    from engine.device_io import as_device
     from engine.progress import progress_bar
 
     if num is not None:
         ratio = None
     _check_arguments(ratio, num, split, loss, C)
-    from engine.device_io import as_device
-
     dev = as_device(device)
     reader, view, stored_as, plans, rows_mask = select_rows(
         store, METHOD, "fit boundaries", space=space, layer=layer, attributes=attributes, ratio=ratio, num=num,
