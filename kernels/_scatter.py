@@ -61,7 +61,11 @@ class ScatterState:
         return buf
 
     def __getstate__(self) -> dict:
-        return {key: value for key, value in self.__dict__.items() if key != "_scratch"}
+        """Pickled without the scratch buffer and on the host: a state shipped between processes (a Dask worker's
+        partial state on its GPU) arrives in host memory wherever it is unpickled; ``merge`` moves it to the
+        receiving state's device."""
+        return {key: value.cpu() if isinstance(value, torch.Tensor) else value
+                for key, value in self.__dict__.items() if key != "_scratch"}
 
     def merge(self, other: "ScatterState") -> "ScatterState":
         """Fold another worker's state into this one (in place) and return self."""

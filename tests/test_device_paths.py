@@ -365,3 +365,20 @@ def test_pearson_partial_gives_one_state_from_numpy_and_from_tensors():
         np.testing.assert_allclose(to_host(from_tensor.result()), to_host(from_numpy.result()), atol=1e-12)
     counts, _ = pearson_counted_partial(torch.from_numpy(scores))
     np.testing.assert_array_equal(counts, np.isfinite(scores).sum(axis=0))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_gpu_partial_state_pickles_to_the_host_and_merges_into_a_gpu_state():
+    """What a Dask worker with a GPU sends back: its state arrives in host memory and still merges."""
+    import pickle
+
+    from engine.methods.ganspace import pca_merge, pca_partial
+
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((2, 3000, 16)).astype(np.float32)
+    shipped = pickle.loads(pickle.dumps(pca_partial(b, device="cuda")))
+    assert shipped._state.m2.device.type == "cpu"
+    merged = pca_merge(pca_partial(a, device="cuda"), shipped)
+    reference = pca_merge(pca_partial(a), pca_partial(b))
+    assert _abs_cos(to_host(merged.components_), to_host(reference.components_))[:4].min() > 0.9999
