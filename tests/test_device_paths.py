@@ -382,3 +382,18 @@ def test_a_gpu_partial_state_pickles_to_the_host_and_merges_into_a_gpu_state():
     merged = pca_merge(pca_partial(a, device="cuda"), shipped)
     reference = pca_merge(pca_partial(a), pca_partial(b))
     assert _abs_cos(to_host(merged.components_), to_host(reference.components_))[:4].min() > 0.9999
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_activation_pca_on_cuda_matches_cpu(tmp_path):
+    """pca --layer: the generator, the projection, the PCA and the regression sums on the GPU."""
+    import engine
+    from engine.methods.activation_pca import activation_pca
+
+    store = engine.sample(str(tmp_path / "lin.zarr"), "tests.models_for_tests:linear_layer_generator", [], n=6000,
+                          chunk=2000, progress=False)
+    for max_features in (4096, 4):                                # as is, and through the random projection
+        cpu, _ = activation_pca(store, "features", k=2, device="cpu", max_features=max_features)
+        gpu, _ = activation_pca(store, "features", k=2, device="cuda", max_features=max_features)
+        assert _abs_cos(gpu, cpu).min() > 0.9999
