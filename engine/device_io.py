@@ -6,8 +6,8 @@ block is copied into a page-locked (pinned) host buffer and from there to the GP
 copy runs on the device's stream while the host goes on to decompress the next block. Two staging buffers per
 device and thread take turns; before a buffer is refilled, the host waits for the event recorded after its last
 copy, so a block in flight is never overwritten. The buffers are kept (grown, never shrunk) for the thread's
-next blocks: a run holds pinned memory of about twice its largest block. ``to_host`` brings a result (tensor, numpy or a kernel's
-output) back as numpy, once, at the end.
+next blocks: a run holds pinned memory of about twice its largest block. ``to_host`` brings a result (tensor,
+numpy or a kernel's output) back as numpy, once, at the end.
 """
 from __future__ import annotations
 

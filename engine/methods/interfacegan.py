@@ -34,7 +34,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from engine.methods import Method, ReportSection
 from engine.methods._common import device_option, open_for_reading, require_attribute, require_new, writing
 from engine.spaces import LatentSpace, LatentView
 from engine.store import Store, StoreError
+
+if TYPE_CHECKING:
+    import torch
 
 METHOD = "interfacegan"
 LOSSES = ("hinge", "squared_hinge")

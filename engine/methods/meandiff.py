@@ -44,7 +44,6 @@ def meandiff(store: str | os.PathLike | Store, *, space: str = "z", attributes: 
     read to and summed; the sums come back to the host once.
     """
     from engine.device_io import as_device
-    from engine.progress import progress_bar
 
     dev = as_device(device)
     if num is not None:
