@@ -8,8 +8,10 @@ only when a cupy array is passed or ``impl="cupy"`` is requested, and is used on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,33 @@ def resolve_impl(impl: str, device: torch.device, owner: str) -> str:
         why = "cupy is not installed or sees no GPU" if not cupy_available() else f"the data are on {device}"
         raise ValueError(f"The 'impl' parameter of {owner} is 'cupy' but the cupy path cannot run: {why}.")
     return "cupy" if usable else "torch"
+
+
+def cuda_index(device: torch.device) -> int | None:
+    """The CUDA ordinal of ``device`` (torch's current device for a bare "cuda"), or None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+@contextlib.contextmanager
+def device_scope(device: torch.device, cupy: bool = False) -> Iterator[None]:
+    """Make the data's CUDA device current while a kernel works on it; nothing to do off CUDA.
+
+    torch's ops follow their tensors, but what uses the *current* device does not: cupy kernels and solvers
+    (launched on cupy's current device), DLPack exchanges (on the current stream) and tensors created without
+    a device. Inside this scope both torch's and, with ``cupy``, cupy's current device are the data's, so data
+    on cuda:1 is computed on cuda:1, never on device 0.
+    """
+    index = cuda_index(device)
+    if index is None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.cuda.device(index))
+        if cupy:
+            stack.enter_context(import_cupy().cuda.Device(index))
+        yield
 
 
 def to_cupy(t: torch.Tensor) -> Any:

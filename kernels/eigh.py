@@ -20,7 +20,7 @@ import torch
 
 from ._validation import check_finite, check_nonempty, check_option
 from ._threads import CPU_POOL as _CPU_POOL
-from .backend import as_tensors, import_cupy, resolve_impl, to_cupy, to_origin
+from .backend import as_tensors, device_scope, import_cupy, resolve_impl, to_cupy, to_origin
 
 
 def vector_signs(vectors: torch.Tensor, dim: int = -2) -> torch.Tensor:
@@ -60,16 +60,18 @@ def _descending_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _split_descending_eigh(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_descending_eigh``, with a CPU stack of two or more matrices split over single-threaded workers.
+    """``_descending_eigh``, with a CPU stack split over single-threaded workers (one matrix: one worker).
 
     Each worker solves its matrices one at a time, so that the input, LAPACK's work and the sign fix of one
     matrix stay in the core's cache, and writes the vectors straight into the result, which is laid out per
     matrix in column-major order as LAPACK writes them (as torch's own batched eigh returns them). Inputs that
     need autograd take torch's own batched call. A matrix solved in a stack may differ from the same matrix
-    solved alone in the last float bits (single- vs multi-threaded LAPACK blocking).
+    solved alone in the last float bits (single- vs multi-threaded LAPACK blocking). A single matrix goes to
+    one worker too: multi-threaded syevd of one 512×512 matrix is several times slower than single-threaded
+    whenever other jobs load the cores (OpenMP barriers; benchmarks/README.md, "Read floor").
     """
     count = math.prod(work.shape[:-2])
-    found = _CPU_POOL.executor() if work.device.type == "cpu" and count >= 2 and not work.requires_grad else None
+    found = _CPU_POOL.executor() if work.device.type == "cpu" and count >= 1 and not work.requires_grad else None
     if found is None:
         return _descending_eigh(work)
     pool, workers = found
@@ -97,11 +99,12 @@ def _split_descending_eigh(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def eigh_tensor(a: torch.Tensor, compute_dtype: torch.dtype | None = None, impl: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
     """``eigh`` on a torch tensor already checked: (..., d, d) -> descending eigenvalues, columns as vectors."""
     work = a if compute_dtype is None else a.to(compute_dtype)
-    if impl == "cupy":
-        w, v = import_cupy().linalg.eigh(to_cupy(work))
-        w, v = torch.from_dlpack(w).flip(-1), fix_signs(torch.from_dlpack(v).flip(-1), dim=-2)
-    else:
-        w, v = _split_descending_eigh(work)
+    with device_scope(work.device, cupy=impl == "cupy"):
+        if impl == "cupy":
+            w, v = import_cupy().linalg.eigh(to_cupy(work))
+            w, v = torch.from_dlpack(w).flip(-1), fix_signs(torch.from_dlpack(v).flip(-1), dim=-2)
+        else:
+            w, v = _split_descending_eigh(work)
     return w.to(a.dtype), v.to(a.dtype)
 
 

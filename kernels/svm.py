@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from ._validation import ConvergenceWarning, check_finite, check_fitted, check_interval, check_option
-from .backend import as_tensors, import_cupy, resolve_impl, to_cupy, to_origin
+from .backend import as_tensors, device_scope, import_cupy, resolve_impl, to_cupy, to_origin
 from ._threads import CPU_POOL as _CPU_POOL  # the process's single-threaded CPU workers, shared with eigh
 
 _MU_START = 0.1
@@ -125,8 +125,9 @@ class LinearSVM:
         x, labels = (x, labels) if batched else (x[None], labels[None])
         self.classes_, ys = _signed_labels(labels, owner)
         impl = resolve_impl(self.impl, x.device, owner)
-        theta, n_iter, converged = _solve_batch(x.contiguous(), ys, float(self.C), self.loss, self.fit_intercept,
-                                                float(self.tol), int(self.max_iter), impl)
+        with device_scope(x.device, cupy=impl == "cupy"):
+            theta, n_iter, converged = _solve_batch(x.contiguous(), ys, float(self.C), self.loss,
+                                                    self.fit_intercept, float(self.tol), int(self.max_iter), impl)
         d = x.shape[-1]
         self._coef = theta[:, :d]
         self._intercept = theta[:, d] if self.fit_intercept else torch.zeros_like(theta[:, 0])

@@ -49,3 +49,15 @@ def test_layer_pca_through_the_cli_and_its_refusals(store):
     assert bad.exit_code == 1 and "did you mean features" in bad.output
     mixed = runner.invoke(cli, ["pca", store.path, "--layer", "features", "--array", "latents/z", "--overwrite"])
     assert mixed.exit_code == 1 and "does not combine with --array" in mixed.output
+
+
+def test_layer_pca_refuses_a_cluster_file_before_starting_it(store, tmp_path, monkeypatch):
+    from engine import cluster_config
+
+    started = []
+    monkeypatch.setattr(cluster_config, "build_cluster", lambda config: started.append(config))
+    (tmp_path / "local.yaml").write_text("kind: local\nworkers: 1\n")
+    out = CliRunner().invoke(cli, ["pca", store.path, "--layer", "features", "--cluster", str(tmp_path / "local.yaml"),
+                                   "--overwrite"])
+    assert out.exit_code == 1 and "does not combine with --cluster" in out.output
+    assert started == []

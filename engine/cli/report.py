@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from engine.methods._common import device_option
+
 
 @click.command(epilog="""\b
 Examples:
@@ -16,12 +18,15 @@ Examples:
 @click.option("--alphas", default="-3,3,7", show_default=True, help="START,STOP,STEPS of the edit grids' columns, in --units.")
 @click.option("--units", type=click.Choice(["sigma", "raw"]), default="sigma", show_default=True,
               help="Unit of α, as in edit: sigma = std of the store's codes along the direction; raw = step length.")
-@click.option("--device", default="cpu", help="Device that renders the edit grids.")
+@device_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def report(store: str, out: str | None, per_method: int, samples: int, alphas: str, units: str, device: str,
            quiet: bool) -> None:
     """Write a self-contained HTML report: edit grids, re-scoring curves, heatmaps, spectra, run metadata."""
+    from engine.devices import resolve_device
     from engine.reporting import report as write_report
+
+    device = str(resolve_device(device))  # a bad choice is a one-line ValueError naming it
 
     click.echo(write_report(store, out, per_method=per_method, samples=samples, alphas=alphas, units=units,
                             device=device, progress=not quiet))

@@ -69,8 +69,30 @@ def require_attribute(store: Store, name: str) -> int:
     except StoreError:
         raise StoreError(f"unknown attribute {name!r}; {store.path} has {store.attributes or 'no scores'}") from None
 
-__all__ = ["ResultExistsError", "check_positive_int", "open_for_reading", "require_attribute", "require_new",
-           "store_path", "writing"]
+def device_option(default: str = "auto") -> Any:
+    """The ``--device`` option of the analysis commands: where the chunks go and the math runs."""
+    import click
+
+    return click.option("--device", default=default, show_default=True,
+                        help="auto, cpu, cuda or cuda:<index>: where the rows are read to and the math runs "
+                             "(auto: CUDA if present).")
+
+
+__all__ = ["ResultExistsError", "check_positive_int", "device_option", "open_for_reading", "require_attribute",
+           "require_new", "store_path", "writing"]
+
+
+#: Bytes of rows per ``partial`` call when ``reduce_rows`` streams in-process: large enough that the per-call
+#: float64 (d, d) work of a PCA / Pearson state is small beside its GEMM, small enough to keep memory O(chunk).
+REDUCE_BLOCK_BYTES = 32 << 20
+
+
+def _block_chunks(array: Any) -> int:
+    """Whole store chunks per block so that a block holds about ``REDUCE_BLOCK_BYTES``."""
+    import numpy as np
+
+    chunk_bytes = int(array.chunks[0]) * int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    return max(1, REDUCE_BLOCK_BYTES // max(1, chunk_bytes))
 
 
 def reduce_rows(reader: Store, array: str, partial: Callable[[Any], Any], merge: Callable[[Any, Any], Any], *,
@@ -86,7 +108,7 @@ def reduce_rows(reader: Store, array: str, partial: Callable[[Any], Any], merge:
 
     state = None
     labels = reader.array("labels") if class_label is not None else None
-    for rows, block in reader.iter_rows(array):
+    for rows, block in reader.iter_rows(array, block_chunks=_block_chunks(reader.array(array))):
         if labels is not None:
             block = block[np.asarray(labels[rows]) == class_label]
             if block.shape[0] == 0:

@@ -25,10 +25,15 @@ PROJECTION_SEED = 0
 
 def activation_pca(reader: Store, layer: str, *, k: int | None, generator: Any = None, device: str = "cpu",
                    batch: int = 256, max_features: int = 4096) -> tuple[np.ndarray, dict[str, Any]]:
-    """(unit directions (k, D) in the store's w or z, attrs) of GANSpace's PCA on ``layer``'s activations."""
+    """(unit directions (k, D) in the store's w or z, attrs) of GANSpace's PCA on ``layer``'s activations.
+
+    The activations stay on ``device``: the projection, the streaming PCA and the regression's sums run there;
+    only the (k, k) and (k, D) sums and the PCA's results come back to the host.
+    """
     import torch
 
     from kernels import PCA
+    from engine.device_io import to_device, to_host
     from engine.models.base import conditional
     from engine.models.registry import load_generator
     from engine.spaces import default_space
@@ -46,12 +51,12 @@ def activation_pca(reader: Store, layer: str, *, k: int | None, generator: Any =
             target = np.asarray(reader.array(f"latents/{space}")[rows], np.float64) if space != "z" else \
                 z.astype(np.float64)
             for start in range(0, z.shape[0], batch):
-                zt = torch.from_numpy(np.ascontiguousarray(z[start:start + batch], np.float32)).to(dev)
-                lt = None if labels is None else torch.from_numpy(
-                    np.asarray(labels[rows][start:start + batch], np.int64)).to(dev)
+                zt = to_device(np.ascontiguousarray(z[start:start + batch], np.float32), dev)
+                lt = None if labels is None else to_device(
+                    np.asarray(labels[rows][start:start + batch], np.int64), dev)
                 with torch.inference_mode():
-                    feats = features(G, zt, layer, lt).double().cpu().numpy()
-                yield feats, target[start:start + batch]
+                    feats = features(G, zt, layer, lt).double()
+                yield feats, to_device(target[start:start + batch], dev)
 
     width = None
     projection = None
@@ -61,32 +66,32 @@ def activation_pca(reader: Store, layer: str, *, k: int | None, generator: Any =
             width = feats.shape[1]
             if width > max_features:
                 rng = np.random.default_rng(PROJECTION_SEED)
-                projection = rng.standard_normal((width, max_features)) / np.sqrt(max_features)
+                projection = to_device(rng.standard_normal((width, max_features)) / np.sqrt(max_features), dev)
         if projection is not None:
             feats = feats @ projection
-        part = PCA(k).partial_fit(feats.astype(np.float32))
+        part = PCA(k).partial_fit(feats.float())
         state = part if state is None else state.merge(part)
         code_sum = target.sum(0) if code_sum is None else code_sum + target.sum(0)
         count += target.shape[0]
-    components = np.asarray(state.components_, np.float64)             # (k, F')
-    feature_mean = np.asarray(state.mean_, np.float64)
+    components = state.components_.to(dev, torch.float64)              # (k, F')
+    feature_mean = state.mean_.to(dev, torch.float64)
     code_mean = code_sum / count
-    gram = np.zeros((components.shape[0],) * 2)
-    cross = np.zeros((components.shape[0], code_mean.size))
+    gram = torch.zeros((components.shape[0],) * 2, dtype=torch.float64, device=dev)
+    cross = torch.zeros((components.shape[0], code_mean.numel()), dtype=torch.float64, device=dev)
     for feats, target in blocks():
         if projection is not None:
             feats = feats @ projection
         coords = (feats - feature_mean) @ components.T
         gram += coords.T @ coords
         cross += coords.T @ (target - code_mean)
-    directions = np.linalg.lstsq(gram, cross, rcond=None)[0]
+    directions = np.linalg.lstsq(to_host(gram), to_host(cross), rcond=None)[0]
     norms = np.linalg.norm(directions, axis=1, keepdims=True)
     if not (norms > 0).all():
         raise ValueError(f"layer {layer!r}: a component has no latent direction (its coordinates do not depend "
                          "on the codes)")
     attrs = {"space": space, "method": "ganspace", "tapped_layer": layer, "n_rows": int(count),
-             "feature_width": int(width), "explained_variance_ratio": np.asarray(state.explained_variance_ratio_),
-             "explained_variance": np.asarray(state.explained_variance_), "regression": "least squares",
+             "feature_width": int(width), "explained_variance_ratio": to_host(state.explained_variance_ratio_),
+             "explained_variance": to_host(state.explained_variance_), "regression": "least squares",
              "projection": None if projection is None else
              {"kind": "gaussian", "seed": PROJECTION_SEED, "features": int(max_features)},
              "regression_norms": norms[:, 0]}

@@ -32,18 +32,39 @@ import numpy as np
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
 from engine.cli.options import cluster_option, reduction_scheduler
 from engine.methods import Method
-from engine.methods._common import open_for_reading, reduce_rows, require_new, writing
+from engine.methods._common import device_option, open_for_reading, reduce_rows, require_new, writing
 from engine.store import Store
 
 
-def pearson_partial(block: np.ndarray, columns: Sequence[int] | None = None):
-    """The Pearson state of one chunk of scores (rows with any NaN skipped), of ``columns`` only if given."""
+def _finite_scores(block: Any, columns: Sequence[int] | None, device: str) -> Any:
+    """The rows of a chunk of scores with every (selected) score finite, as float64 on ``device``.
+
+    On the CPU in numpy (torch's small elementwise ops stall when other jobs load the cores); elsewhere in
+    torch on the device, after one copy there.
+    """
+    from engine.device_io import as_device, to_device
+
+    dev = as_device(device)
+    if dev.type == "cpu" and not _is_tensor(block):
+        scores = np.asarray(block, np.float64)
+        scores = scores if columns is None else scores[:, list(columns)]
+        return scores[np.isfinite(scores).all(axis=1)]
+    import torch
+    scores = to_device(block, dev).to(torch.float64)
+    scores = scores if columns is None else scores[:, list(columns)]
+    return scores[torch.isfinite(scores).all(dim=1)]
+
+
+def _is_tensor(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] == "torch"
+
+
+def pearson_partial(block: Any, columns: Sequence[int] | None = None, device: str = "cpu"):
+    """The Pearson state of one chunk of scores (rows with any NaN skipped), of ``columns`` only if given,
+    accumulated on ``device``."""
     from kernels import PearsonState
-    block = np.asarray(block, np.float64)
-    if columns is not None:
-        block = block[:, list(columns)]
-    block = block[np.isfinite(block).all(axis=1)]
-    return PearsonState().update(block) if block.shape[0] else PearsonState()
+    scores = _finite_scores(block, columns, device)
+    return PearsonState().update(scores) if scores.shape[0] else PearsonState()
 
 
 def pearson_merge(a, b):
@@ -51,9 +72,16 @@ def pearson_merge(a, b):
     return a.merge(b)
 
 
-def pearson_counted_partial(block: np.ndarray) -> tuple[np.ndarray, Any]:
+def pearson_counted_partial(block: Any, device: str = "cpu") -> tuple[np.ndarray, Any]:
     """(finite scores per column, ``pearson_partial``) of one chunk: one pass finds the unusable columns too."""
-    return np.isfinite(np.asarray(block, np.float64)).sum(axis=0), pearson_partial(block)
+    from engine.device_io import as_device, to_device, to_host
+
+    dev = as_device(device)
+    if dev.type == "cpu" and not _is_tensor(block):
+        return np.isfinite(np.asarray(block, np.float64)).sum(axis=0), pearson_partial(block)
+    import torch
+    scores = to_device(block, dev)
+    return to_host(torch.isfinite(scores).sum(dim=0)), pearson_partial(scores, device=device)
 
 
 def pearson_counted_merge(a: tuple[np.ndarray, Any], b: tuple[np.ndarray, Any]) -> tuple[np.ndarray, Any]:
@@ -111,7 +139,7 @@ def _match_pairs(sets: dict[str, list]) -> list[tuple[str, list, tuple[str, np.n
 
 
 def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None,
-                       class_label: int | None = None) -> dict[str, Any] | None:
+                       class_label: int | None = None, device: str = "cpu") -> dict[str, Any] | None:
     """The attribute_pearson table over the usable score columns, or None when no row can be correlated.
 
     One pass computes the table and counts each column's finite scores; only when a column has fewer than two
@@ -122,7 +150,7 @@ def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None
                            class_label=class_label)
 
     names = list(reader.attributes)
-    counts, state = reduce(pearson_counted_partial, pearson_counted_merge)
+    counts, state = reduce(functools.partial(pearson_counted_partial, device=device), pearson_counted_merge)
     unusable = [j for j, c in enumerate(counts) if c < 2]
     if unusable:
         warnings.warn("attribute_pearson leaves out " + ", ".join(
@@ -131,28 +159,34 @@ def _attribute_pearson(reader: Store, workers: int | None, scheduler: str | None
         keep = [j for j in range(len(names)) if j not in unusable]
         if len(keep) < 1:
             return None
-        state = reduce(functools.partial(pearson_partial, columns=keep), pearson_merge)
+        state = reduce(functools.partial(pearson_partial, columns=keep, device=device), pearson_merge)
         names = [names[j] for j in keep]
     if state.n_samples_seen_ < 2:
         warnings.warn(f"attribute_pearson not written: {state.n_samples_seen_} row(s) of {reader.path} have every "
                       "score finite, too few to correlate", stacklevel=3)
         return None
-    return {"values": np.asarray(state.result()), "rows": names, "cols": names,
+    from engine.device_io import to_host
+
+    return {"values": to_host(state.result()), "rows": names, "cols": names,
             "attrs": {"n_rows": int(state.n_samples_seen_)}}
 
 
 def correlate(store: str | os.PathLike | Store, *, heatmaps: bool = False, workers: int | None = None,
-              scheduler: str | None = None, overwrite: bool = False,
-              class_label: int | None = None) -> dict[str, dict[str, Any]]:
+              scheduler: str | None = None, overwrite: bool = False, class_label: int | None = None,
+              device: str = "cpu") -> dict[str, dict[str, Any]]:
     """Write the comparison tables; returns {table name: {"values", "rows", "cols"}}.
 
     ``heatmaps`` also saves each table as ``<store>_<table>.png`` beside the store. Tables already stored under
     the names this run writes are refused, before any work, unless ``overwrite``. ``class_label`` computes
     the per-class tables instead: ``attribute_pearson_class<K>`` over that class's rows and
     ``boundary_cosine_class<K>`` between the boundaries fitted on them (``boundaries --class K``).
+    ``device`` (cpu, cuda, cuda:<i>, auto) is where the scores are read to and the tables computed; each
+    table comes back to the host once.
     """
     import kernels
+    from engine.device_io import as_device, to_device, to_host
 
+    dev = as_device(device)
     reader = open_for_reading(store)
     sets = _direction_sets(reader)
     suffix = ""
@@ -171,20 +205,21 @@ def correlate(store: str | os.PathLike | Store, *, heatmaps: bool = False, worke
     tables: dict[str, dict[str, Any]] = {}
     if chosen:
         labels = [n for n, _, _ in chosen]
-        stacked = np.concatenate([v for _, v, _ in chosen])
+        stacked = to_device(np.concatenate([v for _, v, _ in chosen]), dev)
         tables[f"boundary_cosine{suffix}"] = {
-            "values": np.asarray(kernels.cosine_matrix(stacked, stacked)), "rows": labels, "cols": labels,
+            "values": to_host(kernels.cosine_matrix(stacked, stacked)), "rows": labels, "cols": labels,
             "attrs": {"space": chosen[0][2].get("space"), **({"class": class_label} if suffix else {})}}
     if reader.attributes:
-        pearson = _attribute_pearson(reader, workers, scheduler, class_label)
+        pearson = _attribute_pearson(reader, workers, scheduler, class_label, str(dev))
         if pearson is not None:
             if suffix:
                 pearson["attrs"]["class"] = class_label
             tables[f"attribute_pearson{suffix}"] = pearson
     for table, refs, (cand_key, cand, cand_attrs), ref_method in pairs:
         labels = [n if v.shape[0] == 1 else f"{n}[{r}]" for n, v in refs for r in range(v.shape[0])]
-        index, distance = kernels.best_match(np.concatenate([v for _, v in refs]), cand)
-        values = np.stack([np.asarray(index, np.float64), np.asarray(distance, np.float64)], axis=1)
+        index, distance = kernels.best_match(to_device(np.concatenate([v for _, v in refs]), dev),
+                                             to_device(cand, dev))
+        values = np.stack([to_host(index, np.float64), to_host(distance, np.float64)], axis=1)
         tables[table] = {"values": values, "rows": labels, "cols": ["index", "cosine_distance"],
                          "attrs": {"reference": ref_method, "candidates": cand_key, "space": cand_attrs.get("space")}}
 
@@ -219,19 +254,20 @@ Examples:
 @click.option("--heatmaps", is_flag=True, help="Also save each square table as <store>_<table>.png beside the store.")
 @click.option("--class", "class_label", type=int, default=None, help="Per-class tables: the rows of this class and the boundaries fitted on them.")
 @click.option("--overwrite", is_flag=True, help="Replace tables already stored under the same names.")
+@device_option()
 @workers_option
 @scheduler_option
 @cluster_option
 @json_option
-def correlate_command(store: str, heatmaps: bool, class_label: int | None, overwrite: bool, workers: int | None,
-                      scheduler: str | None, cluster: str | None, as_json: bool) -> None:
+def correlate_command(store: str, heatmaps: bool, class_label: int | None, overwrite: bool, device: str,
+                      workers: int | None, scheduler: str | None, cluster: str | None, as_json: bool) -> None:
     """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables.
 
     An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
     """
     with reduction_scheduler(cluster, workers, scheduler) as scheduler:
         tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite,
-                           class_label=class_label)
+                           class_label=class_label, device=device)
     if as_json:
         echo_json({name: {"rows": t["rows"], "cols": t["cols"], "values": t["values"].tolist()}
                    for name, t in tables.items()})

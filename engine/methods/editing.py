@@ -426,7 +426,7 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="With --rescore: replace an existing re-scoring table of this direction.")
 @click.option("--out", default=None, help="PNG of the image grid (rows samples, columns α).")
 @click.option("--layers", default=None, help="A-B (0-based, inclusive): move a w-sized direction (w, or one wp layer) on these layers only, as GANSpace's layer-wise edits do.")
-@click.option("--device", default="cpu", help="cpu, cuda or cuda:<index>.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>: where the rows are read to and the math runs (auto: CUDA if present).")
 @click.option("--class", "class_label", type=int, default=None, help="Class-conditional generators: edit codes of this class (default: the class a per-class direction was fitted on).")
 @click.option("--direction-from", default=None, help="Another store of the same generator (e.g. a sampled one) to take the direction and its σ from; for an inverted STORE.")
 @json_option

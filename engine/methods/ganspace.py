@@ -18,17 +18,20 @@ import numpy as np
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
 from engine.cli.options import cluster_option, reduction_scheduler
 from engine.methods import Method, ReportSection, Spectrum
-from engine.methods._common import check_positive_int, open_for_reading, reduce_rows, require_new, writing
+from engine.methods._common import (check_positive_int, device_option, open_for_reading, reduce_rows, require_new,
+                                    writing)
 from engine.spaces import resolve_array
 from engine.store import Store
 
 METHOD = "ganspace"
 
 
-def pca_partial(block: np.ndarray, n_components: int | None = None):
-    """The PCA state of one chunk of codes (rows first; wp rows are flattened)."""
+def pca_partial(block: np.ndarray, n_components: int | None = None, device: str = "cpu"):
+    """The PCA state of one chunk of codes (rows first; wp rows are flattened), accumulated on ``device``."""
     from kernels import PCA
-    return PCA(n_components).partial_fit(np.asarray(block, np.float32).reshape(block.shape[0], -1))
+    from engine.device_io import as_device, to_device
+    rows = to_device(np.asarray(block, np.float32), as_device(device))
+    return PCA(n_components).partial_fit(rows.reshape(rows.shape[0], -1))
 
 
 def pca_merge(a, b):
@@ -47,8 +50,13 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
     A stored ``directions/ganspace/<space>`` is refused, before any work, unless ``overwrite``.
     ``class_label`` takes the rows of that class only (``directions/ganspace/<space>_class<K>``). ``layer``
     does GANSpace on that layer of the generator instead (``engine.methods.activation_pca``): its activations'
-    components regressed to latent directions, in ``directions/ganspace/<layer>``.
+    components regressed to latent directions, in ``directions/ganspace/<layer>``. ``device`` (cpu, cuda,
+    cuda:<i>, auto) is where the chunks are read to and the PCA state is accumulated (with ``layer``: where
+    the generator runs); the results come back to the host once.
     """
+    from engine.device_io import as_device, to_host
+
+    device = str(as_device(device))
     reader = open_for_reading(store)
     if layer is not None:
         return _layer_pca(store, reader, layer, k, overwrite, generator, device,
@@ -66,16 +74,16 @@ def pca(store: str | os.PathLike | Store, *, array: str | None = None, k: int | 
         reader.class_rows(class_label)                      # a store without labels, or a bad class, says so
     target_path = f"directions/{METHOD}/{name}"
     require_new(reader, [target_path], overwrite)
-    partial = functools.partial(pca_partial, n_components=k)
+    partial = functools.partial(pca_partial, n_components=k, device=device)
     state = reduce_rows(reader, path, partial, pca_merge, workers=workers, scheduler=scheduler,
                         class_label=class_label)
-    components = np.asarray(state.components_, np.float32)
-    variance = np.asarray(state.explained_variance_, np.float64)
+    components = to_host(state.components_, np.float32)
+    variance = to_host(state.explained_variance_, np.float64)
     attrs = {"space": space, "method": METHOD, "array": path, "n_rows": int(state.n_samples_seen_),
              **({} if class_label is None else {"class": int(class_label)}),
-             "explained_variance_ratio": np.asarray(state.explained_variance_ratio_, np.float64),
+             "explained_variance_ratio": to_host(state.explained_variance_ratio_, np.float64),
              "explained_variance": variance, "stdev": np.sqrt(variance),
-             "mean": np.asarray(state.mean_, np.float64)}
+             "mean": to_host(state.mean_, np.float64)}
     with writing(store, purpose="pca") as target:
         require_new(target, [target_path], overwrite)
         target.write_direction(METHOD, name, components, attrs)
@@ -117,7 +125,7 @@ Examples:
 @click.option("-k", "k", type=int, default=None, help="Components kept (default all).")
 @click.option("--class", "class_label", type=int, default=None, help="Rows of this class only (stores of class-conditional generators).")
 @click.option("--layer", default=None, help="GANSpace on this layer's activations (a name from `latent-engine layers`), regressed to the store's w (or z).")
-@click.option("--device", default="cpu", help="With --layer: where the generator runs (cpu, cuda, cuda:<index>).")
+@device_option()
 @click.option("--overwrite", is_flag=True, help="Replace directions/ganspace/<space> if already stored.")
 @workers_option
 @scheduler_option
@@ -130,6 +138,8 @@ def pca_command(store: str, array: str | None, k: int | None, class_label: int |
 
     Prints the first 10 components' variance ratios; --json gives all of them.
     """
+    if layer is not None and cluster is not None:      # refused before a cluster's jobs are submitted
+        raise ValueError("--layer runs the generator on the store's codes; it does not combine with --cluster")
     with reduction_scheduler(cluster, workers, scheduler) as scheduler:
         result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
                      class_label=class_label, layer=layer, device=device)

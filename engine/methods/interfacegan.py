@@ -34,7 +34,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,9 +42,12 @@ import click
 
 from engine.cli.options import echo_json, echo_table, json_option
 from engine.methods import Method, ReportSection
-from engine.methods._common import open_for_reading, require_attribute, require_new, writing
+from engine.methods._common import device_option, open_for_reading, require_attribute, require_new, writing
 from engine.spaces import LatentSpace, LatentView
 from engine.store import Store, StoreError
+
+if TYPE_CHECKING:
+    import torch
 
 METHOD = "interfacegan"
 LOSSES = ("hinge", "squared_hinge")
@@ -287,28 +290,51 @@ def _labels(group: list[_Plan], part: str) -> np.ndarray:
     return out
 
 
-def _fit_batch(group: list[_Plan], X: np.ndarray, Xv: np.ndarray | None, C: float,
-               loss: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """One batched LinearSVM fit: (b, d) weights, (b,) intercepts, train and validation accuracies."""
-    from kernels import LinearSVM
+def _fit_batch(group: list[_Plan], X: np.ndarray, Xv: np.ndarray | None, C: float, loss: str,
+               device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """One batched LinearSVM fit on ``device`` (default CPU): (b, d) weights, (b,) intercepts, train and
+    validation accuracies, back on the host."""
+    import torch
 
-    y = _labels(group, "train")
+    from kernels import LinearSVM
+    from engine.device_io import to_device, to_host
+
+    device = device or torch.device("cpu")
+    y = to_device(_labels(group, "train"), device)
+    X = to_device(X, device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
         svm = LinearSVM(C=C, loss=loss).fit(X, y)
-    train_acc = np.atleast_1d(np.asarray(svm.score(X, y), dtype=np.float64))
+    train_acc = np.atleast_1d(to_host(svm.score(X, y), np.float64))
     val_acc = [None] * len(group) if Xv is None else \
-        np.atleast_1d(np.asarray(svm.score(Xv, _labels(group, "val")), dtype=np.float64)).tolist()
-    coef = np.atleast_2d(np.asarray(svm.coef_, dtype=np.float64))
-    intercept = np.atleast_1d(np.asarray(svm.intercept_, dtype=np.float64))
+        np.atleast_1d(to_host(svm.score(to_device(Xv, device), to_device(_labels(group, "val"), device)),
+                              np.float64)).tolist()
+    coef = np.atleast_2d(to_host(svm.coef_, np.float64))
+    intercept = np.atleast_1d(to_host(svm.intercept_, np.float64))
     return coef, intercept, train_acc, val_acc
+
+
+def _decisions(x: np.ndarray, normals: np.ndarray, offsets: np.ndarray, device: torch.device) -> np.ndarray:
+    """Signed distances (rows, b) of a block of codes to b fitted boundaries: one float32 GEMM on ``device``.
+
+    Not ``LinearSVM.decision_function``: it re-checks every stored value for finiteness, which costs ~10x the
+    GEMM on CPU; stored codes are complete.
+    """
+    if device.type == "cpu":
+        return x @ normals.T.astype(np.float32) + offsets.astype(np.float32)
+    import torch
+
+    from engine.device_io import to_device, to_host
+    rows = to_device(np.asarray(x, np.float32), device)
+    weights = torch.from_numpy(normals.T.astype(np.float32)).to(device)
+    return to_host(torch.addmm(torch.from_numpy(offsets.astype(np.float32)).to(device), rows, weights))
 
 
 def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes: Sequence[str] | None = None,
                ratio: float | None = 0.02, num: int | None = None, split: float = 0.7, loss: str = "hinge",
                C: float = 1.0, seed: int = 0, invalid_value: float | None = None, layer: int | None = None,
-               overwrite: bool = False, progress: bool = False,
-               class_label: int | None = None) -> dict[str, dict[str, Any]]:
+               overwrite: bool = False, progress: bool = False, class_label: int | None = None,
+               device: str = "cpu") -> dict[str, dict[str, Any]]:
     """Fit InterFaceGAN boundaries for ``attributes`` (default all) and write them to ``directions/interfacegan``.
 
     Each boundary is stored as ``directions/interfacegan/<direction_name(attr, space, layer)>``: ``<attr>`` in
@@ -318,13 +344,16 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     skipped with a warning, or refused if named in ``attributes`` (see the module docstring). A boundary already
     stored under one of the names is refused, before any work, unless ``overwrite``. ``class_label`` fits on
     the rows of that class only (a store sampled from a class-conditional generator), as the papers fit
-    per-class boundaries; the names then end in ``_class<K>``.
+    per-class boundaries; the names then end in ``_class<K>``. ``device`` (cpu, cuda, cuda:<i>, auto) is where
+    the selected rows are copied and the batched SVM runs; the normals come back to the host once.
     """
+    from engine.device_io import as_device
     from engine.progress import progress_bar
 
     if num is not None:
         ratio = None
     _check_arguments(ratio, num, split, loss, C)
+    dev = as_device(device)
     reader, view, stored_as, plans, rows_mask = select_rows(
         store, METHOD, "fit boundaries", space=space, layer=layer, attributes=attributes, ratio=ratio, num=num,
         split=split, seed=seed, invalid_value=invalid_value, overwrite=overwrite, progress=progress,
@@ -346,7 +375,7 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
     for group in groups:
         X = gathered.pop(0)
         Xv = gathered.pop(0) if split < 1 else None
-        coef, intercept, train_acc, val_acc = _fit_batch(group, X, Xv, float(C), loss)
+        coef, intercept, train_acc, val_acc = _fit_batch(group, X, Xv, float(C), loss, dev)
         del X, Xv  # this batch's rows are freed before the remaining-rows pass
         norms = np.linalg.norm(coef, axis=1)
         for j, p in enumerate(group):
@@ -376,9 +405,7 @@ def boundaries(store: str | os.PathLike | Store, *, space: str = "z", attributes
         for rows, x in view.blocks():
             block = np.asarray(scores[rows], dtype=np.float64)
             for normals, offsets, group in models:
-                # Applying the fitted boundaries (one float32 GEMM). Not svm.decision_function: it re-checks
-                # every stored value for finiteness, which costs ~10x the GEMM on CPU; stored codes are complete.
-                decision = x @ normals.T.astype(np.float32) + offsets.astype(np.float32)
+                decision = _decisions(x, normals, offsets, dev)
                 for j, p in enumerate(group):
                     values = block[:, p.column]
                     keep = np.isfinite(values) & ~chosen[rows, position[p.name]]
@@ -412,16 +439,19 @@ def resolve_direction(store: Store, key: str, default_method: str = METHOD) -> s
 
 
 def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequence[str], *,
-              name: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+              name: str | None = None, overwrite: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Write ``primary`` minus its projection onto the span of ``conditions``, renormalised, beside ``primary``.
 
     Names are 'NAME' (an InterFaceGAN direction) or 'METHOD/NAME'; every row of a condition joins the span, and
     repeated or linearly dependent conditions are allowed (the span is taken from an SVD of all their rows).
     The default ``name`` is ``<primary>__cond_<conditions>`` with the primary's space suffix last (``age__cond_
     gender@w``). Warns when the primary is nearly inside the span (residual norm < 0.1); refuses when it is
-    inside, and refuses to replace a stored direction of that name unless ``overwrite``.
-    Returns the attrs written (``key`` is where).
+    inside, and refuses to replace a stored direction of that name unless ``overwrite``. ``device`` (cpu, cuda,
+    cuda:<i>, auto) is where the projection is computed. Returns the attrs written (``key`` is where).
     """
+    from engine.device_io import as_device
+
+    dev = as_device(device)
     if isinstance(conditions, str):
         conditions = [conditions]
     if not conditions:
@@ -450,7 +480,7 @@ def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequen
     require_new(reader, [f"directions/{method}/{new_name}"], overwrite)
 
     n = vector[0].astype(np.float64)
-    residual = n - project_onto_span(n, np.concatenate(rows))
+    residual = n - project_onto_span(n, np.concatenate(rows), None if dev.type == "cpu" else dev)
     norm = float(np.linalg.norm(residual))
     if norm < 1e-6:
         raise ValueError(f"primary {primary!r} lies inside the span of the conditions: nothing is left to keep")
@@ -466,8 +496,9 @@ def condition(store: str | os.PathLike | Store, primary: str, conditions: Sequen
     return {"key": f"{method}/{new_name}", **out_attrs}
 
 
-def project_onto_span(vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The orthogonal projection of ``vector`` (d,) onto the span of ``rows`` (m, d), in float64.
+def project_onto_span(vector: np.ndarray, rows: np.ndarray, device: Any = None) -> np.ndarray:
+    """The orthogonal projection of ``vector`` (d,) onto the span of ``rows`` (m, d), in float64, computed on
+    ``device`` (a torch device, in torch; default None: numpy on the CPU).
 
     The basis is the right singular vectors of ``rows`` whose singular value is above float32 rounding
     (stored directions are float32): a repeated row, or one that is a combination of others, adds no basis
@@ -475,6 +506,14 @@ def project_onto_span(vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
     cannot promise that: a dependent column early on turns a later, independent one into the wrong basis
     vector.)
     """
+    if device is not None:
+        import torch
+
+        from engine.device_io import to_device, to_host
+        rows_t = to_device(np.asarray(rows, np.float64), device)
+        _, sigma_t, vt_t = torch.linalg.svd(rows_t, full_matrices=False)
+        basis_t = vt_t[sigma_t > sigma_t[0] * np.finfo(np.float32).eps]
+        return to_host(basis_t.T @ (basis_t @ to_device(np.asarray(vector, np.float64), device)))
     rows = np.asarray(rows, np.float64)
     _, sigma, vt = np.linalg.svd(rows, full_matrices=False)
     basis = vt[sigma > sigma[0] * np.finfo(np.float32).eps]
@@ -521,11 +560,12 @@ Stored as directions/interfacegan/<attr> for --space z, <attr>@w, <attr>@wp and 
 @click.option("--invalid-value", type=float, default=None, help="Score value to drop like NaN (e.g. a predictor's failure code).")
 @click.option("--class", "class_label", type=int, default=None, help="Fit on the rows of this class only (stores of class-conditional generators); names end in _class<K>.")
 @click.option("--overwrite", is_flag=True, help="Replace boundaries already stored under the same names.")
+@device_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def boundaries_command(store: str, space: str, layer: int | None, attributes: tuple[str, ...], ratio: float,
                num: int | None, split: float, loss: str, C: float, seed: int, invalid_value: float | None,
-               class_label: int | None, overwrite: bool, quiet: bool, as_json: bool) -> None:
+               class_label: int | None, overwrite: bool, device: str, quiet: bool, as_json: bool) -> None:
     """InterFaceGAN: fit one linear SVM boundary per attribute and store its unit normal.
 
     Writes directions/interfacegan/<attr> (z) or <attr>@<space> (1, d) with the accuracies on the
@@ -535,7 +575,7 @@ def boundaries_command(store: str, space: str, layer: int | None, attributes: tu
     """
     result = boundaries(store, space=space, attributes=list(attributes) or None, ratio=ratio, num=num, split=split,
                  loss=loss, C=C, seed=seed, invalid_value=invalid_value, layer=layer, overwrite=overwrite,
-                 progress=not quiet and not as_json, class_label=class_label)
+                 progress=not quiet and not as_json, class_label=class_label, device=device)
     if as_json:
         echo_json(result)
         return
@@ -557,15 +597,16 @@ Examples:
 @click.option("--condition", "conditions", multiple=True, required=True, help="Direction to stay orthogonal to (repeatable).")
 @click.option("--name", default=None, help="Name of the new direction (default <primary>__cond_<conditions>, space suffix last).")
 @click.option("--overwrite", is_flag=True, help="Replace a direction already stored under that name.")
+@device_option()
 @json_option
 def condition_command(store: str, primary: str, conditions: tuple[str, ...], name: str | None, overwrite: bool,
-              as_json: bool) -> None:
+              device: str, as_json: bool) -> None:
     """Conditional manipulation: project the primary direction off the span of the conditions.
 
     The result is renormalised and written beside the primary, with attrs naming its parents; a warning says
     when the primary is nearly inside the span. Repeated or linearly dependent conditions are fine.
     """
-    result = condition(store, primary, list(conditions), name=name, overwrite=overwrite)
+    result = condition(store, primary, list(conditions), name=name, overwrite=overwrite, device=device)
     if as_json:
         echo_json(result)
     else:

@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option
 from engine.methods import Method, ReportSection
-from engine.methods._common import require_new, writing
+from engine.methods._common import device_option, require_new, writing
 from engine.methods.interfacegan import check_selection, select_rows
 from engine.store import Store
 
@@ -34,15 +34,18 @@ METHOD = "meandiff"
 
 def meandiff(store: str | os.PathLike | Store, *, space: str = "z", attributes: Sequence[str] | None = None,
              ratio: float | None = 0.02, num: int | None = None, invalid_value: float | None = None,
-             layer: int | None = None, overwrite: bool = False, progress: bool = False) -> dict[str, dict[str, Any]]:
+             layer: int | None = None, overwrite: bool = False, progress: bool = False,
+             device: str = "cpu") -> dict[str, dict[str, Any]]:
     """Write the mean-difference direction of each of ``attributes`` (default all) to ``directions/meandiff``.
 
     The rows are those ``boundaries`` selects with the same ``ratio`` / ``num`` / ``invalid_value``: all K rows
     of each side (there is no split). Names follow ``direction_name(attr, space, layer)``. Returns {stored
-    name: the attrs written beside it}.
+    name: the attrs written beside it}. ``device`` (cpu, cuda, cuda:<i>, auto) is where the code chunks are
+    read to and summed; the sums come back to the host once.
     """
-    from engine.progress import progress_bar
+    from engine.device_io import as_device
 
+    dev = as_device(device)
     if num is not None:
         ratio = None
     check_selection(ratio, num)
@@ -50,11 +53,7 @@ def meandiff(store: str | os.PathLike | Store, *, space: str = "z", attributes: 
         store, METHOD, "take mean differences", space=space, layer=layer, attributes=attributes, ratio=ratio,
         num=num, split=1.0, seed=0, invalid_value=invalid_value, overwrite=overwrite, progress=progress)
     sides = [np.sort(p.train_pos) for p in plans] + [np.sort(p.train_neg) for p in plans]
-    sums = np.zeros((len(sides), view.dim), np.float64)
-    with progress_bar(total=view.n, desc="summing selected rows", unit="rows", enabled=progress) as bar:
-        for rows, block in view.blocks():
-            sums += _selection_weights(sides, rows) @ block.astype(np.float64)
-            bar.update(rows.stop - rows.start)
+    sums = _side_sums(view, sides, dev, progress)
 
     m = len(plans)
     results: dict[str, dict[str, Any]] = {}
@@ -75,6 +74,27 @@ def meandiff(store: str | os.PathLike | Store, *, space: str = "z", attributes: 
         for name, attrs in results.items():
             target.write_direction(METHOD, stored_as[name], vectors[name][None, :].astype(np.float32), attrs)
     return {stored_as[name]: attrs for name, attrs in results.items()}
+
+
+def _side_sums(view: Any, sides: Sequence[np.ndarray], device: Any, progress: bool) -> np.ndarray:
+    """(len(sides), d) float64 sums of the codes of each side's rows: one streamed pass, summed on ``device``."""
+    from engine.progress import progress_bar
+
+    if device.type == "cpu":
+        sums = np.zeros((len(sides), view.dim), np.float64)
+    else:
+        import torch
+
+        from engine.device_io import to_device, to_host
+        sums_t = torch.zeros((len(sides), view.dim), dtype=torch.float64, device=device)
+    with progress_bar(total=view.n, desc="summing selected rows", unit="rows", enabled=progress) as bar:
+        for rows, block in view.blocks():
+            if device.type == "cpu":
+                sums += _selection_weights(sides, rows) @ block.astype(np.float64)
+            else:
+                sums_t += to_device(_selection_weights(sides, rows), device) @ to_device(block, device).double()
+            bar.update(rows.stop - rows.start)
+    return sums if device.type == "cpu" else to_host(sums_t)
 
 
 def _selection_weights(sides: Sequence[np.ndarray], rows: slice) -> np.ndarray:
@@ -105,10 +125,11 @@ InterFaceGAN boundaries of the same names; the report shows the cosine between t
 @click.option("--num", type=int, default=None, help="Use exactly this many rows per side instead of --ratio.")
 @click.option("--invalid-value", type=float, default=None, help="Score value to drop like NaN (e.g. a predictor's failure code).")
 @click.option("--overwrite", is_flag=True, help="Replace directions already stored under the same names.")
+@device_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def meandiff_command(store: str, space: str, layer: int | None, attributes: tuple[str, ...], ratio: float,
-                     num: int | None, invalid_value: float | None, overwrite: bool, quiet: bool,
+                     num: int | None, invalid_value: float | None, overwrite: bool, device: str, quiet: bool,
                      as_json: bool) -> None:
     """Mean difference: per attribute, the unit vector from the bottom rows' mean code to the top rows'.
 
@@ -117,7 +138,7 @@ def meandiff_command(store: str, space: str, layer: int | None, attributes: tupl
     """
     result = meandiff(store, space=space, attributes=list(attributes) or None, ratio=ratio, num=num,
                       invalid_value=invalid_value, layer=layer, overwrite=overwrite,
-                      progress=not quiet and not as_json)
+                      progress=not quiet and not as_json, device=device)
     if as_json:
         echo_json(result)
         return

@@ -34,7 +34,7 @@ import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option
 from engine.methods import Method, ReportSection, Spectrum
-from engine.methods._common import check_positive_int, require_new
+from engine.methods._common import check_positive_int, device_option, require_new
 from engine.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -87,23 +87,28 @@ def selection_name(chosen: Sequence[int], layer_names: Sequence[str], like: str 
 
 
 def factorize(weights: Sequence[torch.Tensor], selections: Sequence[Sequence[int]], *,
-              normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+              normalise: bool = True, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Eigen-decompose AᵀA for each selection of layers: (eigenvalues (b, d), eigenvectors as rows (b, d, d)).
 
     A stacks the selected weights' rows, each scaled to unit length when ``normalise`` (zero rows stay zero).
+    The Gram matrices and the batched eigh are computed on ``device`` (a torch device; default the CPU);
+    the results come back to the host once.
     """
     import kernels
     import torch
 
+    from engine.device_io import to_host
+
+    device = device or torch.device("cpu")
     grams = []
     for chosen in selections:
-        A = torch.cat([weights[i].to(torch.float64) for i in chosen])
+        A = torch.cat([weights[i].to(device, torch.float64) for i in chosen])
         if normalise:
             norms = torch.linalg.vector_norm(A, dim=1, keepdim=True)
             A = A / torch.where(norms > 0, norms, torch.ones_like(norms))
         grams.append(A.T @ A)
     values, vectors = kernels.eigh(torch.stack(grams))
-    return values.numpy(), vectors.transpose(-1, -2).numpy()
+    return to_host(values), to_host(vectors.transpose(-1, -2))
 
 
 def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = None, family: str | None = None,
@@ -161,15 +166,19 @@ def load_weights(generator: Any = None, checkpoint: str | os.PathLike | None = N
 def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, family: str | None = None,
          layers: str | Sequence[str] = "all", k: int = 10, store: str | os.PathLike | Store | None = None,
          include_torgb: bool = False, like: str = "engine", trust_checkpoint: bool = False, name: str | None = None,
-         overwrite: bool = False) -> dict[str, dict[str, Any]]:
+         overwrite: bool = False, device: str = "cpu") -> dict[str, dict[str, Any]]:
     """SeFa directions for each layer selection in ``layers``; written to ``directions/sefa/<name>`` when
     ``store`` is given (created if missing). Returns {name: {"directions": (k, d), eigenvalues, layers, ...}}.
 
     ``like`` ("engine", "sefa", "rosinality") picks the layer numbering and row normalisation of the engine or of
     a reference tool (see the module docstring). ``name`` overrides the default name, which says the layers the
     result holds (one selection only). An existing ``directions/sefa/<name>`` is refused, before any
-    computation, unless ``overwrite``.
+    computation, unless ``overwrite``. ``device`` (cpu, cuda, cuda:<i>, auto) is where the Gram matrices and
+    the batched eigh are computed.
     """
+    from engine.device_io import as_device
+
+    dev = as_device(device)
     k = check_positive_int("-k", k)
     specs = [layers] if isinstance(layers, str) else list(layers)
     if not specs:
@@ -198,7 +207,7 @@ def sefa(*, generator: Any = None, checkpoint: str | os.PathLike | None = None, 
         _check_target(target_path, space, d, out_names, overwrite)
 
     normalise = like != "rosinality"
-    values, vectors = factorize(tensors, selections, normalise=normalise)
+    values, vectors = factorize(tensors, selections, normalise=normalise, device=dev)
     results: dict[str, dict[str, Any]] = {}
     for j, (out, chosen) in enumerate(zip(out_names, selections)):
         results[out] = {
@@ -278,14 +287,15 @@ layer), like_sefa_layers_0-17 / like_rosinality_layers_0-17 for the reference co
 @click.option("--overwrite", is_flag=True, help="Replace an existing directions/sefa/<name> in --store.")
 @click.option("--include-torgb", is_flag=True, help="StyleGAN2/3, --like engine: also factorize the ToRGB modulations.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary unpickling of --checkpoint (runs code from the file!).")
+@device_option()
 @json_option
 def sefa_command(generator: str | None, checkpoint: str | None, family: str | None, layers: tuple[str, ...], like: str,
          k: int, store: str | None, name: str | None, overwrite: bool, include_torgb: bool, trust_checkpoint: bool,
-         as_json: bool) -> None:
+         device: str, as_json: bool) -> None:
     """SeFa: closed-form directions, the eigenvectors of AᵀA of the layers that take the code in."""
     result = sefa(generator=generator, checkpoint=checkpoint, family=family, layers=list(layers), k=k, store=store,
                  include_torgb=include_torgb, like=like, trust_checkpoint=trust_checkpoint, name=name,
-                 overwrite=overwrite)
+                 overwrite=overwrite, device=device)
     if as_json:
         echo_json({n: {key: v for key, v in r.items() if key != "directions"} for n, r in result.items()})
         return
