@@ -188,12 +188,13 @@ class ChunkComputer:
             rows = slice(start, stop)
             ws = map_codes(G, zb, lb)
             codes = []
-            # On CUDA the codes are copied on a side stream while the synthesis runs: a copy of their own
-            # keeps a synthesis that changes them in place from racing that copy.
+            # Copied asynchronously (a side CUDA stream), the codes land while the synthesis runs: a copy of
+            # their own keeps a synthesis that changes them in place from racing that copy.
+            deferred = copies.asynchronous
             if "w" in self.spaces:
-                codes.append((out["latents/w"], rows, mapped_w(G, zb, ws, lb).to(torch.float32, copy=cuda)))
+                codes.append((out["latents/w"], rows, mapped_w(G, zb, ws, lb).to(torch.float32, copy=deferred)))
             if "wp" in self.spaces:
-                codes.append((out["latents/wp"], rows, ws.to(torch.float32, copy=cuda)))
+                codes.append((out["latents/wp"], rows, ws.to(torch.float32, copy=deferred)))
             copies.put(codes)  # before the synthesis, which may change the codes in place
             if self.attributes:
                 images = synthesize(G, ws, lb)

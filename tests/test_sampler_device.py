@@ -81,7 +81,7 @@ class DeferredCopies:
         for pinned, _ in pairs:
             assert id(pinned) not in self.in_flight, "a pinned buffer was reused before its copy was done"
             self.in_flight.add(id(pinned))
-        sources = [(pinned, tensor.clone()) for pinned, tensor in pairs]
+        sources = list(pairs)          # read when the event is waited for, as a late side stream reads them
         ops = self
 
         class Event:
@@ -119,6 +119,25 @@ def test_a_chunk_computed_through_deferred_copies_equals_the_inline_one(monkeypa
     for name, expected in _inline_copies(c, z).items():
         assert np.array_equal(got[name], expected), name
     assert not c._host_copies()._flight          # everything landed before the chunk was returned
+
+
+def test_a_synthesis_that_changes_the_codes_in_place_does_not_change_the_stored_codes(monkeypatch):
+    """The codes' copies land after the synthesis has run: what is stored must be the codes as mapped."""
+    c = _computer(PLANTED_SMALL, ["planted"], batch=32)
+    z = draw_codes(1, 3, 96, c.generator.z_dim)
+    expected = _inline_copies(c, z)
+    real = sampler.synthesize
+
+    def scribbling(G, ws, labels=None):
+        images = real(G, ws, labels)
+        ws.untyped_storage().fill_(0)   # a synthesis free to reuse its input's memory
+        return images
+
+    monkeypatch.setattr(sampler, "synthesize", scribbling)
+    c._per_thread.copies = HostCopies(torch.device("cpu"), depth=2, ops=DeferredCopies())
+    got = c(z)
+    for name in ("latents/w", "latents/wp"):
+        assert np.array_equal(got[name], expected[name]), name
 
 
 def test_threads_sharing_one_computer_each_get_their_own_copier():

@@ -68,6 +68,12 @@ class HostCopies:
         self._flight: deque[tuple[CopyEvent, list[tuple[np.ndarray, slice, torch.Tensor, torch.Tensor]]]] = deque()
         self._free: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
 
+    @property
+    def asynchronous(self) -> bool:
+        """Whether a tensor put here is read later (its copy lands after the device's next work), so it must
+        not change in the meantime."""
+        return self.ops is not None
+
     def put(self, copies: Sequence[tuple[np.ndarray, slice, torch.Tensor]]) -> None:
         """Copy each tensor into ``array[rows]``: at once on CPU, else started now and landed later."""
         if self.ops is None:
