@@ -5,7 +5,7 @@ reach the chunk's numpy arrays before the chunk is written. Copied in line (``te
 waits for its own copy and the device idles meanwhile. ``HostCopies`` instead records an event on the compute
 stream after a batch, has a side stream wait for that event and copy the batch into page-locked (pinned) host
 buffers without blocking, and records a second event when the copy is done. The host lands a batch (pinned
-buffer -> numpy rows) only after its copy event, at most ``depth`` batches later, and only then returns the
+buffer -> numpy rows) only after its copy event, at most ``depth`` puts later, and only then returns the
 pinned buffer for reuse; ``finish`` lands the rest before the chunk may be written. The compute stream never
 waits on the side stream, so batch i+1's kernels run while batch i is copied.
 
@@ -20,8 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-#: Batches whose copies may be in flight at once; the host waits for the oldest beyond this.
-COPY_DEPTH = 2
+#: ``put`` calls whose copies may be in flight at once (a batch puts its codes, then its scores: two calls); the
+#: host waits for the oldest beyond this. 4 lets two batches' copies overlap the device's work.
+COPY_DEPTH = 4
 
 
 class CopyEvent(Protocol):
