@@ -298,3 +298,46 @@ def test_workers_zero_is_a_one_line_error(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip() == "Error: --workers must be a positive integer; got 0"
     assert not (tmp_path / "w.zarr").exists()
+
+
+@pytest.mark.parametrize("command", ["pca", "correlate"])
+def test_reductions_on_gpu_workers_refuse_cpu_devices_and_machines_without_gpus(command, tmp_path):
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    store = engine.sample(str(tmp_path / "r.zarr"), PLANTED_SMALL, ["planted"], n=200, chunk=100, progress=False)
+    before = sorted(p.name for p in (tmp_path / "r.zarr").rglob("*"))
+    mixed = CliRunner().invoke(cli, [command, store.path, "--gpus", "0", "--device", "cpu"])
+    assert mixed.exit_code != 0 and "--gpus reduces on GPU workers; it does not combine with --device cpu" \
+        in mixed.output
+    both = CliRunner().invoke(cli, [command, store.path, "--gpus", "0", "--workers", "2"])
+    assert both.exit_code == 1 and both.output.count("\n") == 1 and "--workers" in both.output
+    if not torch.cuda.is_available():
+        none = CliRunner().invoke(cli, [command, store.path, "--gpus", "0"])
+        assert none.exit_code == 1 and "no CUDA GPU" in none.output and none.output.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "r.zarr").rglob("*")) == before
+
+
+def test_a_reduction_on_gpu_workers_runs_its_blocks_on_each_workers_gpu():
+    from engine.cli.options import reduction_device
+
+    assert reduction_device(None, "cpu") == "cpu" and reduction_device(None, "auto") == "auto"
+    assert reduction_device("0,1", "auto") == "cuda" and reduction_device("0", "cuda:1") == "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pca_on_gpu_workers_matches_the_cpu_reduction(tmp_path):
+    pytest.importorskip("dask_cuda", reason="needs dask-cuda (the [gpu] extra)")
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    store = engine.sample(str(tmp_path / "g.zarr"), PLANTED_SMALL, ["planted"], n=4000, chunk=500, progress=False)
+    result = CliRunner().invoke(cli, ["pca", store.path, "-k", "5", "--gpus", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    gpu = Store.open(store.path).array("directions/ganspace/w")[:]
+    engine.pca(store.path, k=5, overwrite=True, device="cpu")
+    cpu = Store.open(store.path).array("directions/ganspace/w")[:]
+    assert np.abs(np.sum(gpu * cpu, axis=1)).min() > 0.9999

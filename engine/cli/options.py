@@ -21,18 +21,36 @@ cluster_option = click.option("--cluster", "cluster", default=None, metavar="FIL
                                    "walltime, queue, ...: the [cluster] extra). See README, \"Clusters\".")
 
 
+reduce_gpus_option = click.option("--gpus", default=None, metavar="LIST",
+                                  help="Reduce on one Dask worker per GPU (comma-separated indices, the [gpu] "
+                                       "extra); each worker's blocks run on its GPU.")
+
+
+def reduction_device(gpus: str | None, device: str) -> str:
+    """The device a reduction's blocks run on: ``device``, or each worker's own GPU ("cuda") with ``--gpus``."""
+    if gpus is None:
+        return device
+    if str(device).startswith("cpu"):
+        raise click.UsageError("--gpus reduces on GPU workers; it does not combine with --device cpu")
+    return "cuda"          # a dask-cuda worker sees only its own GPU, as cuda:0
+
+
 @contextmanager
-def reduction_scheduler(cluster: str | None, workers: int | None = None,
-                        scheduler: str | None = None) -> Iterator[str | None]:
+def reduction_scheduler(cluster: str | None, workers: int | None = None, scheduler: str | None = None,
+                        gpus: str | None = None) -> Iterator[str | None]:
     """For commands that reduce on Dask through ``workers``/``scheduler`` (pca, correlate): with ``--cluster
-    FILE``, start the cluster it describes and yield its scheduler's address (closed on exit), else yield
+    FILE`` or ``--gpus LIST``, start that cluster and yield its scheduler's address (closed on exit), else yield
     ``scheduler`` as given. Two ways to get a cluster at once are refused before anything starts."""
-    if cluster is None:
+    if cluster is None and gpus is None:
         yield scheduler
         return
-    from engine.distributed import started_cluster, validate_cluster_flags
+    from engine.distributed import cluster_client, started_cluster, validate_cluster_flags
 
-    request = validate_cluster_flags(workers, scheduler, None, cluster)
+    request = validate_cluster_flags(workers, scheduler, gpus, cluster)
+    if gpus is not None:
+        with cluster_client(gpus=gpus) as handle:
+            yield handle.client.scheduler.address
+        return
     with started_cluster(request.config) as address:
         yield address
 

@@ -30,7 +30,7 @@ import click
 import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
-from engine.cli.options import cluster_option, reduction_scheduler
+from engine.cli.options import cluster_option, reduce_gpus_option, reduction_device, reduction_scheduler
 from engine.methods import Method
 from engine.methods._common import device_option, open_for_reading, reduce_rows, require_new, writing
 from engine.store import Store
@@ -257,15 +257,18 @@ Examples:
 @device_option()
 @workers_option
 @scheduler_option
+@reduce_gpus_option
 @cluster_option
 @json_option
 def correlate_command(store: str, heatmaps: bool, class_label: int | None, overwrite: bool, device: str,
-                      workers: int | None, scheduler: str | None, cluster: str | None, as_json: bool) -> None:
+                      workers: int | None, scheduler: str | None, gpus: str | None, cluster: str | None,
+                      as_json: bool) -> None:
     """Boundary cosines, attribute Pearson correlations and method-vs-method matching tables.
 
     An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
     """
-    with reduction_scheduler(cluster, workers, scheduler) as scheduler:
+    device = reduction_device(gpus, device)
+    with reduction_scheduler(cluster, workers, scheduler, gpus) as scheduler:
         tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite,
                            class_label=class_label, device=device)
     if as_json:

@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from engine.cli.options import echo_json, echo_table, json_option, scheduler_option, workers_option
-from engine.cli.options import cluster_option, reduction_scheduler
+from engine.cli.options import cluster_option, reduce_gpus_option, reduction_device, reduction_scheduler
 from engine.methods import Method, ReportSection, Spectrum
 from engine.methods._common import (check_positive_int, device_option, open_for_reading, reduce_rows, require_new,
                                     writing)
@@ -119,6 +119,7 @@ Examples:
   latent-engine pca run.zarr -k 10 --overwrite
   latent-engine pca imagenet.zarr --array latents/z --class 207       # rows of one class: ganspace/z_class207
   latent-engine pca celebahq.zarr --layer network.blocks.1 -k 20       # GANSpace on a layer's activations
+  latent-engine pca big.zarr -k 64 --gpus 0,1                          # blocks reduced on two GPUs' workers
 """)
 @click.argument("store")
 @click.option("--array", default=None, help="latents/z, latents/w or latents/wp (default w if stored, else z).")
@@ -129,18 +130,21 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Replace directions/ganspace/<space> if already stored.")
 @workers_option
 @scheduler_option
+@reduce_gpus_option
 @cluster_option
 @json_option
 def pca_command(store: str, array: str | None, k: int | None, class_label: int | None, layer: str | None,
-                device: str, overwrite: bool, workers: int | None, scheduler: str | None, cluster: str | None,
-                as_json: bool) -> None:
+                device: str, overwrite: bool, workers: int | None, scheduler: str | None, gpus: str | None,
+                cluster: str | None, as_json: bool) -> None:
     """GANSpace: streaming PCA of stored codes into directions/ganspace/<space>.
 
     Prints the first 10 components' variance ratios; --json gives all of them.
     """
-    if layer is not None and cluster is not None:      # refused before a cluster's jobs are submitted
-        raise ValueError("--layer runs the generator on the store's codes; it does not combine with --cluster")
-    with reduction_scheduler(cluster, workers, scheduler) as scheduler:
+    for flag, value in (("--cluster", cluster), ("--gpus", gpus)):
+        if layer is not None and value is not None:     # refused before a cluster's jobs are submitted
+            raise ValueError(f"--layer runs the generator on the store's codes; it does not combine with {flag}")
+    device = reduction_device(gpus, device)
+    with reduction_scheduler(cluster, workers, scheduler, gpus) as scheduler:
         result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
                      class_label=class_label, layer=layer, device=device)
     if as_json:
