@@ -388,3 +388,31 @@ def test_info_of_an_inverted_store_shows_its_source_speed_and_errors(generated, 
     text = CliRunner().invoke(cli, ["info", store.path]).output
     assert f"inverted from {path}, 5 steps, 1 restart(s)" in text
     assert f"mean {errors.mean():.4g}" in text and "images/s" in text
+
+
+def test_an_edit_records_its_direction_store_absolutely_and_the_report_notes_one_it_cannot_open(generated, tmp_path,
+                                                                                                 monkeypatch):
+    import shutil
+
+    from engine.reporting import report
+
+    inverted = invert(generated[0], tmp_path / "inv.zarr", "digits", steps=5, chunk=24, batch=24, device="cpu",
+                      progress=False)
+    (tmp_path / "dirs").mkdir()
+    other = engine.sample(str(tmp_path / "dirs" / "other.zarr"), "digits", ["digits"], n=32, chunk=32,
+                          spaces=["w"], progress=False)
+    w_dim = load_generator("digits").w_dim
+    Store.open(other.path, mode="r+").write_direction("custom", "d", np.eye(1, w_dim, dtype=np.float32),
+                                                      {"space": "w"})
+    monkeypatch.chdir(tmp_path / "dirs")
+    engine.edit(inverted.path, "custom/d", direction_from="other.zarr", stored=True, samples=2, rescore=True)
+    recorded = [Store.open(inverted.path).read_table(t)[1].get("direction_from") for t in Store.open(inverted.path)
+                .tables()]
+    assert recorded == [str(tmp_path / "dirs" / "other.zarr")]
+    monkeypatch.chdir(tmp_path)                       # the report runs from another folder
+    page = report(inverted.path, tmp_path / "site", samples=2, progress=False).read_text()
+    assert f"custom/d (from {tmp_path / 'dirs' / 'other.zarr'})" in page
+    shutil.move(tmp_path / "dirs" / "other.zarr", tmp_path / "moved.zarr")
+    page = report(inverted.path, tmp_path / "site2", samples=2, progress=False).read_text()
+    assert "The edit along custom/d is skipped: its directions' store" in page and "cannot be opened" in page
+    assert "<h2>Inversion</h2>" in page and "custom/d (from" not in page
