@@ -168,6 +168,22 @@ def test_a_resume_starts_from_the_recorded_average_w_and_warns_when_numerics_dif
     np.testing.assert_array_equal(resumed.array("latents/w")[:], whole.array("latents/w")[:])
 
 
+def test_a_store_that_does_not_record_its_average_w_warns_that_the_resume_estimates_it_again(generated, tmp_path,
+                                                                                              monkeypatch):
+    path, _, _ = generated
+    options = dict(space="w", steps=2, chunk=8, batch=8, device="cpu", progress=False)
+    monkeypatch.setattr(Inverter, "__call__", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError):
+        invert(path, tmp_path / "old.zarr", "digits", **options)
+    monkeypatch.undo()
+    old = Store.open(tmp_path / "old.zarr", mode="r+")
+    inversion = old.meta["inversion"]
+    del inversion["w_avg"]["value"]                   # as stores written before the value was recorded
+    old.update_meta(inversion=inversion)
+    with pytest.warns(UserWarning, match="does not record the average w its starts used: it is estimated again"):
+        assert invert(path, tmp_path / "old.zarr", "digits", **options, resume=True).complete
+
+
 def test_a_cluster_run_records_the_workers_device_not_the_clients(generated, tmp_path, monkeypatch):
     import dataclasses
     from contextlib import contextmanager
