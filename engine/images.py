@@ -7,13 +7,18 @@ It holds paths, not pixels, so a chunked job can be pickled to a Dask worker and
 
 Conversions, the same for files and arrays:
 
-* values: 8-bit files and uint8 arrays map 0..255 to [-1, 1]; float arrays must already lie in [-1, 1];
+* values: 8-bit files and uint8 arrays map 0..255 to [-1, 1]; 16-bit grey PNGs (PIL modes ``I;16*``, or ``I``
+  from a PNG, which PNG only makes of 16-bit grey) map 0..65535 to [-1, 1] (16-bit colour PNGs PIL already
+  reads as 8-bit); float arrays must already lie in [-1, 1]. Files PIL reads as 32-bit integers from another
+  format (``I``) or as floats (``F``) have no declared range: they are refused, in one line naming the mode
+  (save them as 8- or 16-bit PNG, or as a .npy array);
 * channels: grey to colour repeats the channel; colour to grey takes ITU-R 601 luma (PIL's ``L``); an alpha
   channel is dropped;
 * size: a non-square image is centre-cropped to a square, then resized to the generator's resolution with
   bilinear interpolation (antialiased when shrinking).
 
-Names: a file's path as given (folder + name), or ``ARRAY.npy[i]`` for row i of an array.
+Names: a file's path as given (folder + name), or ``ARRAY.npy[i]`` for row i of an array. The files (and the
+array) are read from absolute paths, so a worker in another folder reads the same files.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +34,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Rows of a ``.npy`` array checked per read when its range is validated (memory stays O(block)).
 CHECK_BLOCK = 1024
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: PIL modes of 16-bit grey files, read as 0..65535.
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ def open_images(spec: str | os.PathLike) -> ImageSource:
         raise ValueError(f"images: {text} does not exist (give a folder, a glob, an image file or a .npy array)")
     for path in files:
         _check_file(path)
-    return ImageSource(names=tuple(files), files=tuple(files))
+    return ImageSource(names=tuple(files), files=tuple(os.path.abspath(path) for path in files))
 
 
 def _check_file(path: str) -> None:
@@ -99,9 +107,26 @@ def _check_file(path: str) -> None:
     try:
         with Image.open(path) as image:
             image.verify()
+            refusal = _refused_mode(image)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"images: cannot read {path} as an image ({reason})") from None
+    if refusal:
+        raise ValueError(f"images: {path} {refusal}")
+
+
+def _refused_mode(image: Any) -> str | None:
+    """Why an opened image's values have no known range (32-bit integers outside PNG, floats), else None."""
+    if image.mode == "F" or (image.mode == "I" and image.format != "PNG"):
+        kind = "floats" if image.mode == "F" else "32-bit integers"
+        return (f"holds {kind} (PIL mode {image.mode}) with no declared range; save it as an 8- or 16-bit PNG "
+                "or give a .npy array")
+    return None
+
+
+def _sixteen_bit(image: Any) -> bool:
+    """Whether PIL reads the file as 16-bit grey: ``I;16*``, or ``I`` from a PNG (PNG's 16-bit grey)."""
+    return image.mode in SIXTEEN_BIT or (image.mode == "I" and image.format == "PNG")
 
 
 def _read_file(path: str) -> np.ndarray:
@@ -109,7 +134,12 @@ def _read_file(path: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        image = image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB")
+        refusal = _refused_mode(image)
+        if refusal:
+            raise ValueError(f"images: {path} {refusal}")
+        if _sixteen_bit(image):
+            return np.asarray(image, np.float32)[None] / 32767.5 - 1.0
+        image = image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")
         values = np.asarray(image, np.float32)
     values = values[None] if values.ndim == 2 else values.transpose(2, 0, 1)
     return values / 127.5 - 1.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.store import Store
+from engine.store import Store, StoreError
 from engine.summary import summarize
 
 REPORT_STAGE = "HTML report"      # the report's own row in the Timings table (the demo records it too)
@@ -279,11 +279,25 @@ def _inversion_section(page: _Page, store: Store, *, samples: int, alphas: str, 
     for key, other in keys:
         from engine.methods.editing import edit, edit_grid
 
+        unreadable = _unopenable(other)
+        if unreadable:
+            page.add(f"<p class='note'>The edit along {html.escape(key)} is skipped: its directions' store "
+                     f"{html.escape(other)} cannot be opened ({html.escape(unreadable)}).</p>")
+            continue
         result = edit(store, key, alphas=alphas, units=units, samples=min(samples, store.n), stored=True,
                       direction_from=other, device=device)
         page.add(f"<h3>{html.escape(key)} (from {html.escape(str(other))})</h3>" + page.figure(
             edit_grid(result), "inversion_" + _slug(key) + "_edit",
             f"the first {min(samples, store.n)} inverted rows; σ = {result['sigma']:.3g} in {result['space']}"))
+
+
+def _unopenable(path: str) -> str | None:
+    """Why the store at ``path`` cannot be opened (moved, deleted, unreachable), else None."""
+    try:
+        Store.open(path)
+    except (StoreError, OSError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
 
 
 def _shown_rows(store: Store, samples: int) -> np.ndarray:

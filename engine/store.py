@@ -376,8 +376,10 @@ class Store:
     def require_complete(self) -> None:
         pending = self.pending_chunks()
         if pending:
+            inverted = any(self.latent_source(space).get("kind") == "inverted" for space in self.spaces)
+            command = f"invert IMAGES {self.path} --resume" if inverted else f"sample {self.path} ... --resume"
             raise StoreError(f"{self.path} is incomplete: {len(pending)} of {self.n_chunks} chunks are not "
-                             f"written; finish it with `latent-engine sample {self.path} ... --resume`")
+                             f"written; finish it with `latent-engine {command}`")
 
     def write_chunk(self, index: int, arrays: dict[str, np.ndarray]) -> None:
         """Write every array of chunk ``index``, then commit it; a crash before the commit leaves it pending."""

@@ -1,6 +1,8 @@
 """engine.images: folders, globs and arrays of images read as a generator's targets, or refused in one line."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,32 @@ def test_bad_input_is_one_line_naming_it(tmp_path, make, message):
         open_images(spec)
     text = str(info.value)
     assert message in text and "\n" not in text
+
+
+def test_a_16_bit_grey_png_maps_0_to_65535_onto_the_generators_range(tmp_path):
+    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    source = open_images(_png(tmp_path / "ramp16.png", ramp))
+    image = source.read(slice(0, 1), 16, 1)[0, 0]
+    np.testing.assert_allclose(image, ramp / 65535.0 * 2 - 1, atol=1e-6)   # scaled, not clipped to 255
+    assert image.min() == -1.0 and image.max() == 1.0
+
+
+@pytest.mark.parametrize("mode, values", [("F", np.full((8, 8), 0.5, np.float32)),
+                                          ("I", np.full((8, 8), 70000, np.int32))])
+def test_files_of_floats_or_32_bit_integers_are_refused_in_one_line_naming_the_mode(tmp_path, mode, values):
+    path = tmp_path / "deep.png"                      # a TIFF under a PNG name: PIL opens it by its content
+    Image.fromarray(values, mode).save(path, format="TIFF")
+    with pytest.raises(ValueError, match=rf"deep.png holds .*PIL mode {mode}\) with no declared range") as info:
+        open_images(path)
+    assert "\n" not in str(info.value)
+
+
+def test_file_paths_are_read_from_absolute_paths_and_named_as_given(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    _png(tmp_path / "in" / "a.png", np.full((8, 8), 255, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    source = open_images("in")
+    assert source.names == (str(Path("in") / "a.png"),)
+    assert source.files == (str(tmp_path / "in" / "a.png"),)
+    monkeypatch.chdir("/")                            # a Dask worker started elsewhere reads the same file
+    np.testing.assert_array_equal(source.read(slice(0, 1), 8, 1), 1.0)

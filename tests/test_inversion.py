@@ -140,6 +140,84 @@ def test_an_interrupted_inversion_resumes_to_the_same_store(generated, tmp_path,
         np.testing.assert_array_equal(resumed.array(name)[:], whole.array(name)[:])
 
 
+def test_a_resume_starts_from_the_recorded_average_w_and_warns_when_numerics_differ(generated, tmp_path,
+                                                                                      monkeypatch):
+    from engine.methods import inversion
+
+    path, _, _ = generated
+    options = dict(space="w", steps=20, chunk=8, batch=8, device="cpu", progress=False)
+    whole = invert(path, tmp_path / "whole.zarr", "digits", **options)
+    real_call = Inverter.__call__
+    monkeypatch.setattr(Inverter, "__call__", lambda self, targets, index, chunk: real_call(self, targets, index, chunk)
+                        if index == 0 else (_ for _ in ()).throw(RuntimeError("injected")))
+    with pytest.raises(RuntimeError, match="injected"):
+        invert(path, tmp_path / "cut.zarr", "digits", **options)
+    monkeypatch.setattr(Inverter, "__call__", real_call)
+    cut = Store.open(tmp_path / "cut.zarr", mode="r+")
+    with pytest.raises(StoreError, match=r"finish it with `latent-engine invert IMAGES .*cut.zarr --resume`"):
+        cut.require_complete()
+    recorded = cut.meta["inversion"]["w_avg"]
+    w_avg, w_std = inversion.latent_stats(load_generator("digits"), 0, "cpu")
+    np.testing.assert_array_equal(np.asarray(recorded["value"], np.float32), w_avg)
+    assert recorded["w_std"] == w_std
+    # Another device estimates another w_avg in the last bits; the resume must not start from it.
+    monkeypatch.setattr(inversion, "latent_stats", lambda *a, **k: (w_avg + 1e-3, w_std * 1.01))
+    cut.update_meta(numerics={**cut.meta["numerics"], "device_type": "cuda", "torch_threads": 99})
+    with pytest.warns(UserWarning, match=r"device_type 'cuda' -> 'cpu'; torch_threads 99 -> 1"):
+        resumed = invert(path, tmp_path / "cut.zarr", "digits", **options, resume=True)
+    np.testing.assert_array_equal(resumed.array("latents/w")[:], whole.array("latents/w")[:])
+
+
+def test_a_store_that_does_not_record_its_average_w_warns_that_the_resume_estimates_it_again(generated, tmp_path,
+                                                                                              monkeypatch):
+    path, _, _ = generated
+    options = dict(space="w", steps=2, chunk=8, batch=8, device="cpu", progress=False)
+    monkeypatch.setattr(Inverter, "__call__", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError):
+        invert(path, tmp_path / "old.zarr", "digits", **options)
+    monkeypatch.undo()
+    old = Store.open(tmp_path / "old.zarr", mode="r+")
+    inversion = old.meta["inversion"]
+    del inversion["w_avg"]["value"]                   # as stores written before the value was recorded
+    old.update_meta(inversion=inversion)
+    with pytest.warns(UserWarning, match="does not record the average w its starts used: it is estimated again"):
+        assert invert(path, tmp_path / "old.zarr", "digits", **options, resume=True).complete
+
+
+def test_a_cluster_run_records_the_workers_device_not_the_clients(generated, tmp_path, monkeypatch):
+    import dataclasses
+    from contextlib import contextmanager
+
+    import engine.distributed
+    import engine.runtime
+    from engine.distributed import ClusterHandle, ClusterRequest
+    from engine.runtime import RunStats, run_chunk
+
+    path, _, _ = generated
+    shipped = []
+
+    @contextmanager
+    def fake_cluster(workers=None, scheduler=None, gpus=None, config=None):
+        yield ClusterHandle(client=None, request=ClusterRequest("cuda", gpus=(0,)), startup_s=0.0, threads={},
+                            default_threads=1)
+
+    def fake_run_on_dask(job, store_path, chunks, handle, on_chunk=None):
+        shipped.append(job.models)
+        job = dataclasses.replace(job, models=dataclasses.replace(job.models, device="cpu"))   # no GPU here
+        stats = RunStats(seconds=1.0)
+        for index in chunks:
+            stats.add(*run_chunk(job, store_path, index))
+        return stats
+
+    monkeypatch.setattr(engine.distributed, "validate_cluster_flags", lambda *a: ClusterRequest("cuda", gpus=(0,)))
+    monkeypatch.setattr(engine.distributed, "cluster_client", fake_cluster)
+    monkeypatch.setattr(engine.runtime, "run_on_dask", fake_run_on_dask)
+    store = invert(path, tmp_path / "gpus.zarr", "digits", space="w", steps=5, chunk=24, batch=24, gpus="0",
+                   progress=False)
+    assert [specs.device for specs in shipped] == ["cuda"]
+    assert store.meta["device"] == "cuda" and store.meta["numerics"]["device_type"] == "cuda"
+
+
 def test_a_chunk_shipped_as_a_dask_task_writes_what_the_in_process_run_wrote(generated, tmp_path, monkeypatch):
     import pickle
 
@@ -326,3 +404,31 @@ def test_info_of_an_inverted_store_shows_its_source_speed_and_errors(generated, 
     text = CliRunner().invoke(cli, ["info", store.path]).output
     assert f"inverted from {path}, 5 steps, 1 restart(s)" in text
     assert f"mean {errors.mean():.4g}" in text and "images/s" in text
+
+
+def test_an_edit_records_its_direction_store_absolutely_and_the_report_notes_one_it_cannot_open(generated, tmp_path,
+                                                                                                 monkeypatch):
+    import shutil
+
+    from engine.reporting import report
+
+    inverted = invert(generated[0], tmp_path / "inv.zarr", "digits", steps=5, chunk=24, batch=24, device="cpu",
+                      progress=False)
+    (tmp_path / "dirs").mkdir()
+    other = engine.sample(str(tmp_path / "dirs" / "other.zarr"), "digits", ["digits"], n=32, chunk=32,
+                          spaces=["w"], progress=False)
+    w_dim = load_generator("digits").w_dim
+    Store.open(other.path, mode="r+").write_direction("custom", "d", np.eye(1, w_dim, dtype=np.float32),
+                                                      {"space": "w"})
+    monkeypatch.chdir(tmp_path / "dirs")
+    engine.edit(inverted.path, "custom/d", direction_from="other.zarr", stored=True, samples=2, rescore=True)
+    recorded = [Store.open(inverted.path).read_table(t)[1].get("direction_from") for t in Store.open(inverted.path)
+                .tables()]
+    assert recorded == [str(tmp_path / "dirs" / "other.zarr")]
+    monkeypatch.chdir(tmp_path)                       # the report runs from another folder
+    page = report(inverted.path, tmp_path / "site", samples=2, progress=False).read_text()
+    assert f"custom/d (from {tmp_path / 'dirs' / 'other.zarr'})" in page
+    shutil.move(tmp_path / "dirs" / "other.zarr", tmp_path / "moved.zarr")
+    page = report(inverted.path, tmp_path / "site2", samples=2, progress=False).read_text()
+    assert "The edit along custom/d is skipped: its directions' store" in page and "cannot be opened" in page
+    assert "<h2>Inversion</h2>" in page and "custom/d (from" not in page

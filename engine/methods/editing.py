@@ -305,7 +305,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
                        "space": space.name, "layer": space.layer, "layers": None if layer_range is None else
                        list(layer_range), "units": units, "sigma": sigma, "alphas": grid, "alphas_raw": raw,
                        "attribute_std": [float(v) if np.isfinite(v) else None for v in spread],
-                       **({"direction_from": source.path} if direction_from is not None else {})}
+                       **({"direction_from": _where(source.path)} if direction_from is not None else {})}
         with writing(store, purpose="edit --rescore") as target:
             require_new(target, [f"tables/{table}"], overwrite)
             target.write_table(table, change, [f"{a:g}" for a in grid], attributes, table_attrs)
@@ -316,6 +316,12 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
             rescore_plot(change, table_attrs, attributes).save(plot)
             result["plot"] = str(plot)
     return result
+
+
+def _where(path: str) -> str:
+    """A store's path as a table records it: absolute for a local store (a report reads it from any folder),
+    a URL (remote, or file://) as it is."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def check_same_generator(store: Store, other: Store) -> None:

@@ -20,7 +20,9 @@ Every image's result depends only on its own target, the seed, its chunk and the
 (Adam acts element by element on a sum of per-image losses), so a resumed run equals an uninterrupted one and
 batching changes speed, not results, beyond the per-step noise that each batch draws from its own stream.
 The average w is the file's where it has one, else estimated as the projector does, from ``W_AVG_SAMPLES``
-seeded z draws through the mapping; which one is recorded.
+seeded z draws through the mapping; which one is recorded, with its value and w_std, and a resume starts from
+the recorded ones (an estimate on another device would differ in the last bits). A resume whose numerics
+(device type, torch, thread count) differ from the creating run's is warned about, as ``sample`` does.
 
 The store (schema 2): ``latents/<space>`` with source ``inverted``, ``inversion/error`` (n,) float32 (pixel MSE
 of the reconstruction, images in [-1, 1]), ``inversion/files`` (n,) the rows' names, and with ``keep_images``
@@ -31,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -365,7 +368,8 @@ def _record(G: Any, source: Any, settings: InversionSettings, shape: tuple[int, 
                  "keep_images": bool(keep_images), "noise_inputs": "the generator's own (held fixed)"}
     if stats is not None:
         inversion["w_avg"] = {"source": "the generator's file" if file_w_avg(G) is not None else "estimated",
-                              "recipe": W_AVG_RECIPE, "seed": settings.seed, "w_std": stats[1]}
+                              "recipe": W_AVG_RECIPE, "seed": settings.seed, "w_std": stats[1],
+                              "value": [float(v) for v in stats[0]]}
     record: dict[str, Any] = {"seed": settings.seed, "generator": _spec_of(G), "predictors": [],
                               "inversion": inversion}
     provenance = getattr(G, "provenance", None)
@@ -391,6 +395,47 @@ def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chun
         if stored != asked:
             raise StoreError(f"cannot resume {path}: it was inverted with {key}={stored!r}, this run asks for "
                              f"{asked!r}")
+
+
+def start_stats(path: str, G: Any, settings: InversionSettings, device: Any,
+                resume: bool) -> tuple[np.ndarray, float] | None:
+    """(w_avg, w_std) the starts use: on ``resume``, those the store recorded at its creation (an estimate on
+    another device differs in the last bits, and so would every resumed start); else ``latent_stats``.
+    None in z."""
+    from engine.store import Store, exists
+
+    if settings.space == "z":
+        return None
+    if resume and exists(path):
+        recorded = ((Store.open(path).meta.get("inversion") or {}).get("w_avg") or {})
+        if recorded.get("value") is not None:
+            return np.asarray(recorded["value"], np.float32), float(recorded["w_std"])
+        warnings.warn(f"{path} does not record the average w its starts used: it is estimated again on {device}, "
+                      "so the resumed chunks may start from a w that differs in the last float bits", stacklevel=3)
+    return latent_stats(G, settings.seed, device)
+
+
+def _warn_if_numerics_differ(path: str, stored: dict[str, Any], now: dict[str, Any]) -> None:
+    changed = [f"{key} {stored[key]!r} -> {now[key]!r}" for key in now if key in stored and stored[key] != now[key]]
+    if changed:
+        warnings.warn(f"{path}: this resume differs from the run that created it ({'; '.join(changed)}): the codes "
+                      "and errors of the resumed chunks may differ from an uninterrupted run's in the last float bits "
+                      "(more, after many steps)", stacklevel=3)
+
+
+def run_numerics(batch: int, device: Any, request: Any, requested_device: Any) -> tuple[str, dict[str, Any]]:
+    """(device, numerics) of the run as recorded: ``device``'s in process; on a cluster, the workers' device
+    (``auto`` on workers elsewhere stays ``auto``: each resolves its own)."""
+    from engine.sampler import _worker_device, numerics
+
+    if request is None:
+        return str(device), numerics(batch, device)
+    worker = _worker_device(request, requested_device)
+    if worker == "auto" and request.kind == "local":
+        from engine.devices import resolve_device
+
+        worker = str(resolve_device("auto"))           # local workers resolve it on this machine
+    return worker, {**numerics(batch, device, True), "device_type": worker.split(":")[0]}
 
 
 def prepare_inverted_store(path: str, G: Any, source: Any, settings: InversionSettings, *, chunk: int,
@@ -445,7 +490,7 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     from engine.models.registry import load_generator, load_predictor
     from engine.progress import progress_bar
     from engine.runtime import run_in_process, run_on_dask
-    from engine.sampler import _spec_of, _worker_device, numerics
+    from engine.sampler import _spec_of, _worker_device
     from engine.store import Store, StoreError, check_chunk_count, check_positive_int, check_writable, exists
 
     settings = InversionSettings(space, steps, lr, restarts, seed, feature_loss, feature_weight)
@@ -483,13 +528,16 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     batch, chunk = default_sizes(shape, "cuda" if on_gpus else resolve_device(device), batch, chunk)
     chunk = min(chunk, source.n)
     check_chunk_count(source.n, chunk)
-    stats = None if space == "z" else latent_stats(G, settings.seed, dev)
+    stats = start_stats(path, G, settings, dev, resume)
     with StoreLock(path, purpose="invert"), \
             (cluster_client(workers, scheduler, gpus, request.config) if distributed else nullcontext()) as handle:
         target = prepare_inverted_store(path, G, source, settings, chunk=chunk, shape=shape, keep_images=keep_images,
                                         stats=stats, resume=resume, overwrite=overwrite,
-                                        numerics=numerics(batch, dev, distributed))
+                                        numerics=run_numerics(batch, dev, request, device)[1])
         batch = _resumed_batch(path, target.meta, requested_batch, batch)
+        run_device, now = run_numerics(batch, dev, request, device)
+        if resume:
+            _warn_if_numerics_differ(path, target.meta.get("numerics") or {}, now)
         pending = target.pending_chunks()
         done = source.n - sum(target.chunk_rows(i).stop - target.chunk_rows(i).start for i in pending)
         common = dict(images=source, space=space, resolution=shape[1], channels=shape[0], keep_images=keep_images)
@@ -504,7 +552,7 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
                 job = InversionJob(**common, inverter=Inverter(G, settings, dev, batch, P, stats))
                 run = run_in_process(job, target, pending, on_chunk=lambda i, rows: bar.update(rows))
         if run.rows:
-            target.update_meta(device=str(dev), batch=int(batch), images_per_s=round(run.samples_per_s, 3))
+            target.update_meta(device=run_device, batch=int(batch), images_per_s=round(run.samples_per_s, 3))
     return _opened(path)
 
 
