@@ -13,31 +13,22 @@ without ``allow_remote``: the page renders whatever the store holds, for anyone 
     engine/explore/session.py   the Explorer: store, models, directions, σ, moves, the cached panels
     engine/explore/render.py    batched synthesis and scoring, PNG grids, the LRU cache
     engine/explore/server.py    the Flask application: static page and JSON API
+    engine/explore/hosts.py     which host names mean this machine (bind address, Host header)
     engine/explore/static/      index.html, app.js, style.css (shipped in the package, nothing from a CDN)
 """
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any
 
+from engine.explore.hosts import is_loopback
 from engine.explore.query import MAX_MOVES, MAX_PANELS, MAX_SAMPLES, RequestError
 from engine.explore.session import Explorer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only: 'localhost', or an address in 127.0.0.0/8 or ::1."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_host(host: str, allow_remote: bool = False) -> str:

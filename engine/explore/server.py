@@ -27,6 +27,7 @@ import numpy as np
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
+from engine.explore.hosts import is_loopback
 from engine.explore.query import RenderRequest, RequestError, parse_render
 from engine.explore.render import data_url
 from engine.explore.session import Explorer
@@ -115,8 +116,6 @@ def create_app(explorer: Explorer, allow_remote: bool = False) -> Flask:
 
 def loopback_host_header(value: str) -> bool:
     """Whether a ``Host`` header names this machine: a loopback name or address, with an optional port."""
-    from engine.explore import is_loopback
-
     match = _HOST.fullmatch(value.strip())
     if match is None or not match.group(1):
         return False
