@@ -237,47 +237,132 @@ def test_a_z_dependent_direction_moves_where_its_model_says(digits_store, monkey
     np.testing.assert_allclose(codes[:, 0], w + explorer.sigma("ganspace/w", 0) * step, rtol=1e-5, atol=1e-5)
 
 
+def test_a_latentclr_linear_direction_moves_each_code_as_engine_edit_moves_it(tmp_path):
+    """A real z-dependent model (LatentCLR, linear): the page's moved codes are edit's x + α σ d(x)."""
+    from engine.methods.latentclr import latentclr
+
+    path = str(tmp_path / "clr.zarr")
+    engine.sample(path, "digits", [], n=256, seed=0, chunk=256, batch=256, device="cpu", spaces=["z", "w"],
+                  progress=False)
+    latentclr(path, layer="up1", model="linear", k=2, batch=8, steps=5, save_every=5, progress=False)
+    key = "latentclr/up1_linear"
+    assert Store.open(path).read_direction(key)[1]["z_dependent"]
+    explorer = Explorer(path, device="cpu").load()
+    client = create_app(explorer).test_client()
+    rows, alpha = [0, 1, 2, 3], 1.5
+    reference = engine.edit(path, f"{key}:1", alphas=[alpha, alpha, 1], stored=True, samples=4, device="cpu")
+    codes = _codes(client, [[{"direction": f"{key}:1", "alpha": alpha}]], rows=rows)
+    assert explorer.sigma(key, 1) == pytest.approx(reference["sigma"], rel=1e-9)
+    np.testing.assert_allclose(codes[:, 0], reference["codes"][:, 0], rtol=1e-5, atol=1e-5)
+    w = np.asarray(Store.open(path).latent_array("w")[:4], np.float64)
+    steps = codes[:, 0] - w
+    steps /= np.linalg.norm(steps, axis=1, keepdims=True)
+    assert np.abs(steps @ steps.T - 1).max() > 1e-4                   # each code moved its own way
+
+
+def test_a_model_without_a_direction_at_a_code_leaves_that_code_unmoved(digits_store, monkeypatch):
+    """model.at() is used as it is: a zero row (no direction there) moves nothing, where re-normalising it
+    made the code NaN."""
+    import engine.explore.session as session
+
+    class ZeroAtFirst:
+        def at(self, x, row):
+            d = np.ones_like(x) / np.sqrt(x.shape[1])
+            d[0] = 0
+            return d
+
+    monkeypatch.setattr(session, "_direction_model", lambda store, key: ZeroAtFirst() if key == "ganspace/w" else None)
+    explorer = Explorer(digits_store, device="cpu").load()
+    codes = _codes(create_app(explorer).test_client(), [[{"direction": "ganspace/w:0", "alpha": 2.0}]])
+    w = np.asarray(Store.open(digits_store).latent_array("w")[:4], np.float64)
+    assert np.isfinite(codes).all()
+    np.testing.assert_allclose(codes[0, 0], w[0], atol=1e-6)
+    np.testing.assert_allclose(codes[1:, 0], w[1:] + 2.0 * explorer.sigma("ganspace/w", 0) / 8.0, atol=1e-5)
+
+
+def test_odd_digits_in_a_panel_index_or_a_huge_layer_number_are_a_400_not_a_500(client):
+    body = {"rows": [0], "panels": [[]]}
+    for panel in ("²", "١", "0" * 5000, "-1", "1"):
+        response = client.post(f"/api/codes?panel={panel}", json=body)
+        assert response.status_code == 400 and "panel must be an index from 0 to 0" in response.json["error"]
+    for layers in ("1" * 5000, "0-" + "9" * 5000, "12345", "²"):
+        move = {"direction": "sefa/layer_fc", "alpha": 1, "layers": layers}
+        response = client.post("/api/render", json={"rows": [0], "panels": [[move]]})
+        assert response.status_code == 400 and "layers must be 'A' or 'A-B'" in response.json["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8765", "localhost", "localhost:80", "[::1]:8765", "127.0.0.1"])
+def test_requests_addressed_to_this_machine_are_answered(explorer, host):
+    assert create_app(explorer).test_client().get("/api/status", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example:8765", "evil.example", "127.0.0.1.evil.example", "10.0.0.2:8765",
+                                  "localhost.evil.example:8765", ""])
+def test_requests_to_another_host_name_are_refused_unless_remote_is_allowed(explorer, host):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends Host: evil.example."""
+    refused = create_app(explorer).test_client().post("/api/render", json={"rows": [0], "panels": [[]]},
+                                                      headers={"Host": host})
+    assert refused.status_code == 403 and "is not this machine" in refused.json["error"]
+    assert create_app(explorer).test_client().get("/", headers={"Host": host}).status_code == 403
+    allowed = create_app(explorer, allow_remote=True).test_client()
+    assert allowed.get("/api/status", headers={"Host": host or "x"}).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def inverted_store(tmp_path_factory, digits_store):
-    """A store shaped as ``invert`` writes it: w codes only, inversion/error, files and targets."""
-    import zarr
+    """A store made by ``engine.invert``: six images the digits GAN made, inverted into w (5 steps), targets
+    kept; it holds no z, scores or directions of its own. Returns (path, w codes, targets)."""
+    from engine.models.base import synthesize
+    from engine.spaces import LatentSpace, synthesis_input
 
-    source = Store.open(digits_store)
-    w = np.asarray(source.latent_array("w")[:40])
-    path = str(tmp_path_factory.mktemp("explore") / "inverted.zarr")
-    meta = {"generator": "digits", "predictors": ["digits"], "seed": 0}
-
-    def fill(store):
-        store.write_chunk(0, {"latents/w": w})
-
-    Store.create(path, n=40, chunk=40, w_dim=64, spaces=["w"], meta=meta,
-                 sources={"w": {"kind": "inverted", "source": "inverted"}}, fill=fill)
-    group = zarr.open_group(path, mode="r+")
-    inversion = group.require_group("inversion")
-    inversion.create_array("error", data=np.linspace(0, 1, 40, dtype=np.float32))
-    targets = np.tanh(np.random.default_rng(0).standard_normal((40, 1, 16, 16))).astype(np.float32)
-    inversion.create_array("targets", data=targets)
-    writer = Store.open(path, mode="r+")
-    for key in ("interfacegan/slant@w", "sefa/layer_fc"):
-        values, attrs = source.read_direction(key)
-        writer.write_direction(*key.split("/"), values, attrs)
-    writer.write_direction("interfacegan", "zonly", np.eye(1, 64, dtype=np.float32), {"space": "z"})
-    return path, w, targets
+    folder = tmp_path_factory.mktemp("explore")
+    G = engine.load_generator("digits")
+    w = np.asarray(Store.open(digits_store).latent_array("w")[100:106], np.float32)
+    with torch.no_grad():
+        images = synthesize(G, synthesis_input(G, torch.from_numpy(w), LatentSpace("w"))).numpy()
+    np.save(folder / "images.npy", images)
+    store = engine.invert(folder / "images.npy", str(folder / "inverted.zarr"), "digits", space="w", steps=5,
+                          keep_images=True, device="cpu", progress=False)
+    assert store.directions() == [] and store.spaces == ["w"] and not store.attributes
+    targets = np.asarray(store.array("inversion/targets")[:], np.float32)
+    return store.path, np.asarray(store.latent_array("w")[:], np.float32), targets
 
 
-def test_an_inverted_store_starts_from_its_w_codes_and_shows_its_targets(inverted_store):
+def test_an_inverted_store_renders_what_engine_edit_renders_with_directions_from_a_sampled_store(
+        inverted_store, digits_store):
     path, w, targets = inverted_store
-    client = create_app(Explorer(path, device="cpu").load()).test_client()
+    alone = create_app(Explorer(path, device="cpu").load()).test_client()
+    assert alone.get("/api/directions").json == []                     # nothing of its own to move along
+    explorer = Explorer(path, device="cpu", direction_from=digits_store).load()
+    client = create_app(explorer).test_client()
     store = client.get("/api/store").json
-    assert store["inverted"] and store["targets"] and store["spaces"] == ["w"]
+    assert store["inverted"] and store["targets"] and store["spaces"] == ["w"] and store["n"] == 6
+    assert store["direction_from"] == digits_store and store["predictors"] == []
     listed = {d["key"]: d for g in client.get("/api/directions").json for d in g["directions"]}
-    assert not listed["interfacegan/zonly"]["editable"] and "no" in listed["interfacegan/zonly"]["note"]
-    body = _render(client, [[{"direction": "sefa/layer_fc:0", "alpha": 0.0}]], rows=[1, 2]).json
-    assert body["inversion_error"] == pytest.approx([1 / 39, 2 / 39])
-    assert body["targets"] == data_url(grid_png(torch.from_numpy(targets[[1, 2]])))
-    np.testing.assert_allclose(_codes(client, [[]], rows=[1, 2])[:, 0], w[[1, 2]], atol=1e-6)
-    refused = _render(client, [[{"direction": "interfacegan/zonly", "alpha": 1.0}]], rows=[1])
-    assert refused.status_code == 400 and "z codes" in refused.json["error"]
+    assert set(listed) == set(Store.open(digits_store).directions()) and listed["interfacegan/slant@w"]["editable"]
+    rows, alpha = [0, 1, 2], 2.0
+    reference = engine.edit(path, "interfacegan/slant@w", alphas=[alpha, alpha, 1], stored=True, samples=3,
+                            device="cpu", direction_from=digits_store)
+    body = _render(client, [[{"direction": "interfacegan/slant@w", "alpha": alpha}]], rows=rows).json
+    assert body["rows"] == rows
+    assert body["sigma"]["interfacegan/slant@w:0"] == pytest.approx(reference["sigma"], rel=1e-9)
+    codes = _codes(client, [[{"direction": "interfacegan/slant@w", "alpha": alpha}]], rows=rows)
+    np.testing.assert_allclose(codes[:, 0], reference["codes"][:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_codes(client, [[]], rows=rows)[:, 0], w[rows], atol=1e-6)
+    expected = np.asarray(Image.open(io.BytesIO(grid_png(reference["images"][:, 0]))))
+    np.testing.assert_allclose(_png(body["panels"][0]["image"]).astype(int), expected.astype(int), atol=1)
+    errors = np.asarray(Store.open(path).array("inversion/error")[:])
+    assert body["inversion_error"] == pytest.approx(errors[rows].tolist())
+    assert body["targets"] == data_url(grid_png(torch.from_numpy(targets[rows])))
+    scores = {s["attribute"] for s in body["panels"][0]["scores"]}     # the sampled store's predictors re-score
+    assert {"slant", "digit_0"} <= scores
+
+
+def test_directions_from_a_store_of_another_generator_are_refused(inverted_store, planted_wp):
+    with pytest.raises(ValueError, match="direction_from .* was made with generator"):
+        Explorer(inverted_store[0], device="cpu", direction_from=planted_wp)
+    out = CliRunner().invoke(cli, ["explore", inverted_store[0], "--direction-from", planted_wp, "--port", "0"])
+    assert out.exit_code != 0 and "was made with generator" in out.output and "Traceback" not in out.output
 
 
 def test_a_store_of_wp_codes_only_starts_from_them_and_moves_w_directions_on_their_layers(planted_wp, tmp_path):
@@ -399,7 +484,7 @@ def test_requests_before_the_generator_is_loaded_get_503_with_the_stage(digits_s
     assert create_app(broken).test_client().post("/api/render", json={"panels": [[]]}).status_code == 503
 
 
-def test_predictors_that_cannot_be_built_leave_the_edits_without_scores(inverted_store, tmp_path):
+def test_predictors_that_cannot_be_built_leave_the_edits_without_scores(inverted_store, digits_store, tmp_path):
     import shutil
 
     import zarr
@@ -409,7 +494,7 @@ def test_predictors_that_cannot_be_built_leave_the_edits_without_scores(inverted
     group = zarr.open_group(path, mode="r+")
     meta = dict(group.attrs["latent_engine"])
     group.attrs["latent_engine"] = {**meta, "predictors": ["nosuchpredictor"]}
-    client = create_app(Explorer(path, device="cpu").load()).test_client()
+    client = create_app(Explorer(path, device="cpu", direction_from=digits_store).load()).test_client()
     assert "nosuchpredictor" in client.get("/api/store").json["predictor_error"]
     body = _render(client, [[{"direction": "sefa/layer_fc:0", "alpha": 1.0}]], rows=[0]).json
     assert body["panels"][0]["scores"] == [] and body["panels"][0]["image"] != body["original"]

@@ -13,31 +13,22 @@ without ``allow_remote``: the page renders whatever the store holds, for anyone 
     engine/explore/session.py   the Explorer: store, models, directions, σ, moves, the cached panels
     engine/explore/render.py    batched synthesis and scoring, PNG grids, the LRU cache
     engine/explore/server.py    the Flask application: static page and JSON API
+    engine/explore/hosts.py     which host names mean this machine (bind address, Host header)
     engine/explore/static/      index.html, app.js, style.css (shipped in the package, nothing from a CDN)
 """
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any
 
+from engine.explore.hosts import is_loopback
 from engine.explore.query import MAX_MOVES, MAX_PANELS, MAX_SAMPLES, RequestError
 from engine.explore.session import Explorer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only: 'localhost', or an address in 127.0.0.0/8 or ::1."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_host(host: str, allow_remote: bool = False) -> str:
@@ -59,11 +50,14 @@ def check_port(port: int) -> int:
 
 def serve(store: str | os.PathLike, *, generator: str | None = None, host: str = DEFAULT_HOST,
           port: int = DEFAULT_PORT, device: str = "cpu", allow_remote: bool = False, threads: int = 4,
-          on_ready: Callable[[str], Any] | None = None) -> None:
+          on_ready: Callable[[str], Any] | None = None, direction_from: str | os.PathLike | None = None) -> None:
     """Serve the explorer of ``store`` until interrupted; ``on_ready(url)`` is called once it listens.
 
     The models load on a thread while the server already answers, so the page shows their progress.
-    ``generator`` defaults to the SPEC the store was sampled with.
+    ``generator`` defaults to the SPEC the store was sampled with. ``direction_from`` (another store of the same
+    generator, e.g. a sampled one for an inverted ``store``) supplies the directions, their σ and predictors, as
+    ``edit(..., direction_from=)`` does. Without ``allow_remote`` only requests addressed to a loopback host
+    name are answered.
     """
     from waitress import create_server
 
@@ -71,9 +65,9 @@ def serve(store: str | os.PathLike, *, generator: str | None = None, host: str =
 
     check_host(host, allow_remote)
     check_port(port)
-    explorer = Explorer(str(store), generator, device)
+    explorer = Explorer(str(store), generator, device, direction_from=direction_from)
     try:
-        server = create_server(create_app(explorer), host=host, port=port, threads=threads, ident="latent-engine")
+        server = create_server(create_app(explorer, allow_remote), host=host, port=port, threads=threads, ident="latent-engine")
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ValueError(f"port {port} on {host} is in use; choose another port (--port), or 0 for any free "

@@ -86,8 +86,8 @@ def parse_samples(payload: dict[str, Any], n: int) -> Samples:
                    seed=_integer(random.get("seed", 0), "seed", 0, MAX_SEED))
 
 
-_DIRECTION = re.compile(r"([^/:]+/[^/:]+)(?::(\d{1,6}))?")
-_LAYERS = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
+_DIRECTION = re.compile(r"([^/:]+/[^/:]+)(?::([0-9]{1,6}))?")
+_LAYERS = re.compile(r"\s*([0-9]{1,4})\s*(?:-\s*([0-9]{1,4}))?\s*")
 
 
 def parse_move(item: Any, directions: dict[str, int]) -> Move:
@@ -114,7 +114,7 @@ def parse_layer_text(text: Any) -> tuple[int, int] | None:
     """'A-B' or 'A' (0-based, inclusive) -> (A, B); None or '' -> every layer. Bounds are checked later."""
     if text is None or text == "":
         return None
-    match = _LAYERS.match(text) if isinstance(text, str) else None
+    match = _LAYERS.fullmatch(text) if isinstance(text, str) and len(text) < 100 else None
     if match is None:
         raise RequestError(f"layers must be 'A' or 'A-B' (0-based, inclusive); got {text!r}")
     first, last = int(match.group(1)), int(match.group(2) or match.group(1))

@@ -10,12 +10,15 @@
 
 Every response carries a ``Server-Timing: app;dur=MS`` header, the time the server spent on it. Every refusal
 is JSON ``{"error": message}`` with a 4xx status (a 503 while the generator loads); a bug is a 500 with a
-one-line message, and the server keeps serving.
+one-line message, and the server keeps serving. Unless ``allow_remote``, a request whose ``Host`` header does
+not name this machine (127.0.0.1, localhost, [::1], with or without the port) is refused with a 403: a web
+page elsewhere cannot reach the explorer by rebinding its own name to 127.0.0.1 (DNS rebinding).
 """
 from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,18 +27,22 @@ import numpy as np
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
+from engine.explore.hosts import is_loopback
 from engine.explore.query import RenderRequest, RequestError, parse_render
 from engine.explore.render import data_url
 from engine.explore.session import Explorer
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 64 * 1024            # bytes of a request body: a render request is a few hundred
+_PANEL = re.compile(r"[0-9]{1,3}")
+_HOST = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(?::[0-9]{1,5})?")
 
 log = logging.getLogger("engine.explore")
 
 
-def create_app(explorer: Explorer) -> Flask:
-    """The Flask application serving ``explorer`` (which may still be loading its models)."""
+def create_app(explorer: Explorer, allow_remote: bool = False) -> Flask:
+    """The Flask application serving ``explorer`` (which may still be loading its models); without
+    ``allow_remote`` it answers only requests addressed to a loopback host name."""
     app = Flask("engine.explore", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
@@ -43,6 +50,10 @@ def create_app(explorer: Explorer) -> Flask:
     @app.before_request
     def started() -> None:
         g.started = time.perf_counter()
+        if not allow_remote and not loopback_host_header(request.headers.get("Host", "")):
+            raise RequestError(f"Host {request.headers.get('Host', '')!r} is not this machine: the explorer answers "
+                               "requests to 127.0.0.1, localhost or [::1] only (serve with --allow-remote to "
+                               "answer others)", 403)
 
     @app.after_request
     def timed(response: Response) -> Response:
@@ -79,7 +90,7 @@ def create_app(explorer: Explorer) -> Flask:
     def codes() -> Response:
         parsed = _render_request(explorer)
         panel = request.args.get("panel", "0")
-        if not panel.isdigit() or int(panel) >= len(parsed.panels):
+        if _PANEL.fullmatch(panel) is None or int(panel) >= len(parsed.panels):
             raise RequestError(f"panel must be an index from 0 to {len(parsed.panels) - 1}; got {panel!r}")
         result = explorer.render(parsed)
         buffer = io.BytesIO()
@@ -103,6 +114,15 @@ def create_app(explorer: Explorer) -> Flask:
     return app
 
 
+def loopback_host_header(value: str) -> bool:
+    """Whether a ``Host`` header names this machine: a loopback name or address, with an optional port."""
+    match = _HOST.fullmatch(value.strip())
+    if match is None or not match.group(1):
+        return False
+    host = match.group(1)
+    return is_loopback(host)
+
+
 def _render_request(explorer: Explorer) -> Any:
     payload = request.get_json(silent=True)
     if payload is None:
@@ -121,4 +141,4 @@ def _render_json(explorer: Explorer, parsed: RenderRequest, result: dict[str, An
             "sigma": {m.label: explorer.sigma(m.key, m.row) for moves in parsed.panels for m in moves}}
 
 
-__all__ = ["STATIC", "create_app"]
+__all__ = ["STATIC", "create_app", "loopback_host_header"]

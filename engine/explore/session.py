@@ -12,9 +12,15 @@ starting codes come from the store's own rows, and codes reach the synthesis thr
 ``synthesis_input(x + δ) − synthesis_input(x)``, on its own layers (the synthesis input is affine in a w or wp
 code, so each move changes exactly what it would change alone). A store without ``latents/z`` (inverted
 codes) starts from its ``latents/wp`` or ``latents/w`` rows; z directions are refused there.
+
+``direction_from`` (another store of the same generator, as ``edit(..., direction_from=)``) supplies the
+directions, their σ (measured on its codes), their models and, when the explored store records none, the
+predictors; the explored store's rows stay the samples. An inverted store holds no directions of its own, so it
+is explored with the directions of a sampled store this way.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.direction_models import load_direction_model
 from engine.explore.query import Move, RenderRequest, RequestError, Samples
 from engine.explore.render import LRU, grid_png, synthesize_scored
 from engine.spaces import LatentSpace, LatentView
@@ -71,10 +78,6 @@ class Panel:
 
 def _direction_model(store: Store, key: str) -> Any:
     """The z-dependent direction model of ``key`` (LatentCLR linear / nonlinear), or None for fixed rows."""
-    try:
-        from engine.direction_models import load_direction_model
-    except ImportError:          # a tree without learned direction models: every direction is fixed rows
-        return None
     return load_direction_model(store, key)
 
 
@@ -82,10 +85,12 @@ class Explorer:
     """A store opened read-only for exploring; ``load()`` (or ``start()``) builds the models."""
 
     def __init__(self, store: str | Store, generator: str | Any = None, device: str = "cpu",
-                 cache_size: int = CACHE_SIZE):
-        self.store = store if isinstance(store, Store) else Store.open(store)      # mode "r": never written
-        if self.store.mode != "r":
-            self.store = Store.open(self.store.path)
+                 cache_size: int = CACHE_SIZE, direction_from: str | os.PathLike | Store | None = None):
+        from engine.methods.editing import check_same_generator
+
+        self.store = _read_only(store)                                              # never written
+        self.source = self.store if direction_from is None else _read_only(direction_from)
+        check_same_generator(self.store, self.source)
         self.generator_spec = generator if isinstance(generator, str) or generator is None else \
             getattr(generator, "spec", type(generator).__name__)
         self.generator_spec = self.generator_spec or self.store.meta.get("generator")
@@ -97,7 +102,7 @@ class Explorer:
         self.predictor_error: str | None = None
         self.attributes: list[str] = []
         self.spread: np.ndarray = np.empty(0)
-        self._directions = {key: self.store.array(f"directions/{key}") for key in self.store.directions()}
+        self._directions = {key: self.source.array(f"directions/{key}") for key in self.source.directions()}
         self._rows: dict[str, np.ndarray] = {}
         self._models: dict[str, Any] = {}
         self._sigma: dict[tuple[str, int], float] = {}
@@ -137,14 +142,14 @@ class Explorer:
         self.G = self._given_generator if self._given_generator is not None else \
             load_generator(self.generator_spec, self.device)
         self._step("building the predictors")
-        specs = self.store.meta.get("predictors") or []
+        specs = self.store.meta.get("predictors") or self.source.meta.get("predictors") or []
         try:
             self.predictors = [load_predictor(spec, self.G, self.device) for spec in specs]
         except (ValueError, ImportError, OSError) as exc:     # explore without re-scoring; the page says why
             self.predictor_error = str(exc)
         self.attributes = [a for P in self.predictors for a in P.attributes]
         self._step("measuring σ of every direction")
-        self.spread = score_spread(self.store, self.attributes)
+        self.spread = score_spread(self.store if self.store.attributes else self.source, self.attributes)
         self.problems = {key: why for key in self._directions if (why := self._problem(key)) is not None}
         for key, rows in self.direction_rows.items():
             for row in range(rows if key not in self.problems else 0):
@@ -180,6 +185,7 @@ class Explorer:
                 "generator": self.generator_spec, "predictors": list(store.meta.get("predictors") or []),
                 "predictor_error": self.predictor_error, "attributes": store.attributes, "inverted": inverted,
                 "targets": "inversion/targets" in _members(store),
+                "direction_from": None if self.source is store else self.source.path,
                 "num_ws": None if self.G is None else int(getattr(self.G, "num_ws", 1) or 1),
                 "note": self._note(), "limits": _limits()}
 
@@ -197,7 +203,7 @@ class Explorer:
         for key, array in self._directions.items():
             attrs = dict(array.attrs)
             section = report_section(key, attrs)
-            metric = section.metric(self.store, key, attrs) if section and section.metric else ""
+            metric = section.metric(self.source, key, attrs) if section and section.metric else ""
             method = attrs.get("method") if isinstance(attrs.get("method"), str) else key.split("/", 1)[0]
             try:
                 space = LatentSpace.from_attrs(attrs)
@@ -221,11 +227,10 @@ class Explorer:
         z-dependent one (LatentCLR linear / nonlinear) asks its model, ``load_direction_model(...).at(x, row)``.
         """
         if key not in self._models:
-            self._models[key] = _direction_model(self.store, key)
+            self._models[key] = _direction_model(self.source, key)
         model = self._models[key]
-        if model is not None:
-            d = np.asarray(model.at(np.asarray(x, np.float32), row), np.float64)
-            return d / np.linalg.norm(d, axis=1, keepdims=True)
+        if model is not None:            # unit rows, or zero where the model has no direction: used as edit uses it
+            return np.asarray(model.at(np.asarray(x, np.float32), row), np.float64)
         n = self._unit_rows(key)[row]
         return np.broadcast_to(n, (x.shape[0], n.size))
 
@@ -257,13 +262,14 @@ class Explorer:
         return LatentSpace.from_attrs(dict(self._directions[key].attrs))
 
     def sigma(self, key: str, row: int) -> float:
-        """σ of row ``row`` of ``key``: the std of the store's codes along it, as ``edit`` measures it."""
+        """σ of row ``row`` of ``key``: the std of the codes of the directions' store (``direction_from``, else
+        the explored one) along it, as ``edit`` measures it."""
         from engine.methods.editing import _reference_codes, direction_spread
 
         if (key, row) not in self._sigma:
             space = self.space_of(key)
             if space.label not in self._reference:
-                self._reference[space.label] = _reference_codes(self.store, space, self.G, self.device)
+                self._reference[space.label] = _reference_codes(self.source, space, self.G, self.device)
             self._sigma[(key, row)] = direction_spread(self._reference[space.label], self._unit_rows(key)[row])
         return self._sigma[(key, row)]
 
@@ -440,6 +446,13 @@ class Explorer:
         return [{"attribute": self.attributes[j], "before": float(before[j]), "after": float(after[j]),
                  "change": float(change[j]),
                  "change_std": None if not np.isfinite(relative[j]) else float(relative[j])} for j in order]
+
+
+def _read_only(store: str | os.PathLike | Store) -> Store:
+    """``store`` opened read-only (mode "r")."""
+    if isinstance(store, Store):
+        return store if store.mode == "r" else Store.open(store.path)
+    return Store.open(store)
 
 
 def _members(store: Store) -> set[str]:

@@ -60,6 +60,11 @@ async function waitForModels() {
 function renderDirections(groups) {
   const box = $("directions");
   box.replaceChildren();
+  if (!groups.length) {
+    box.append(el("p", { class: "muted", id: "no-directions" }, "This store holds no directions" +
+      (state.store && state.store.inverted ? ": explore it with --direction-from a sampled store of the same " +
+        "generator." : ".")));
+  }
   for (const group of groups) {
     const details = el("details", { open: true, "data-method": group.method },
       el("summary", {}, `${group.title} (${group.directions.length})`));
@@ -287,10 +292,12 @@ async function main() {
   state.store = await api("/api/store");
   const s = state.store;
   $("store-line").textContent = `${s.path} · ${s.committed_rows} rows · ${s.spaces.join(", ")} · ` +
-    `generator ${s.generator}` + (s.inverted ? " · inverted codes" : "");
+    `generator ${s.generator}` + (s.inverted ? " · inverted codes" : "") +
+    (s.direction_from ? ` · directions from ${s.direction_from}` : "");
   if (s.note) $("store-note").textContent = `Note: ${s.note}.`;
   $("max-moves").textContent = s.limits.moves;
-  $("count").max = s.limits.samples;
+  $("count").max = Math.max(1, Math.min(s.limits.samples, s.committed_rows));   // an inverted store may be small
+  $("count").value = Math.min(Number($("count").value), Number($("count").max));
   renderDirections(await api("/api/directions"));
   $("filter").addEventListener("input", filterDirections);
   for (const id of ["count", "seed", "rows"]) $(id).addEventListener("change", requestRender);
