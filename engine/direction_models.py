@@ -34,7 +34,7 @@ import zarr
 from torch import nn
 from torch.nn import functional as F
 
-from engine.store import Store, StoreError, is_remote, write_failure
+from engine.store import Store, StoreError
 
 KINDS = ("global", "linear", "nonlinear")
 PROJECTORS = ("identity", "linear", "nonlinear")
@@ -191,7 +191,6 @@ def write_group(store: Store, key: str, arrays: dict[str, np.ndarray], attrs: di
     """Write the group ``key`` (e.g. ``models/latentclr/walk``) holding ``arrays`` and ``attrs``, all or nothing,
     replacing what is there: built in the store's staging folder and put in place in one step, as
     ``Store.write_direction`` does for an array (``engine.atomic``). The caller holds the store's lock."""
-    from engine.atomic import Staging, local_path
     from engine.store import jsonable
 
     def build(parent: zarr.Group, leaf: str) -> None:
@@ -202,24 +201,7 @@ def write_group(store: Store, key: str, arrays: dict[str, np.ndarray], attrs: di
                                        chunks=value.shape if value.ndim else ())
             array[...] = value
 
-    parent_key, _, leaf = key.rpartition("/")
-    parent = store.group
-    for part in parent_key.split("/"):
-        parent = parent.require_group(part)
-    if is_remote(store.path):
-        if leaf in parent:
-            del parent[leaf]
-        build(parent, leaf)
-        return
-    staging = Staging(store.path)
-    staged = staging.new_folder("write")
-    try:
-        build(zarr.open_group(str(staged), mode="w"), "result")
-        staging.install(staged / "result", local_path(store.path) / key)
-    except OSError as exc:
-        raise write_failure(exc, f"{key} of {store.path}", "the store is unchanged", "run the command again") from exc
-    finally:
-        staging.discard(staged)
+    store.replace_node(key, build)
 
 
 def read_group(store: Store, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -488,14 +488,23 @@ class Store:
         return self._replace(f"tables/{name}", build)
 
     def _replace(self, key: str, build: Callable[[zarr.Group, str], None]) -> zarr.Array:
-        """Build the array ``key`` complete in staging and put it in place in one step (``engine.atomic``)."""
+        self.replace_node(key, build)
+        return self.array(key)
+
+    def replace_node(self, key: str, build: Callable[[zarr.Group, str], None]) -> None:
+        """Replace the node ``key`` (an array or a group; its parent groups are made if missing) by what
+        ``build(parent, leaf)`` creates, built complete in staging and put in place in one step
+        (``engine.atomic``): a reader sees the old node or the new one, never half of it. The caller holds the
+        store's lock."""
+        self._require_writable()
+        parent_key, _, leaf = key.rpartition("/")
+        parent = self.group.require_group(parent_key) if parent_key else self.group
         if is_remote(self.path):
             # Object stores cannot rename: written in place, so a reader may see it half-written.
-            parent, _, leaf = key.rpartition("/")
-            if leaf in self.group[parent]:
-                del self.group[parent][leaf]
-            build(self.group[parent], leaf)
-            return self.array(key)
+            if leaf in parent:
+                del parent[leaf]
+            build(parent, leaf)
+            return
         staging = Staging(self.path)
         staged = staging.new_folder("write")
         try:
@@ -506,7 +515,6 @@ class Store:
                                 "run the command again") from exc
         finally:
             staging.discard(staged)
-        return self.array(key)
 
     def recover(self) -> list[str]:
         """Undo what a killed writer left: finish or drop its staged results, delete zarr's partial files.

@@ -48,3 +48,15 @@ def planted_store(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("stores") / "planted.zarr"
     return engine.sample(str(path), PLANTED_SMALL, ["planted", "imagestats"], n=40_000, seed=7, chunk=4096,
                          batch=1024, progress=False)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny networks: on busy cores OpenMP's per-op synchronisation, not the
+    arithmetic, would dominate (two threads were up to 8x slower under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,13 +15,7 @@ from tests.biggan_checkpoints import (DEEP_128_LAYERS, biggan_config, biggan_lay
                                       write_biggan_folder)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: on a busy machine, OpenMP's per-op synchronisation, not arithmetic, would dominate."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,20 @@ def _served(path, **options):
         httpd.close()
 
 
+@contextmanager
+def _page():
+    """A page of a headless Chromium, and the list its script errors are gathered in."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page, errors
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def server(digits_path):
     with _served(digits_path) as url:
@@ -65,31 +79,24 @@ def _pixels(data_url: str) -> np.ndarray:
 
 
 def test_moving_a_slider_re_renders_the_grid(server, tmp_path):
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server)
-            page.wait_for_selector("#loading", state="hidden", timeout=60_000)
-            assert "slant" in page.inner_text("#directions") and "SeFa" in page.inner_text("#directions")
-            page.check('input[data-direction="interfacegan/slant@w:0"]')
-            page.wait_for_selector("#panel-0[src^='data:image/png']")
-            before = page.get_attribute("#panel-0", "src")
-            assert before == page.get_attribute("#original", "src")           # α = 0: the unedited grid
+    with _page() as (page, errors):
+        page.goto(server)
+        page.wait_for_selector("#loading", state="hidden", timeout=60_000)
+        assert "slant" in page.inner_text("#directions") and "SeFa" in page.inner_text("#directions")
+        page.check('input[data-direction="interfacegan/slant@w:0"]')
+        page.wait_for_selector("#panel-0[src^='data:image/png']")
+        before = page.get_attribute("#panel-0", "src")
+        assert before == page.get_attribute("#original", "src")           # α = 0: the unedited grid
 
-            page.fill('input.alpha[data-direction="interfacegan/slant@w:0"]', "3")
-            page.wait_for_function("b => document.querySelector('#panel-0').src !== b", arg=before, timeout=30_000)
-            after = page.get_attribute("#panel-0", "src")
-            assert np.abs(_pixels(after) - _pixels(before)).mean() > 1.0
-            assert "3.0σ" in page.inner_text("#sliders")
-            assert page.inner_text(".scores tr:nth-child(2) td:first-child") == "slant"   # most changed attribute
-            page.screenshot(path=str(tmp_path / "explore.png"))
-            assert not errors, errors
-            assert page.is_hidden("#message")
-        finally:
-            browser.close()
+        page.fill('input.alpha[data-direction="interfacegan/slant@w:0"]', "3")
+        page.wait_for_function("b => document.querySelector('#panel-0').src !== b", arg=before, timeout=30_000)
+        after = page.get_attribute("#panel-0", "src")
+        assert np.abs(_pixels(after) - _pixels(before)).mean() > 1.0
+        assert "3.0σ" in page.inner_text("#sliders")
+        assert page.inner_text(".scores tr:nth-child(2) td:first-child") == "slant"   # most changed attribute
+        page.screenshot(path=str(tmp_path / "explore.png"))
+        assert not errors, errors
+        assert page.is_hidden("#message")
 
 
 def test_an_inverted_store_says_it_needs_directions_and_shows_those_of_direction_from(digits_path, tmp_path):
@@ -98,24 +105,17 @@ def test_an_inverted_store_says_it_needs_directions_and_shows_those_of_direction
     inverted = str(tmp_path / "inverted.zarr")
     engine.invert(tmp_path / "images.npy", inverted, "digits", space="w", steps=3, keep_images=True, device="cpu",
                   progress=False)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            with _served(inverted) as url:
-                page.goto(url)
-                page.wait_for_selector("#loading", state="hidden", timeout=60_000)
-                assert "--direction-from" in page.inner_text("#no-directions")
-            with _served(inverted, direction_from=digits_path) as url:
-                page.goto(url)
-                page.wait_for_selector("#loading", state="hidden", timeout=60_000)
-                assert f"directions from {digits_path}" in page.inner_text("#store-line")
-                assert page.query_selector("#no-directions") is None
-                page.check('input[data-direction="interfacegan/slant@w:0"]')
-                page.wait_for_selector("#panel-0[src^='data:image/png']")
-                page.wait_for_selector("#targets-figure:not([hidden])")
-            assert not errors, errors
-        finally:
-            browser.close()
+    with _page() as (page, errors):
+        with _served(inverted) as url:
+            page.goto(url)
+            page.wait_for_selector("#loading", state="hidden", timeout=60_000)
+            assert "--direction-from" in page.inner_text("#no-directions")
+        with _served(inverted, direction_from=digits_path) as url:
+            page.goto(url)
+            page.wait_for_selector("#loading", state="hidden", timeout=60_000)
+            assert f"directions from {digits_path}" in page.inner_text("#store-line")
+            assert page.query_selector("#no-directions") is None
+            page.check('input[data-direction="interfacegan/slant@w:0"]')
+            page.wait_for_selector("#panel-0[src^='data:image/png']")
+            page.wait_for_selector("#targets-figure:not([hidden])")
+        assert not errors, errors

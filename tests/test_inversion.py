@@ -21,13 +21,7 @@ from tests.conftest import PLANTED_SMALL
 STEPS = 150          # enough for the digits GAN to reach well under 1 % of the images' variance
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small models gain nothing from more, and OpenMP threads spin-wait on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
