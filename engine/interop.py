@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -134,6 +135,17 @@ def export_ganspace(reader: Store, outdir: str | os.PathLike) -> list[str]:
     keys = [k for k in reader.directions() if k.startswith("ganspace/")]
     if not keys:
         raise StoreError(f"{reader.path} has no GANSpace directions; run `latent-engine pca {reader.path}` first")
+    layer_keys = [k for k in keys if reader.read_direction(k)[1].get("tapped_layer")]
+    if layer_keys and len(layer_keys) == len(keys):
+        raise StoreError(f"{reader.path} holds only layer GANSpace results ({', '.join(layer_keys)}), which "
+                         "GANSpace's file format cannot hold; read them from the store")
+    if layer_keys:
+        # GANSpace's file pairs latent components with the PCA's own mean and spread in that space; a layer's
+        # PCA regressed to the latent has neither (its PCA lives in feature space).
+        warnings.warn(f"export --format ganspace leaves out {', '.join(layer_keys)}: a layer's PCA regressed to "
+                      "the latent space has no latent mean or spread for GANSpace's file; read it from the store "
+                      f"(directions/{layer_keys[0]})", UserWarning, stacklevel=2)
+        keys = [k for k in keys if k not in layer_keys]
     reader.require_complete()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)

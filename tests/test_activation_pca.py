@@ -61,3 +61,14 @@ def test_layer_pca_refuses_a_cluster_file_before_starting_it(store, tmp_path, mo
                                    "--overwrite"])
     assert out.exit_code == 1 and "does not combine with --cluster" in out.output
     assert started == []
+
+
+def test_export_to_ganspace_leaves_layer_results_out_with_a_warning(store, tmp_path):
+    pca(store, layer="features", k=2, overwrite=True)
+    only_layers = CliRunner().invoke(cli, ["export", store.path, "--format", "ganspace", str(tmp_path / "a")])
+    assert only_layers.exit_code == 1 and "holds only layer GANSpace results (ganspace/features)" \
+        in only_layers.output
+    pca(store, k=3, overwrite=True)                                     # GANSpace on the stored codes too
+    with pytest.warns(UserWarning, match="leaves out ganspace/features"):
+        written = engine.export(store.path, tmp_path / "b", format="ganspace")
+    assert [p.rsplit("/", 1)[-1] for p in written] == ["z_ganspace.npz"]
