@@ -38,6 +38,7 @@ import difflib
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +51,7 @@ class ClusterError(ValueError):
 KINDS = ("local", "scheduler", "slurm", "pbs")
 #: Shown in a dry run where the script would name the scheduler started for the run.
 SCHEDULER_PLACEHOLDER = "tcp://<scheduler-address>:8786"
-EXTRA_HINT = "pip install 'latent-engine[cluster]' (dask-jobqueue)"
+EXTRA_HINT = "pip install dask-jobqueue (the [cluster] extra)"
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 
 
@@ -235,6 +236,10 @@ def dry_run_text(config: ClusterConfig) -> tuple[str, str]:
     return f"# would use {config.describe()}; no batch jobs are submitted", ""
 
 
+#: The batch system command each jobqueue kind submits its jobs with.
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}
+
+
 def build_cluster(config: ClusterConfig) -> Any:
     """The started cluster object ``config`` describes (LocalCluster, LocalCUDACluster, or a dask-jobqueue
     cluster scaled to its ``jobs``); not for the ``scheduler`` kind. ``engine.distributed.started_cluster``
@@ -249,12 +254,17 @@ def build_cluster(config: ClusterConfig) -> Any:
                 from dask_cuda import LocalCUDACluster
             except ImportError:
                 raise ClusterError(f"{config.path}: gpus needs dask-cuda, which is not installed: "
-                                   "pip install 'latent-engine[gpu]'") from None
+                                   "pip install dask-cuda (the [gpu] extra)") from None
             return LocalCUDACluster(CUDA_VISIBLE_DEVICES=gpu_list(o["gpus"]), threads_per_worker=1, **common)
         from distributed import LocalCluster
 
         return LocalCluster(n_workers=o.get("workers", 1), threads_per_worker=o.get("threads_per_worker", 1),
                             processes=True, **common)
+    submit = SUBMIT_COMMANDS[config.kind]
+    if shutil.which(submit) is None:    # dask-jobqueue would only log the failed submission and wait for ever
+        raise ClusterError(f"{config.path}: kind {config.kind} submits its jobs with {submit}, which is not on "
+                           f"this machine's PATH; run from the cluster's login node (--dry-run prints the job "
+                           "script)")
     cluster = jobqueue_class(config.kind, config.path)(**jobqueue_options(config))
     cluster.scale(jobs=o.get("jobs", 1))
     return cluster

@@ -144,7 +144,8 @@ def _check_gpus(gpus: str | Sequence[int]) -> tuple[int, ...]:
     try:
         import dask_cuda  # noqa: F401
     except ImportError:
-        raise ClusterError("gpus needs dask-cuda, which is not installed: pip install 'latent-engine[gpu]'") \
+        raise ClusterError("gpus needs dask-cuda, which is not installed: pip install dask-cuda (the [gpu] "
+                           "extra)") \
             from None
     return indices
 

@@ -130,7 +130,7 @@ def test_a_cluster_file_and_another_cluster_flag_exclude_each_other(tmp_path):
 def test_slurm_without_dask_jobqueue_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)     # import dask_jobqueue -> ImportError
     with pytest.raises(ClusterError, match=r"needs dask-jobqueue, which is not installed: pip install "
-                                           r"'latent-engine\[cluster\]'"):
+                                           r"dask-jobqueue \(the \[cluster\] extra\)"):
         load_cluster_config(_file(tmp_path, SLURM))
 
 
@@ -248,3 +248,16 @@ def test_invert_on_a_local_cluster_file_writes_what_the_in_process_run_writes(tm
     assert got.complete
     np.testing.assert_allclose(got.array("latents/w")[:], reference.array("latents/w")[:], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.array("inversion/error")[:], reference.array("inversion/error")[:], rtol=1e-4)
+
+
+def test_a_batch_system_kind_without_its_submit_command_is_one_line_not_a_hang(tmp_path, monkeypatch):
+    import shutil
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name in ("sbatch", "qsub") else real(name))
+    for doc, submit in ((SLURM, "sbatch"), (PBS, "qsub")):
+        path = _file(tmp_path, doc, f"{doc['kind']}.yaml")
+        start = time.perf_counter()
+        with pytest.raises(ClusterError, match=f"submits its jobs with {submit}, which is not on this machine's PATH"):
+            engine.sample(str(tmp_path / "s.zarr"), "planted", ["planted"], n=100, progress=False, cluster=str(path))
+        assert time.perf_counter() - start < 30 and not (tmp_path / "s.zarr").exists()

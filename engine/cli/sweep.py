@@ -9,7 +9,8 @@ from engine.sweep import ANALYSES
 SWEEP_EXAMPLE = """\b
 Example SWEEP.yaml (lists are swept as a cartesian product):
   out: runs                       # folder of the runs, relative to this file
-  cluster: cluster.yaml           # optional: one cluster for every run (README, "Clusters")
+  # cluster: cluster.yaml         # optional: one cluster for every run (README, "Clusters"); runs then set
+  #                               # no workers | scheduler | gpus
   defaults:
     n: 20000
     analyses: [boundaries]

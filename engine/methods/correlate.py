@@ -268,6 +268,7 @@ def correlate_command(store: str, heatmaps: bool, class_label: int | None, overw
     An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
     """
     device = reduction_device(gpus, device)
+    open_for_reading(store)                     # a missing store is refused before a cluster is started
     with reduction_scheduler(cluster, workers, scheduler, gpus) as scheduler:
         tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite,
                            class_label=class_label, device=device)

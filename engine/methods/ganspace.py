@@ -144,6 +144,7 @@ def pca_command(store: str, array: str | None, k: int | None, class_label: int |
         if layer is not None and value is not None:     # refused before a cluster's jobs are submitted
             raise ValueError(f"--layer runs the generator on the store's codes; it does not combine with {flag}")
     device = reduction_device(gpus, device)
+    open_for_reading(store)                     # a missing store is refused before a cluster is started
     with reduction_scheduler(cluster, workers, scheduler, gpus) as scheduler:
         result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
                      class_label=class_label, layer=layer, device=device)

@@ -593,7 +593,7 @@ Examples:
   latent-engine invert photos/ photos.zarr --generator stylegan2:ffhq.pkl --space wp --steps 1000
   latent-engine invert 'shots/*.png' shots.zarr -g stylegan2:ffhq.pkl --feature-loss mypkg.nets:vgg --keep-images
   latent-engine invert digits.npy inv.zarr --generator digits --space w --steps 300 --restarts 4 --keep-images
-  latent-engine invert digits.npy inv.zarr --generator digits --resume
+  latent-engine invert digits.npy inv.zarr --generator digits --space w --steps 300 --restarts 4 --keep-images --resume
   latent-engine invert photos/ photos.zarr -g stylegan2:ffhq.pkl --gpus 0,1
   latent-engine edit inv.zarr --direction-from demo.zarr --direction interfacegan/digit_3@w --stored --out 3.png
 \b
