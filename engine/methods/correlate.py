@@ -268,7 +268,11 @@ def correlate_command(store: str, heatmaps: bool, class_label: int | None, overw
     An attribute with no usable scores (e.g. all NaN) is left out of attribute_pearson with a warning.
     """
     device = reduction_device(gpus, device)
-    open_for_reading(store)                     # a missing store is refused before a cluster is started
+    if any(flag is not None for flag in (workers, scheduler, gpus, cluster)):
+        from engine.distributed import validate_cluster_flags
+
+        validate_cluster_flags(workers, scheduler, gpus, cluster)     # then the store, before a cluster starts
+    open_for_reading(store)
     with reduction_scheduler(cluster, workers, scheduler, gpus) as scheduler:
         tables = correlate(store, heatmaps=heatmaps, workers=workers, scheduler=scheduler, overwrite=overwrite,
                            class_label=class_label, device=device)

@@ -144,7 +144,11 @@ def pca_command(store: str, array: str | None, k: int | None, class_label: int |
         if layer is not None and value is not None:     # refused before a cluster's jobs are submitted
             raise ValueError(f"--layer runs the generator on the store's codes; it does not combine with {flag}")
     device = reduction_device(gpus, device)
-    open_for_reading(store)                     # a missing store is refused before a cluster is started
+    if any(flag is not None for flag in (workers, scheduler, gpus, cluster)):
+        from engine.distributed import validate_cluster_flags
+
+        validate_cluster_flags(workers, scheduler, gpus, cluster)     # then the store, before a cluster starts
+    open_for_reading(store)
     with reduction_scheduler(cluster, workers, scheduler, gpus) as scheduler:
         result = pca(store, array=array, k=k, workers=workers, scheduler=scheduler, overwrite=overwrite,
                      class_label=class_label, layer=layer, device=device)
