@@ -412,3 +412,17 @@ def test_gather_many_reads_rows_in_any_order_with_repeats_as_numpy_indexing_does
     assert got_empty.shape == (0, view.dim)
     with pytest.raises(IndexError, match=r"row index out of range \[0, 40000\)"):
         view.gather(np.r_[0, store.n])
+
+
+def test_a_store_where_no_attribute_can_be_fitted_says_so_briefly(planted_store):
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    result = CliRunner().invoke(cli, ["boundaries", planted_store.path, "--num", str(10 * planted_store.n)])
+    error = result.output.splitlines()[-1]                 # after the progress bar's line
+    assert result.exit_code == 1 and result.output.count("Error") == 1
+    assert error.startswith("Error: no attribute can be fitted: ")
+    others = len(planted_store.attributes) - 2
+    assert error.count("is larger than half the valid rows") == 2
+    assert error.endswith(f"; and {others} more attributes likewise")

@@ -260,8 +260,9 @@ def plan_attributes(names: Sequence[str], columns: Sequence[int], extremes: Sequ
                 raise
             skipped.append(str(exc))
     if not plans:
-        raise UnusableAttribute(skipped[0] if len(skipped) == 1 else "no attribute can be fitted: " +
-                                "; ".join(skipped))
+        shown = "; ".join(skipped[:2]) + (f"; and {len(skipped) - 2} more attributes likewise"
+                                          if len(skipped) > 2 else "")
+        raise UnusableAttribute(skipped[0] if len(skipped) == 1 else f"no attribute can be fitted: {shown}")
     for message in skipped:
         warnings.warn(f"{message}; skipped it, the other attributes are fitted", stacklevel=3)
     return plans
