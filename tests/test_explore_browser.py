@@ -82,6 +82,7 @@ def test_moving_a_slider_re_renders_the_grid(server, tmp_path):
     with _page() as (page, errors):
         page.goto(server)
         page.wait_for_selector("#loading", state="hidden", timeout=60_000)
+        page.wait_for_selector("#directions details, #no-directions", timeout=60_000)   # listed after loading
         assert "slant" in page.inner_text("#directions") and "SeFa" in page.inner_text("#directions")
         page.check('input[data-direction="interfacegan/slant@w:0"]')
         page.wait_for_selector("#panel-0[src^='data:image/png']")
@@ -109,10 +110,12 @@ def test_an_inverted_store_says_it_needs_directions_and_shows_those_of_direction
         with _served(inverted) as url:
             page.goto(url)
             page.wait_for_selector("#loading", state="hidden", timeout=60_000)
+            page.wait_for_selector("#directions details, #no-directions", timeout=60_000)   # listed after loading
             assert "--direction-from" in page.inner_text("#no-directions")
         with _served(inverted, direction_from=digits_path) as url:
             page.goto(url)
             page.wait_for_selector("#loading", state="hidden", timeout=60_000)
+            page.wait_for_selector("#directions details, #no-directions", timeout=60_000)   # listed after loading
             assert f"directions from {digits_path}" in page.inner_text("#store-line")
             assert page.query_selector("#no-directions") is None
             page.check('input[data-direction="interfacegan/slant@w:0"]')
