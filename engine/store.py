@@ -13,6 +13,8 @@ All zarr access of the project goes through this module, so the layout lives in 
     inversion/error  (n,)               float32, an inverted store's reconstruction MSE per row
     inversion/files  (n,)               strings, the image each row was inverted from
     inversion/targets (n, C, H, W)      float32 in [-1, 1], the resized targets (only when asked to keep them)
+    inversion/noise/<layer> (n, 1, r, r) float32, the per-image noise maps an inversion optimised (generators with
+                                        noise inputs); group attrs `layers`, their synthesis order
 
 Schema 2: every ``latents/*`` array's attrs carry ``source``, where its rows came from (``{"kind": "sampled",
 "seed", "draw", "chunk"}``, ``{"kind": "mapped", "from": "latents/z", "generator", ...}``, ``{"kind":
@@ -396,11 +398,21 @@ class Store:
             raise write_failure(exc, f"chunk {index} of {self.path}", "the chunks committed before it are kept",
                                 "continue the run with --resume") from exc
 
-    def add_inversion_arrays(self, image_shape: Sequence[int] | None = None) -> None:
+    def add_inversion_arrays(self, image_shape: Sequence[int] | None = None,
+                             noise_layers: Sequence[tuple[str, int]] = ()) -> None:
         """Lay out an inverted store's ``inversion/`` arrays (see the module docstring), empty: ``error`` and
-        ``files``, and ``targets`` when ``image_shape`` (C, H, W) is given; written with each chunk."""
+        ``files``, ``targets`` when ``image_shape`` (C, H, W) is given, and one ``noise/<layer>`` array per
+        (layer name, resolution) of ``noise_layers``; written with each chunk."""
         n, chunk = self.n, self.chunk
         group = self.group.require_group("inversion")
+        if noise_layers:
+            noise = group.require_group("noise")
+            noise.attrs["layers"] = [str(name) for name, _ in noise_layers]
+            for name, res in noise_layers:
+                noise.create_array(str(name), shape=(n, 1, int(res), int(res)), chunks=(chunk, 1, int(res), int(res)),
+                                   dtype="float32", fill_value=_float_fill(),
+                                   dimension_names=("sample", "channel", "height", "width"),
+                                   attributes={"layer": str(name), "resolution": int(res)})
         group.create_array("error", shape=(n,), chunks=(chunk,), dtype="float32", fill_value=_float_fill(),
                            dimension_names=("sample",), attributes={"units": "pixel MSE, images in [-1, 1]"})
         group.create_array("files", shape=(n,), chunks=(chunk,), dtype=str, fill_value="",
@@ -410,6 +422,23 @@ class Store:
             group.create_array("targets", shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
                                fill_value=_float_fill(), dimension_names=("sample", "channel", "height", "width"),
                                attributes={"range": [-1.0, 1.0]})
+
+    def noise_layers(self) -> list[tuple[str, int]]:
+        """(layer name, resolution) of the per-image noise maps an inversion stored (``inversion/noise``), in
+        the synthesis order; empty when the store holds none."""
+        try:
+            group = self.group["inversion/noise"]
+        except KeyError:
+            return []
+        return [(name, int(self.array(f"inversion/noise/{name}").shape[-1])) for name in group.attrs["layers"]]
+
+    def read_noise_maps(self, rows: slice | np.ndarray) -> list[np.ndarray]:
+        """The stored noise maps of ``rows`` (a slice or row indices), one (len(rows), 1, r, r) array per
+        ``noise_layers`` entry; empty when the store holds none."""
+        return [self.array(f"inversion/noise/{name}")[rows] if isinstance(rows, slice)
+                else self.array(f"inversion/noise/{name}").get_orthogonal_selection(
+                    (np.asarray(rows, dtype=np.int64),))
+                for name, _ in self.noise_layers()]
 
     def commit_chunk(self, index: int) -> None:
         self.group["progress"][index] = 1

@@ -71,6 +71,12 @@ class Predictor(Protocol):
 # so that w-space edits are truncated as the sampled codes were (engine.spaces.synthesis_input).
 
 
+# A generator with per-layer noise inputs (StyleGAN, StyleGAN2) may also expose them, for inversion:
+#   noise_inputs: tuple of (layer name, resolution r), in synthesis order
+#   synthesis(ws, ..., noise_maps=[(B, 1, r, r) per noise input])   the maps replace the generator's own noise
+# (``noise_inputs`` / ``synthesize`` below).
+
+
 # A class-conditional generator (BigGAN, a conditional StyleGAN2-ADA) also has:
 #   num_classes: int                         how many classes its labels index (> 0)
 #   label_choice: tuple[int, ...] | None     the classes a sampling run draws from (None: all), from its options
@@ -100,9 +106,21 @@ def map_codes(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None)
     return G.mapping(z, *_labels_for(G, labels, z.shape[0]))
 
 
-def synthesize(G: Generator, ws: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """``G.synthesis(ws)``, with each code's class label where ``G`` is class-conditional."""
-    return G.synthesis(ws, *_labels_for(G, labels, ws.shape[0]))
+def synthesize(G: Generator, ws: torch.Tensor, labels: torch.Tensor | None = None,
+               noise_maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``G.synthesis(ws)``, with each code's class label where ``G`` is class-conditional, and per-image
+    ``noise_maps`` (one per ``noise_inputs(G)`` entry) where given."""
+    if noise_maps is None:
+        return G.synthesis(ws, *_labels_for(G, labels, ws.shape[0]))
+    if not noise_inputs(G):
+        raise ValueError(f"generator {getattr(G, 'spec', G)!r} has no noise inputs to take noise maps")
+    return G.synthesis(ws, *_labels_for(G, labels, ws.shape[0]), noise_maps=noise_maps)
+
+
+def noise_inputs(G: object) -> tuple[tuple[str, int], ...]:
+    """(layer name, resolution r) of each per-image noise input ``G.synthesis(..., noise_maps=)`` takes as a
+    (B, 1, r, r) map; empty for a generator without them."""
+    return tuple((str(name), int(res)) for name, res in getattr(G, "noise_inputs", ()) or ())
 
 
 def mapped_w(G: Generator, z: torch.Tensor, ws: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

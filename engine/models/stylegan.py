@@ -182,6 +182,7 @@ class StyleGANNetwork(nn.Module):
             layers.append(_StyledLayer(first[0], first[1], out, res, self.w_dim))
             layers.append(_StyledLayer("conv", out, out, res, self.w_dim))
         self.layers = nn.ModuleList(layers)
+        self.noise_layers = tuple((f"layers.{i}", layer.resolution) for i, layer in enumerate(layers))
         self.to_rgb = nn.ModuleList(_ToRGB(c, self.img_channels) for c in channels)
 
     def mapping_w(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,21 +203,27 @@ class StyleGANNetwork(nn.Module):
             x = F.leaky_relu(fc(x), _LRELU_SLOPE)
         return x
 
-    def synthesis(self, ws: torch.Tensor, noise: str = "const",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+    def synthesis(self, ws: torch.Tensor, noise: str = "const", generator: torch.Generator | None = None,
+                  noise_maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """ws (B, num_ws, w_dim) -> raw images (B, img_channels, R, R), not clamped.
 
         noise: "const" uses the file's stored per-layer noise (images are a function of ws alone), "random"
         draws fresh N(0, 1) noise (B, 1, res, res) per layer, in layer order, from ``generator`` (in float32 on the
         generator's device; the same generator state gives the same images), "none" adds no noise.
+        ``noise_maps``, one (B, 1, r, r) map per entry of ``noise_layers`` in that order, replaces the stored
+        noise (per-image noise, as an inversion optimises it); ``noise`` is then ignored.
         """
+        from engine.models.stylegan2 import check_noise_maps
+
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape (batch, {self.num_ws}, {self.w_dim}); got {tuple(ws.shape)}")
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}; got {noise!r}")
+        maps = None if noise_maps is None else check_noise_maps(self.noise_layers, noise_maps, ws.shape[0])
         x = ws[:, 0, :, None, None]         # only read by the "from_w" first layer
         for i, layer in enumerate(self.layers):
-            x = layer(x, ws[:, i], self._noise(layer, ws.shape[0], noise, generator, x))
+            layer_noise = self._noise(layer, ws.shape[0], noise, generator, x) if maps is None else maps[i].to(x)
+            x = layer(x, ws[:, i], layer_noise)
         image = self.to_rgb[-1](x)
         return torch.tanh(image) if self.final_tanh else image
 

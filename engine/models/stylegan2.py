@@ -102,8 +102,10 @@ class _ModulatedConv(nn.Module):
             self.register_buffer("noise_const", torch.zeros(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: torch.Tensor, ws: torch.Tensor, resample_filter: torch.Tensor, noise: str,
+    def forward(self, x: torch.Tensor, ws: torch.Tensor, resample_filter: torch.Tensor, noise: str | torch.Tensor,
                 generator: torch.Generator | None) -> torch.Tensor:
+        """``noise``: a mode of ``NOISE_MODES``, or this layer's noise map (B or 1, 1, r, r) used in place of
+        the stored one (scaled by the learned strength, as the stored one is)."""
         batch = x.shape[0]
         styles = self.affine(ws[:, self.ws_index])
         if self.demodulate:
@@ -116,7 +118,7 @@ class _ModulatedConv(nn.Module):
             x = F.conv2d(x, self.weight, padding=self.kernel_size // 2)
         # The activation's gain is folded into what precedes it: leaky_relu(a) * g == leaky_relu(a * g), g > 0.
         shift = (self.bias * self.gain).reshape(1, -1, 1, 1)
-        if self.use_noise and noise != "none":
+        if self.use_noise and not (isinstance(noise, str) and noise == "none"):
             shift = shift + self._noise(x, noise, generator) * self.gain
         if self.demodulate:
             x = torch.addcmul(shift, x, self._demodulation(styles).mul(self.gain).reshape(batch, -1, 1, 1))
@@ -142,7 +144,9 @@ class _ModulatedConv(nn.Module):
             self._energy_key = key
         return self._energy
 
-    def _noise(self, x: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    def _noise(self, x: torch.Tensor, mode: str | torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if isinstance(mode, torch.Tensor):
+            return mode.to(x.dtype) * self.noise_strength
         if mode == "const":
             return self.noise_const * self.noise_strength
         shape = (x.shape[0], 1, self.resolution, self.resolution)
@@ -190,19 +194,25 @@ class _Block(nn.Module):
         self.skip = _SkipConv(arch.channels[resolution // 2], channels) if resnet else None
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor, resample_filter: torch.Tensor,
-                noise: str, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                noise: str | Mapping[str, torch.Tensor], generator: torch.Generator | None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``noise``: a mode, or the maps of this block's noise layers by part ("up_conv", "conv")."""
         shortcut = self.skip(x, resample_filter) if self.skip is not None else None
         if self.up_conv is not None:
-            x = self.up_conv(x, ws, resample_filter, noise, generator)
-        x = self.conv(x, ws, resample_filter, noise, generator)
+            x = self.up_conv(x, ws, resample_filter, _part(noise, "up_conv"), generator)
+        x = self.conv(x, ws, resample_filter, _part(noise, "conv"), generator)
         if shortcut is not None:
             x = x + shortcut
         if img is not None:
             img = upsample2d(img, resample_filter)
         if self.to_rgb is not None:
-            y = self.to_rgb(x, ws, resample_filter, noise, generator)
+            y = self.to_rgb(x, ws, resample_filter, "none", generator)
             img = y if img is None else img + y
         return x, img
+
+
+def _part(noise: str | Mapping[str, torch.Tensor], part: str) -> str | torch.Tensor:
+    return noise if isinstance(noise, str) else noise.get(part, "none")
 
 
 class _Mapping(nn.Module):
@@ -259,6 +269,9 @@ class StyleGAN2Network(nn.Module):
         self.num_ws = index + 1                      # the last ToRGB reads the row after the last conv
         self.layer_names = tuple(f"blocks.{i}.{part}" for i, block in enumerate(self.blocks)
                                  for part in ("up_conv", "conv", "to_rgb") if getattr(block, part) is not None)
+        self.noise_layers = tuple((f"blocks.{i}.{part}", block.resolution) for i, block in enumerate(self.blocks)
+                                  for part in ("up_conv", "conv")
+                                  if getattr(block, part) is not None and getattr(block, part).use_noise)
 
     def mapping_w(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """(B, z_dim) [+ one-hot c (B, c_dim) for conditional models] -> w (B, w_dim), before truncation.
@@ -275,23 +288,31 @@ class StyleGAN2Network(nn.Module):
         dtype = self.const.dtype                     # the network's precision, whatever the caller's
         return self.mapping_network(z.to(dtype), None if c is None else c.to(dtype))
 
-    def synthesis(self, ws: torch.Tensor, noise: str = "const",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+    def synthesis(self, ws: torch.Tensor, noise: str = "const", generator: torch.Generator | None = None,
+                  noise_maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """ws (B, num_ws, w_dim) -> raw images (B, img_channels, R, R), not clamped.
 
         noise: "const" = the file's stored noise (images a function of ws alone), "random" = fresh N(0, 1) noise
-        drawn with ``generator`` (on its device; same state -> same images), "none" = no noise. ``ws`` is cast
-        to the network's dtype.
+        drawn with ``generator`` (on its device; same state -> same images), "none" = no noise. ``noise_maps``,
+        one (B, 1, r, r) map per entry of ``noise_layers`` in that order, replaces the stored noise (per-image
+        noise, as an inversion optimises it); ``noise`` is then ignored. ``ws`` is cast to the network's dtype.
         """
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}; got {noise!r}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape (batch, {self.num_ws}, {self.w_dim}); got {tuple(ws.shape)}")
+        per_block: list[str | dict[str, torch.Tensor]] = [noise] * len(self.blocks)
+        if noise_maps is not None:
+            maps = check_noise_maps(self.noise_layers, noise_maps, ws.shape[0])
+            per_block = [{} for _ in self.blocks]
+            for (name, _), value in zip(self.noise_layers, maps):
+                _, index, part = name.split(".")
+                per_block[int(index)][part] = value
         ws = ws.to(self.const.dtype)
         x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
         img = None
-        for block in self.blocks:
-            x, img = block(x, img, ws, self.resample_filter, noise, generator)
+        for block, block_noise in zip(self.blocks, per_block):
+            x, img = block(x, img, ws, self.resample_filter, block_noise, generator)
         return img
 
     def latent_weights(self, include_torgb: bool = False) -> list[tuple[str, torch.Tensor]]:
@@ -658,6 +679,19 @@ def _finish(net: StyleGAN2Network, values: dict[str, torch.Tensor], r: _Reader) 
 
 
 # ---------------------------------------------------------------------------------------------- resampling
+
+def check_noise_maps(layers: Sequence[tuple[str, int]], maps: Sequence[torch.Tensor],
+                     batch: int) -> list[torch.Tensor]:
+    """``maps`` as a list, after checking there is one (batch, 1, r, r) map per noise layer (name, r)."""
+    maps = list(maps)
+    if len(maps) != len(layers):
+        raise ValueError(f"noise_maps must hold one map per noise layer ({len(layers)}); got {len(maps)}")
+    for (name, res), value in zip(layers, maps):
+        if tuple(value.shape) != (batch, 1, res, res):
+            raise ValueError(f"noise map of {name} must have shape ({batch}, 1, {res}, {res}); "
+                             f"got {tuple(value.shape)}")
+    return maps
+
 
 def make_filter(taps: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """The 2-D low-pass filter (fh, fw), summing to 1, for 1-D taps (outer product) or a 2-D kernel."""

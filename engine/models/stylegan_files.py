@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,10 +104,23 @@ class StyleGenerator(torch.nn.Module):
     def mapping(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.truncate(self.mapping_w(z, labels))
 
-    def synthesis(self, ws: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [-1, 1]; a conditional model's class acts through the mapping only, so ``labels`` is unused."""
-        images = self.network.synthesis(ws, noise=self.noise, generator=self._noise_stream())
+    def synthesis(self, ws: torch.Tensor, labels: torch.Tensor | None = None,
+                  noise_maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Images in [-1, 1]; a conditional model's class acts through the mapping only, so ``labels`` is unused.
+        ``noise_maps`` (one (B, 1, r, r) map per ``noise_inputs`` entry) replaces the noise of every layer."""
+        if noise_maps is not None and not self.noise_inputs:
+            raise ValueError(f"{self.path} takes no noise maps: it has no noise inputs (or noise=none)")
+        extra = {} if noise_maps is None else {"noise_maps": noise_maps}
+        images = self.network.synthesis(ws, noise=self.noise, generator=self._noise_stream(), **extra)
         return images.clamp(-1.0, 1.0)
+
+    @property
+    def noise_inputs(self) -> tuple[tuple[str, int], ...]:
+        """(layer name, resolution r) of each per-layer noise input, in synthesis order; each takes a
+        (B, 1, r, r) map. Empty for StyleGAN3 (no noise inputs) and with noise=none (noise switched off)."""
+        if self.noise == "none":
+            return ()
+        return tuple(getattr(self.network, "noise_layers", ()))
 
     def latent_weights(self, include_torgb: bool = False) -> list[tuple[str, torch.Tensor]]:
         """The per-layer style affines SeFa factorizes, as ``sefa --checkpoint FILE --family F`` reads them
