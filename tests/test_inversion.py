@@ -426,3 +426,121 @@ def test_an_edit_records_its_direction_store_absolutely_and_the_report_notes_one
     page = report(inverted.path, tmp_path / "site2", samples=2, progress=False).read_text()
     assert "The edit along custom/d is skipped: its directions' store" in page and "cannot be opened" in page
     assert "<h2>Inversion</h2>" in page and "custom/d (from" not in page
+
+
+# ---------------------------------------------------------------------------------------------- noise maps
+def _projector_regularization(noise: np.ndarray) -> float:
+    """StyleGAN2's projector regulariser of ONE map (r, r), written out with explicit shifts and 2×2 means."""
+    total = 0.0
+    while True:
+        total += np.mean(noise * np.roll(noise, 1, axis=1)) ** 2 + np.mean(noise * np.roll(noise, 1, axis=0)) ** 2
+        if noise.shape[0] <= 8:
+            return total
+        r = noise.shape[0] // 2
+        noise = noise.reshape(r, 2, r, 2).mean(axis=(1, 3))
+
+
+def test_the_noise_regulariser_is_the_projectors_per_image_and_normalising_gives_mean_0_variance_1():
+    from engine.methods.inversion import noise_regularization, normalize_noise_
+
+    rng = np.random.default_rng(0)
+    maps = [rng.standard_normal((3, 1, r, r)) for r in (4, 16, 32)]
+    maps[1][1, 0] += np.linspace(0, 3, 16)            # image 1 has structure at 16² (and so at 8² after pooling)
+    got = noise_regularization([torch.from_numpy(m) for m in maps]).numpy()
+    expected = [sum(_projector_regularization(m[i, 0]) for m in maps) for i in range(3)]
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    assert got[1] > 10 * max(got[0], got[2])         # coherent structure is what it penalises
+    tensors = [torch.from_numpy(m.copy()) for m in maps]
+    normalize_noise_(tensors)
+    for t in tensors:
+        np.testing.assert_allclose(t.mean(dim=(1, 2, 3)).numpy(), 0, atol=1e-12)
+        np.testing.assert_allclose(t.square().mean(dim=(1, 2, 3)).numpy(), 1, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def noisy_stylegan2(tmp_path_factory):
+    """A random-weight StyleGAN2 file (noise inputs at 4², 8², 16²) and 4 real digits as 16×16 RGB targets."""
+    from sklearn.datasets import load_digits
+
+    from tests.stylegan2_checkpoints import rosinality_state
+
+    folder = tmp_path_factory.mktemp("noisy")
+    torch.save({"g_ema": rosinality_state(size=16, seed=2), "latent_avg": torch.full((32,), 0.01)}, folder / "g.pt")
+    digits = load_digits().images[:4] / 16 * 2 - 1
+    targets = np.kron(digits, np.ones((2, 2)))[:, None].repeat(3, axis=1).astype(np.float32)
+    np.save(folder / "digits.npy", targets)
+    return f"stylegan2:{folder / 'g.pt'}", str(folder / "digits.npy"), targets
+
+
+def test_noise_maps_are_optimised_stored_normalised_and_replay_the_stored_error(noisy_stylegan2, tmp_path):
+    from engine.models.base import noise_inputs
+
+    spec, path, targets = noisy_stylegan2
+    G = load_generator(spec)
+    store = invert(path, tmp_path / "inv.zarr", spec, space="w", steps=30, device="cpu", progress=False)
+    assert [tuple(layer) for layer in store.noise_layers()] == list(noise_inputs(G)) and len(store.noise_layers()) == 5
+    record = store.meta["inversion"]["noise_inputs"]
+    assert record["optimised"] and record["weight"] == 1e5 and record["layers"][0] == ["blocks.0.conv", 4]
+    maps = store.read_noise_maps(slice(0, 4))
+    for values, (_, r) in zip(maps, noise_inputs(G)):
+        assert values.shape == (4, 1, r, r)
+        np.testing.assert_allclose(values.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+        np.testing.assert_allclose(values.std(axis=(1, 2, 3)), 1, rtol=1e-4)
+    ws = G.truncate(torch.from_numpy(store.latent_array("w")[:]))
+    with torch.no_grad():
+        with_maps = synthesize(G, ws, noise_maps=[torch.from_numpy(m) for m in maps]).numpy()
+        own_noise = synthesize(G, ws).numpy()
+    error = store.array("inversion/error")[:]
+    np.testing.assert_allclose(((with_maps - targets) ** 2).mean(axis=(1, 2, 3)), error, rtol=1e-5, atol=1e-7)
+    assert np.abs(((own_noise - targets) ** 2).mean(axis=(1, 2, 3)) - error).min() > 1e-3   # the maps matter
+
+    fixed = invert(path, tmp_path / "fixed.zarr", spec, space="w", steps=30, device="cpu", progress=False,
+                   optimize_noise=False)
+    assert fixed.noise_layers() == [] and "inversion/noise" not in [k for k, _ in fixed.group.members(max_depth=None)]
+    assert fixed.meta["inversion"]["noise_inputs"] == "the generator's own (held fixed)"
+    result = CliRunner().invoke(cli, ["invert", path, str(tmp_path / "cli.zarr"), "-g", spec, "--steps", "2",
+                                      "--fixed-noise", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert Store.open(tmp_path / "cli.zarr").noise_layers() == []
+    digits = invert(path, tmp_path / "digits.zarr", "digits", steps=2, device="cpu", progress=False)
+    assert digits.noise_layers() == [] and "no noise inputs" in digits.meta["inversion"]["noise_inputs"]
+
+
+def test_the_regulariser_keeps_the_noise_maps_from_painting_the_target(noisy_stylegan2, tmp_path):
+    """A random network cannot draw digits; unregularised 16² noise maps would (StyleGAN2 paper, appendix D)."""
+    spec, path, targets = noisy_stylegan2
+    grey = targets.mean(axis=1).ravel()
+
+    def correlation(weight: float) -> float:
+        store = invert(path, tmp_path / f"{weight}.zarr", spec, space="w", steps=60, device="cpu", progress=False,
+                       noise_weight=weight)
+        finest = store.read_noise_maps(slice(0, 4))[-2:]            # the two 16² maps
+        return max(abs(np.corrcoef(m[:, 0].ravel(), grey)[0, 1]) for m in finest)
+
+    assert correlation(1e5) < 0.1
+    assert correlation(1e-3) > 0.3
+
+
+def test_an_interrupted_inversion_with_noise_maps_resumes_to_the_same_store(noisy_stylegan2, tmp_path, monkeypatch):
+    spec, path, _ = noisy_stylegan2
+    options = dict(space="wp", steps=8, chunk=2, batch=2, device="cpu", progress=False)
+    whole = invert(path, tmp_path / "whole.zarr", spec, **options)
+    real_call = Inverter.__call__
+
+    def failing(self, targets, index, chunk):
+        if index == 1:
+            raise RuntimeError("injected failure in chunk 1")
+        return real_call(self, targets, index, chunk)
+
+    monkeypatch.setattr(Inverter, "__call__", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        invert(path, tmp_path / "cut.zarr", spec, **options)
+    monkeypatch.setattr(Inverter, "__call__", real_call)
+    with pytest.raises(StoreError, match="optimize_noise"):
+        invert(path, tmp_path / "cut.zarr", spec, **options, optimize_noise=False, resume=True)
+    resumed = invert(path, tmp_path / "cut.zarr", spec, **options, resume=True)
+    assert resumed.complete
+    for name, _ in whole.noise_layers():
+        np.testing.assert_array_equal(resumed.array(f"inversion/noise/{name}")[:],
+                                      whole.array(f"inversion/noise/{name}")[:])
+    np.testing.assert_array_equal(resumed.array("inversion/error")[:], whole.array("inversion/error")[:])

@@ -10,11 +10,15 @@ codes' spread (``w_std``, the RMS distance of w from its average), decaying quad
 starts per image side by side (restart 0 from the average, the others from the w of drawn z codes) and keeps
 the one of lowest objective.
 
-The generator's noise inputs stay at its own constant noise: the stored code alone re-generates the stored
-reconstruction (``edit --stored`` reproduces it), so ``inversion/error`` is the error of what the store
-holds. StyleGAN2's projector also optimises per-image noise maps under a regulariser; those maps would have
-to be stored beside the codes for any edit to reproduce the reconstruction, which no other command reads, so
-they are not optimised here.
+Where the generator has noise inputs (StyleGAN, StyleGAN2) and ``optimize_noise`` is on (the default), each
+image also gets its own noise maps, one (1, r, r) per noise layer, optimised with its code as the projector
+does: drawn N(0, 1) from the batch's stream, moved by the same Adam, penalised by ``noise_weight`` × the
+projector's regulariser (``noise_regularization``: the squared mean autocorrelation at lag 1 along each axis,
+at every scale from r down to 8 by 2×2 average pooling, so the maps stay white and cannot carry the image) and
+renormalised to mean 0 and variance 1 after every step. The maps are stored (``inversion/noise/<layer>``) and
+every command that renders the stored codes replays them (``engine.noise_maps``); an edit moves the code and
+keeps its maps. With ``optimize_noise`` off the generator's own constant noise stays, and the code alone
+re-generates the reconstruction. Either way ``inversion/error`` is the error of what the store holds.
 
 Every image's result depends only on its own target, the seed, its chunk and the batch it was computed in
 (Adam acts element by element on a sum of per-image losses), so a resumed run equals an uninterrupted one and
@@ -51,6 +55,7 @@ LR_RAMPUP = 0.05
 LR_RAMPDOWN = 0.25
 INITIAL_NOISE_FACTOR = 0.05
 NOISE_RAMP = 0.75
+NOISE_WEIGHT = 1e5
 W_AVG_SAMPLES = 10_000
 #: Defaults that keep memory flat for large generators: a chunk's targets take at most this many bytes (the
 #: executor holds a few chunks), and the default batch shrinks with the square of the resolution past 256
@@ -66,6 +71,10 @@ START_RECIPE = ("z = numpy PCG64(SeedSequence(seed, spawn_key=(4, chunk_index)))
                 " z: restart r starts at z[r]")
 STEP_NOISE_RECIPE = ("torch.Generator seeded SeedSequence(seed, spawn_key=(5, chunk_index, first row of the batch "
                      "in the chunk)).generate_state(1, uint64)[0] >> 1")
+NOISE_MAPS_RECIPE = ("per image and noise layer: N(0, 1) from the step-noise stream (layer by layer, after nothing "
+                     "else); Adam with the code; loss + weight · Σ_layers Σ_scales [mean(n·roll(n, 1, x))² + "
+                     "mean(n·roll(n, 1, y))²], scales r, r/2, ... down to 8 (2×2 average pooling); after each "
+                     "step n ← (n − mean n) / std n (NVlabs stylegan2-ada-pytorch projector.py)")
 W_AVG_RECIPE = (f"the file's average w where it has one, else the mean of mapping_w(z) over {W_AVG_SAMPLES} z drawn as "
                 "chunk 0 of the seed (engine.sampler.draw_codes); w_std = RMS of ‖w − w_avg‖ over those draws")
 
@@ -81,6 +90,8 @@ class InversionSettings:
     seed: int = 0
     feature_loss: str | None = None
     feature_weight: float = 1.0
+    optimize_noise: bool = True
+    noise_weight: float = NOISE_WEIGHT
 
     def __post_init__(self) -> None:
         from engine.store import check_positive_int
@@ -91,7 +102,9 @@ class InversionSettings:
         check_positive_int("restarts", self.restarts)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        for name in ("lr", "feature_weight"):
+        if not isinstance(self.optimize_noise, (bool, np.bool_)):
+            raise ValueError(f"optimize_noise must be True or False; got {self.optimize_noise!r}")
+        for name in ("lr", "feature_weight", "noise_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value <= 0:
@@ -149,6 +162,31 @@ def latent_stats(G: Any, seed: int, device: Any, samples: int = W_AVG_SAMPLES) -
     return w_avg.astype(np.float32), float(np.sqrt(((w - w_avg) ** 2).sum(axis=1).mean()))
 
 
+def noise_regularization(maps: Sequence[Any]) -> Any:
+    """(B,) the projector's noise regulariser of each image's maps ((B, 1, r, r) each): Σ over maps and scales of
+    the squared mean products of the map with itself shifted by one pixel (wrapping) along x and along y; the
+    scales halve the map by 2×2 average pooling until it is 8 pixels or less. 0 for white noise in expectation,
+    large when a map has structure (what would let it paint the image instead of the code)."""
+    import torch.nn.functional as F
+
+    total = 0
+    for noise in maps:
+        while True:
+            total = total + (noise * noise.roll(1, dims=3)).mean(dim=(1, 2, 3)).square() \
+                + (noise * noise.roll(1, dims=2)).mean(dim=(1, 2, 3)).square()
+            if noise.shape[2] <= 8:
+                break
+            noise = F.avg_pool2d(noise, kernel_size=2)
+    return total
+
+
+def normalize_noise_(maps: Sequence[Any]) -> None:
+    """Renormalise each image's map in place to mean 0 and mean square 1 (the projector's step)."""
+    for noise in maps:
+        noise.sub_(noise.mean(dim=(1, 2, 3), keepdim=True))
+        noise.mul_(noise.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt())
+
+
 def feature_function(P: Any) -> Callable[[Any], Any]:
     """What the feature loss compares: a predictor's ``features(images)`` where it has them, else its outputs."""
     features = getattr(P, "features", None)
@@ -160,8 +198,12 @@ class Inverter:
 
     def __init__(self, G: Any, settings: InversionSettings, device: Any, batch: int, predictor: Any = None,
                  stats: tuple[np.ndarray, float] | None = None) -> None:
+        from engine.models.base import noise_inputs
+
         self.G, self.settings, self.device, self.batch = G, settings, device, int(batch)
         self.features = None if predictor is None else feature_function(predictor)
+        #: (layer, r) of the noise maps optimised per image: the generator's noise inputs, if asked for.
+        self.noise_layers = noise_inputs(G) if settings.optimize_noise else ()
         if settings.space == "z":
             self.w_avg, self.spread = None, float(math.sqrt(G.z_dim))
         else:
@@ -195,15 +237,17 @@ class Inverter:
 
         return synthesis_input(self.G, w, LatentSpace("w"))
 
-    def render(self, codes: Any) -> Any:
-        """Images of (B, *code shape) codes of the settings' space."""
+    def render(self, codes: Any, noise_maps: list[Any] | None = None) -> Any:
+        """Images of (B, *code shape) codes of the settings' space (with per-image ``noise_maps`` if given)."""
         from engine.models.base import map_codes, synthesize
 
         if self.settings.space == "z":
-            return synthesize(self.G, map_codes(self.G, codes))
-        if self.settings.space == "w":
-            return synthesize(self.G, self._per_layer(codes))
-        return synthesize(self.G, codes)
+            ws = map_codes(self.G, codes)
+        elif self.settings.space == "w":
+            ws = self._per_layer(codes)
+        else:
+            ws = codes
+        return synthesize(self.G, ws, noise_maps=noise_maps or None)
 
     # ------------------------------------------------------------------ losses
     def losses(self, images: Any, targets: Any, target_features: Any) -> tuple[Any, Any]:
@@ -215,20 +259,27 @@ class Inverter:
         return pixel + self.settings.feature_weight * feature, pixel
 
     # ------------------------------------------------------------------ optimisation
-    def __call__(self, targets: np.ndarray, index: int, chunk: int) -> dict[str, np.ndarray]:
-        """Targets (rows, C, H, W) of chunk ``index`` -> {"codes", "error" (rows,)}."""
+    def __call__(self, targets: np.ndarray, index: int, chunk: int) -> dict[str, Any]:
+        """Targets (rows, C, H, W) of chunk ``index`` -> {"codes", "error" (rows,), "noise": one (rows, 1, r, r)
+        array per ``noise_layers`` entry}."""
         rows = targets.shape[0]
         starts = self.starts(index, chunk, rows)
         codes = np.empty(starts.shape[1:], np.float32)
         error = np.empty(rows, np.float32)
+        noise = [np.empty((rows, 1, r, r), np.float32) for _, r in self.noise_layers]
         for start in range(0, rows, self.batch):
             stop = min(start + self.batch, rows)
             seed = _stream_seed(self.settings.seed, 5, index, start)
-            codes[start:stop], error[start:stop] = self.invert_batch(targets[start:stop], starts[:, start:stop], seed)
-        return {"codes": codes, "error": error}
+            codes[start:stop], error[start:stop], maps = self.invert_batch(targets[start:stop],
+                                                                           starts[:, start:stop], seed)
+            for out, values in zip(noise, maps):
+                out[start:stop] = values
+        return {"codes": codes, "error": error, "noise": noise}
 
-    def invert_batch(self, targets: np.ndarray, starts: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """One batch: (b, C, H, W) targets, (R, b, *shape) starts -> best codes (b, *shape), pixel MSE (b,)."""
+    def invert_batch(self, targets: np.ndarray, starts: np.ndarray,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """One batch: (b, C, H, W) targets, (R, b, *shape) starts -> best codes (b, *shape), pixel MSE (b,), and
+        their noise maps (b, 1, r, r) per ``noise_layers`` entry."""
         import torch
 
         s = self.settings
@@ -238,7 +289,9 @@ class Inverter:
         x = torch.from_numpy(np.ascontiguousarray(starts.reshape(restarts * b, *starts.shape[2:]))).to(
             self.device).requires_grad_(True)
         stream = torch.Generator(device=self.device).manual_seed(seed)
-        optimizer = torch.optim.Adam([x], lr=s.lr, betas=BETAS)
+        maps = [torch.randn((restarts * b, 1, r, r), generator=stream, device=self.device).requires_grad_(True)
+                for _, r in self.noise_layers]
+        optimizer = torch.optim.Adam([x, *maps], lr=s.lr, betas=BETAS)
         with torch.enable_grad():
             target_features = None
             if self.features is not None:
@@ -249,15 +302,21 @@ class Inverter:
                     group["lr"] = learning_rate(step, s.steps, s.lr)
                 scale = noise_scale(step, s.steps, self.spread)
                 seen = x + torch.randn(x.shape, generator=stream, device=self.device) * scale if scale > 0 else x
-                objective, _ = self.losses(self.render(seen), target, target_features)
+                objective, _ = self.losses(self.render(seen, maps), target, target_features)
+                if maps:
+                    objective = objective + s.noise_weight * noise_regularization(maps)
                 optimizer.zero_grad(set_to_none=True)
                 objective.sum().backward()
                 optimizer.step()
+                if maps:
+                    with torch.no_grad():
+                        normalize_noise_(maps)
         with torch.no_grad():
-            objective, pixel = self.losses(self.render(x), target, target_features)
+            objective, pixel = self.losses(self.render(x, maps), target, target_features)
         best = objective.reshape(restarts, b).argmin(dim=0)
         pick = best * b + torch.arange(b, device=best.device)
-        return x.detach()[pick].float().cpu().numpy(), pixel[pick].float().cpu().numpy()
+        return (x.detach()[pick].float().cpu().numpy(), pixel[pick].float().cpu().numpy(),
+                [m.detach()[pick].float().cpu().numpy() for m in maps])
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -307,6 +366,7 @@ class InversionJob:
     resolution: int
     channels: int
     keep_images: bool = False
+    noise_layers: tuple[tuple[str, int], ...] = ()     # the maps each row gets (``Inverter.noise_layers``)
     models: InverterSpecs | None = None
     inverter: Inverter | None = field(default=None, compare=False)
 
@@ -316,7 +376,8 @@ class InversionJob:
     def compute(self, inputs: tuple[int, int, np.ndarray]) -> dict[str, np.ndarray]:
         index, chunk, targets = inputs
         out = (self.inverter or _built(self.models))(targets, index, chunk)
-        return {f"latents/{self.space}": out["codes"], "inversion/error": out["error"], "targets": targets}
+        return {f"latents/{self.space}": out["codes"], "inversion/error": out["error"], "targets": targets,
+                **{f"inversion/noise/{name}": values for (name, _), values in zip(self.noise_layers, out["noise"])}}
 
     def write(self, store: Any, index: int, outputs: dict[str, np.ndarray]) -> dict[str, int]:
         rows = store.chunk_rows(index)
@@ -325,6 +386,8 @@ class InversionJob:
                   "inversion/files": np.array(self.images.names[rows], dtype=str)}
         if self.keep_images:
             arrays["inversion/targets"] = outputs["targets"]
+        for name, _ in self.noise_layers:
+            arrays[f"inversion/noise/{name}"] = outputs[f"inversion/noise/{name}"]
         store.write_chunk(index, arrays)
         return {"rows": rows.stop - rows.start}
 
@@ -347,16 +410,31 @@ def image_shape(G: Any, device: Any) -> tuple[int, int, int]:
 
 
 def default_sizes(shape: tuple[int, int, int], device: Any, batch: int | None,
-                  chunk: int | None) -> tuple[int, int]:
+                  chunk: int | None, noise_layers: Sequence[tuple[str, int]] = ()) -> tuple[int, int]:
     """(batch, chunk) where not given: the device's default batch (``engine.devices``) scaled by (256 / H)² past
-    256 pixels, and chunks of at most ``MAX_CHUNK`` rows whose targets fit ``CHUNK_BYTES``, never below a batch."""
+    256 pixels, and chunks of at most ``MAX_CHUNK`` rows whose targets and noise maps fit ``CHUNK_BYTES``, never
+    below a batch."""
     from engine.devices import default_batch
 
     if batch is None:
         batch = max(1, int(default_batch(device) * min(1.0, (256 / shape[1]) ** 2)))
     if chunk is None:
-        chunk = max(batch, min(MAX_CHUNK, CHUNK_BYTES // (4 * int(np.prod(shape)))))
+        row = int(np.prod(shape)) + sum(r * r for _, r in noise_layers)
+        chunk = max(batch, min(MAX_CHUNK, CHUNK_BYTES // (4 * row)))
     return int(batch), int(chunk)
+
+
+def noise_record(G: Any, settings: InversionSettings) -> str | dict[str, Any]:
+    """What the run did with the generator's noise inputs, as recorded in the store."""
+    from engine.models.base import noise_inputs
+
+    layers = noise_inputs(G)
+    if not layers:
+        return "none (the generator has no noise inputs)"
+    if not settings.optimize_noise:
+        return "the generator's own (held fixed)"
+    return {"optimised": True, "layers": [[name, res] for name, res in layers], "weight": settings.noise_weight,
+            "recipe": NOISE_MAPS_RECIPE, "stored": "inversion/noise/<layer>"}
 
 
 def _record(G: Any, source: Any, settings: InversionSettings, shape: tuple[int, int, int], keep_images: bool,
@@ -365,7 +443,7 @@ def _record(G: Any, source: Any, settings: InversionSettings, shape: tuple[int, 
 
     inversion = {"settings": asdict(settings), "schedule": SCHEDULE_RECIPE, "starts": START_RECIPE,
                  "step_noise": STEP_NOISE_RECIPE, "images": source.description, "image_shape": list(shape),
-                 "keep_images": bool(keep_images), "noise_inputs": "the generator's own (held fixed)"}
+                 "keep_images": bool(keep_images), "noise_inputs": noise_record(G, settings)}
     if stats is not None:
         inversion["w_avg"] = {"source": "the generator's file" if file_w_avg(G) is not None else "estimated",
                               "recipe": W_AVG_RECIPE, "seed": settings.seed, "w_std": stats[1],
@@ -376,6 +454,10 @@ def _record(G: Any, source: Any, settings: InversionSettings, shape: tuple[int, 
     if provenance:
         record["generator_file"] = dict(provenance)
     return record
+
+
+#: What stores inverted before a setting existed did (to compare their settings with a resume's).
+LEGACY_SETTINGS = {"optimize_noise": False, "noise_weight": NOISE_WEIGHT}
 
 
 def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chunk: int) -> None:
@@ -389,7 +471,8 @@ def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chun
     then, now = meta["inversion"], record["inversion"]
     checks = {"n": (meta.get("n"), n), "chunk": (meta.get("chunk"), chunk),
               "generator": (meta.get("generator"), record["generator"]),
-              "settings": (then.get("settings"), now["settings"]), "images": (then.get("images"), now["images"]),
+              "settings": ({**LEGACY_SETTINGS, **(then.get("settings") or {})}, now["settings"]),
+              "images": (then.get("images"), now["images"]),
               "keep_images": (then.get("keep_images"), now["keep_images"])}
     for key, (stored, asked) in checks.items():
         if stored != asked:
@@ -438,6 +521,13 @@ def run_numerics(batch: int, device: Any, request: Any, requested_device: Any) -
     return worker, {**numerics(batch, device, True), "device_type": worker.split(":")[0]}
 
 
+def optimized_noise_layers(G: Any, settings: InversionSettings) -> tuple[tuple[str, int], ...]:
+    """(layer, r) of the noise maps a run optimises and stores per image (none without ``optimize_noise``)."""
+    from engine.models.base import noise_inputs
+
+    return noise_inputs(G) if settings.optimize_noise else ()
+
+
 def prepare_inverted_store(path: str, G: Any, source: Any, settings: InversionSettings, *, chunk: int,
                            shape: tuple[int, int, int], keep_images: bool, stats: tuple[np.ndarray, float] | None,
                            resume: bool, overwrite: bool, numerics: dict[str, Any]) -> Any:
@@ -456,17 +546,20 @@ def prepare_inverted_store(path: str, G: Any, source: Any, settings: InversionSe
     space = settings.space
     latent_source = {"kind": "inverted", "source": "inverted", "generator": record["generator"],
                      "images": source.description, "seed": settings.seed, "steps": settings.steps,
-                     "restarts": settings.restarts, "feature_loss": settings.feature_loss}
+                     "restarts": settings.restarts, "feature_loss": settings.feature_loss,
+                     "noise_maps": [name for name, _ in optimized_noise_layers(G, settings)] or None}
     return Store.create(path, n=source.n, chunk=chunk, z_dim=G.z_dim if space == "z" else None,
                         w_dim=G.w_dim if space != "z" else None, num_ws=G.num_ws if space == "wp" else None,
                         spaces=[space], meta={**record, "numerics": numerics}, sources={space: latent_source},
                         overwrite=overwrite,
-                        fill=lambda created: created.add_inversion_arrays(shape if keep_images else None))
+                        fill=lambda created: created.add_inversion_arrays(shape if keep_images else None,
+                                                                          optimized_noise_layers(G, settings)))
 
 
 def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, *, space: str = "w",
            steps: int = 1000, lr: float = 0.1, restarts: int = 1, batch: int | None = None, chunk: int | None = None,
-           feature_loss: str | None = None, feature_weight: float = 1.0, keep_images: bool = False, seed: int = 0,
+           feature_loss: str | None = None, feature_weight: float = 1.0, optimize_noise: bool = True,
+           noise_weight: float = NOISE_WEIGHT, keep_images: bool = False, seed: int = 0,
            device: Any = "auto", resume: bool = False, overwrite: bool = False, progress: bool = True,
            workers: int | None = None, scheduler: str | None = None,
            gpus: str | Sequence[int] | None = None, cluster: str | os.PathLike | None = None) -> Any:
@@ -475,7 +568,9 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     Each image becomes one row of ``latents/<space>`` (``space`` w, wp or z): the code whose image under
     ``generator`` (a SPEC, or a model with ``w_dim``/``num_ws``; a SPEC is needed on a cluster) is closest to it
     after ``steps`` Adam steps from ``restarts`` starts (see the module docstring). ``feature_loss`` (a
-    predictor SPEC) adds ``feature_weight`` × the MSE of its features. Chunks of ``chunk`` rows are inverted in
+    predictor SPEC) adds ``feature_weight`` × the MSE of its features. A generator with noise inputs gets per-image
+    noise maps optimised beside each code under ``noise_weight`` × the projector's regulariser, and stored
+    (``optimize_noise=False`` keeps its own noise). Chunks of ``chunk`` rows are inverted in
     batches of ``batch`` (defaults: ``default_sizes``) and committed one by one: ``resume`` redoes exactly the
     uncommitted ones, ``workers`` / ``scheduler`` / ``gpus`` / ``cluster`` (a cluster file,
     ``engine.cluster_config``) spread them over a Dask cluster, whose client builds its models on the CPU only
@@ -493,7 +588,8 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     from engine.sampler import _spec_of, _worker_device
     from engine.store import Store, StoreError, check_chunk_count, check_positive_int, check_writable, exists
 
-    settings = InversionSettings(space, steps, lr, restarts, seed, feature_loss, feature_weight)
+    settings = InversionSettings(space, steps, lr, restarts, seed, feature_loss, feature_weight, optimize_noise,
+                                 noise_weight)
     for name, value in (("chunk", chunk), ("batch", batch)):
         if value is not None:
             check_positive_int(name, value)
@@ -525,7 +621,8 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     if resume and chunk is None and exists(path):
         chunk = Store.open(path).chunk                 # a resume continues in the run's own chunks
     on_gpus = request is not None and request.kind == "cuda"
-    batch, chunk = default_sizes(shape, "cuda" if on_gpus else resolve_device(device), batch, chunk)
+    noise_layers = optimized_noise_layers(G, settings)
+    batch, chunk = default_sizes(shape, "cuda" if on_gpus else resolve_device(device), batch, chunk, noise_layers)
     chunk = min(chunk, source.n)
     check_chunk_count(source.n, chunk)
     stats = start_stats(path, G, settings, dev, resume)
@@ -540,7 +637,8 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
             _warn_if_numerics_differ(path, target.meta.get("numerics") or {}, now)
         pending = target.pending_chunks()
         done = source.n - sum(target.chunk_rows(i).stop - target.chunk_rows(i).start for i in pending)
-        common = dict(images=source, space=space, resolution=shape[1], channels=shape[0], keep_images=keep_images)
+        common = dict(images=source, space=space, resolution=shape[1], channels=shape[0], keep_images=keep_images,
+                      noise_layers=noise_layers)
         with progress_bar(total=source.n, initial=done, desc="invert", unit="images", enabled=progress) as bar:
             if distributed:
                 specs = InverterSpecs(_spec_of(G), settings, _worker_device(handle.request, device), int(batch),
@@ -584,7 +682,7 @@ def error_summary(store: Any) -> dict[str, Any]:
 
 
 __all__ = ["InversionJob", "InversionSettings", "Inverter", "error_summary", "invert", "learning_rate",
-           "noise_scale"]
+           "noise_regularization", "noise_scale", "normalize_noise_"]
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -616,6 +714,11 @@ IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W)
               help="Rows per chunk, the unit of work and resumption [default: up to 1024, targets ≤ 256 MiB].")
 @click.option("--feature-loss", default=None, help="Predictor SPEC whose features (or outputs) are matched too.")
 @click.option("--feature-weight", type=float, default=1.0, show_default=True, help="Weight of the feature loss.")
+@click.option("--fixed-noise", is_flag=True,
+              help="Keep the generator's own noise instead of optimising per-image noise maps (StyleGAN, StyleGAN2):"
+                   " the code alone then re-generates the reconstruction.")
+@click.option("--noise-weight", type=float, default=NOISE_WEIGHT, show_default=True,
+              help="Weight of the noise maps' regulariser (their autocorrelation), as in StyleGAN2's projector.")
 @click.option("--keep-images", is_flag=True, help="Store each target, resized, in inversion/targets.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the restarts, step noise and average w.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:<index>.")
@@ -628,16 +731,20 @@ IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def invert_command(images: str, store: str, generator: str, space: str, steps: int, lr: float, restarts: int,
-                   batch: int | None, chunk: int | None, feature_loss: str | None, feature_weight: float, keep_images: bool,
+                   batch: int | None, chunk: int | None, feature_loss: str | None, feature_weight: float,
+                   fixed_noise: bool, noise_weight: float, keep_images: bool,
                    seed: int, device: str, workers: int | None, scheduler: str | None, gpus: str | None,
                    cluster: str | None, resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Invert images into a generator's latent space: one stored code per image, with its reconstruction error.
 
-    The store holds latents/<space> (source "inverted"), inversion/error (pixel MSE, images in [-1, 1]) and
-    inversion/files; edit it with directions of a sampled store of the same generator (edit --direction-from).
+    The store holds latents/<space> (source "inverted"), inversion/error (pixel MSE, images in [-1, 1]),
+    inversion/files and, for generators with noise inputs, each image's optimised noise maps
+    (inversion/noise/<layer>, replayed by edit, report and explore); edit it with directions of a sampled
+    store of the same generator (edit --direction-from).
     """
     result = invert(images, store, generator, space=space, steps=steps, lr=lr, restarts=restarts, batch=batch,
-                    chunk=chunk, feature_loss=feature_loss, feature_weight=feature_weight, keep_images=keep_images,
+                    chunk=chunk, feature_loss=feature_loss, feature_weight=feature_weight,
+                    optimize_noise=not fixed_noise, noise_weight=noise_weight, keep_images=keep_images,
                     seed=seed, device=device, resume=resume, overwrite=overwrite, progress=not quiet and not as_json,
                     workers=workers, scheduler=scheduler, gpus=gpus, cluster=cluster)
     summary = {"path": result.path, "n": result.n, "space": space, "images_per_s": result.meta.get("images_per_s"),
