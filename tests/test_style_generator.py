@@ -220,3 +220,17 @@ def test_a_resume_of_random_noise_refuses_another_batch(tmp_path):
     with pytest.raises(StoreError, match="draws random noise batch after batch, and it was sampled with --batch 2"):
         engine.sample(path, wrap(noise="random"), [], n=8, chunk=4, batch=4, progress=False, resume=True)
     engine.sample(path, wrap(noise="random"), [], n=8, chunk=4, progress=False, resume=True)
+
+
+def test_noise_inputs_are_the_networks_noise_layers_unless_noise_is_off():
+    from engine.models.base import noise_inputs, synthesize
+
+    network = TinyStyleNetwork()
+    assert noise_inputs(wrap(network)) == ()                   # a network without noise layers (StyleGAN3)
+    with pytest.raises(ValueError, match="takes no noise maps"):
+        wrap(network).synthesis(wrap(network).mapping(torch.randn(2, 6)), noise_maps=[torch.zeros(2, 1, 4, 4)])
+    network.noise_layers = (("layers.0", 4),)
+    assert noise_inputs(wrap(network)) == (("layers.0", 4),)
+    assert noise_inputs(wrap(network, noise="none")) == ()
+    with pytest.raises(ValueError, match="no noise inputs"):
+        synthesize(wrap(network, noise="none"), torch.zeros(1, 4, 5), noise_maps=[torch.zeros(1, 1, 4, 4)])

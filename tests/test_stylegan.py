@@ -313,3 +313,21 @@ def test_cuda_matches_cpu(net16):
     scale = cpu_image.abs().max()
     assert (gpu_image - cpu_image).abs().max() < 1e-2 * scale
     assert (gpu_random - cpu_random).abs().max() < 1e-2 * scale
+
+
+def test_per_image_noise_maps_replace_the_stored_noise_row_by_row(net16):
+    ws = _ws(net16, 3)
+    stored = [net16.get_submodule(name).noise_const.expand(3, 1, r, r) for name, r in net16.noise_layers]
+    assert [r for _, r in net16.noise_layers] == [4, 4, 8, 8, 16, 16]
+    drawn = [torch.randn(3, 1, r, r, generator=torch.Generator().manual_seed(i)) for i, (_, r) in
+             enumerate(net16.noise_layers)]
+    changed = [m.clone() for m in drawn]
+    changed[-1][1] += 1.0
+    with torch.no_grad():
+        const, replayed = net16.synthesis(ws), net16.synthesis(ws, noise_maps=stored)
+        a, b = net16.synthesis(ws, noise_maps=drawn), net16.synthesis(ws, noise_maps=changed)
+    assert torch.allclose(const, replayed, atol=1e-6)
+    assert (a - const).abs().max() > 1e-3
+    assert torch.equal(a[[0, 2]], b[[0, 2]]) and (a[1] - b[1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="one map per noise layer"):
+        net16.synthesis(ws, noise_maps=drawn[:-1])

@@ -276,3 +276,26 @@ def test_latent_weights_are_the_files_style_weights(layout):
         assert len(ours) == len(theirs) == (5 if not include_torgb else 8)
         for (_, a), (_, b) in zip(ours, theirs):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_per_image_noise_maps_replace_the_stored_noise_row_by_row(layout):
+    """What an inversion optimises: one (B, 1, r, r) map per noise layer, in place of the stored noise."""
+    net = _build(layout)
+    ws = _ws(net, batch=3)
+    stored = [net.get_submodule(name).noise_const.expand(3, 1, r, r) for name, r in net.noise_layers]
+    assert [r for _, r in net.noise_layers] == [4, 8, 8, 16, 16]
+    drawn = [torch.randn(3, 1, r, r, generator=torch.Generator().manual_seed(i)) for i, (_, r) in
+             enumerate(net.noise_layers)]
+    changed = [m.clone() for m in drawn]
+    changed[-1][1] += 1.0                                     # only row 1's finest map differs
+    with torch.no_grad():
+        const, replayed = net.synthesis(ws), net.synthesis(ws, noise_maps=stored)
+        a, b = net.synthesis(ws, noise_maps=drawn), net.synthesis(ws, noise_maps=changed)
+    assert torch.allclose(const, replayed, atol=1e-6)
+    assert (a - const).abs().max() > 1e-3
+    assert torch.equal(a[[0, 2]], b[[0, 2]]) and (a[1] - b[1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="one map per noise layer"):
+        net.synthesis(ws, noise_maps=drawn[:-1])
+    with pytest.raises(ValueError, match=r"blocks.0.conv must have shape \(3, 1, 4, 4\)"):
+        net.synthesis(ws, noise_maps=[drawn[1], *drawn[1:]])
