@@ -14,8 +14,16 @@ Reported: the reconstruction error (MSE as a fraction of the targets' variance, 
 classifier still reads the right digit in the reconstruction, and per K the fraction of edited digits whose
 top class becomes K at some α, beside the same fraction for sampled codes (the boundaries' own reach).
 
+Noise maps (``--part noise``): a random-weight StyleGAN2 file (``--noise-size`` pixels, noise inputs at every
+resolution, built by tests/stylegan2_checkpoints.py) inverts ``--images`` images it generated from seeded codes
+and seeded noise maps, in W, three ways in one run: batched with per-image noise maps (the default), one image at
+a time with noise maps (the projector's way), and batched with the generator's own noise held fixed
+(``--fixed-noise``). Reported: images/s of each, the two ratios (what batching gains; what the maps cost), and
+each one's mean error.
+
     python benchmarks/bench_inversion.py --json inversion.json
     python benchmarks/bench_inversion.py --part speed --device cuda
+    python benchmarks/bench_inversion.py --part noise --images 32 --steps 100
 """
 from __future__ import annotations
 
@@ -74,6 +82,50 @@ def speed(args: argparse.Namespace) -> dict:
     results["speedup"] = round(results["batched"]["images_per_s"] / results["one_at_a_time"]["images_per_s"], 1)
     print(f"batched / one at a time: {results['speedup']}x", flush=True)
     return {"device": str(device), "images": args.images, "steps": args.steps, **results}
+
+
+def noise(args: argparse.Namespace) -> dict:
+    import torch
+
+    from engine.devices import resolve_device
+    from engine.methods.inversion import InversionSettings, Inverter
+    from engine.models.base import noise_inputs, synthesize
+    from engine.models.registry import load_generator
+    from tests.stylegan2_checkpoints import rosinality_state
+
+    device = resolve_device(args.device)
+    folder = Path(args.workdir or tempfile.mkdtemp(prefix="bench-inversion-noise-"))
+    torch.save({"g_ema": rosinality_state(size=args.noise_size, seed=2), "latent_avg": torch.full((32,), 0.01)},
+               folder / "g.pt")
+    G = load_generator(f"stylegan2:{folder / 'g.pt'}", device)
+    draw = torch.Generator().manual_seed(11)
+    z = torch.randn(args.images, G.z_dim, generator=draw)
+    maps = [torch.randn(args.images, 1, r, r, generator=draw) for _, r in noise_inputs(G)]
+    with torch.no_grad():
+        images = synthesize(G, G.mapping(z.to(device)), noise_maps=[m.to(device) for m in maps]).cpu().numpy()
+    results = {}
+    runs = (("batched_noise_maps", args.batch, True), ("one_at_a_time_noise_maps", 1, True),
+            ("batched_fixed_noise", args.batch, False))
+    for name, batch, optimize in runs:
+        inverter = Inverter(G, InversionSettings(space="w", steps=args.steps, optimize_noise=optimize), device, batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = inverter(images, 0, len(images))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        results[name] = {"batch": batch, "seconds": round(seconds, 2), "images_per_s": round(len(images) / seconds, 3),
+                         "mean_mse_over_variance": float(out["error"].mean() / images.var())}
+        print(f"{name:>25}: batch {batch:>3}  {seconds:8.2f} s  {len(images) / seconds:8.2f} images/s  "
+              f"MSE/var {results[name]['mean_mse_over_variance']:.4f}", flush=True)
+    ips = {name: results[name]["images_per_s"] for name, _, _ in runs}
+    results["batching_speedup"] = round(ips["batched_noise_maps"] / ips["one_at_a_time_noise_maps"], 2)
+    results["noise_maps_cost"] = round(ips["batched_fixed_noise"] / ips["batched_noise_maps"], 2)
+    print(f"batched / one at a time (noise maps): {results['batching_speedup']}x; fixed noise / noise maps: "
+          f"{results['noise_maps_cost']}x", flush=True)
+    return {"device": str(device), "resolution": args.noise_size, "noise_inputs": len(maps), "images": args.images,
+            "steps": args.steps, **results}
 
 
 def real(args: argparse.Namespace) -> dict:
@@ -145,7 +197,7 @@ def real(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["speed", "real", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "real", "noise", "all"], default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--images", type=int, default=64)
@@ -155,6 +207,7 @@ def main() -> None:
     parser.add_argument("--real", type=int, default=256)
     parser.add_argument("--real-steps", type=int, default=300)
     parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--noise-size", type=int, default=32, help="resolution of the --part noise StyleGAN2")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -167,6 +220,8 @@ def main() -> None:
         record["speed"] = speed(args)
     if args.part in ("real", "all"):
         record["real"] = real(args)
+    if args.part in ("noise", "all"):
+        record["noise"] = noise(args)
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2))
 
