@@ -544,3 +544,52 @@ def test_an_interrupted_inversion_with_noise_maps_resumes_to_the_same_store(nois
         np.testing.assert_array_equal(resumed.array(f"inversion/noise/{name}")[:],
                                       whole.array(f"inversion/noise/{name}")[:])
     np.testing.assert_array_equal(resumed.array("inversion/error")[:], whole.array("inversion/error")[:])
+
+
+def test_a_dask_task_of_a_stylegan2_file_writes_the_noise_maps_the_in_process_run_wrote(noisy_stylegan2, tmp_path,
+                                                                                      monkeypatch):
+    import pickle
+
+    from engine.images import open_images
+    from engine.methods.inversion import InversionJob, InverterSpecs
+    from engine.models.base import noise_inputs
+    from engine.runtime import run_chunk
+
+    spec, path, _ = noisy_stylegan2
+    options = dict(space="w", steps=6, chunk=2, batch=2, device="cpu", progress=False)
+    whole = invert(path, tmp_path / "whole.zarr", spec, **options)
+    monkeypatch.setattr(Inverter, "__call__", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError):
+        invert(path, tmp_path / "task.zarr", spec, **options)
+    monkeypatch.undo()
+    layers = noise_inputs(load_generator(spec))
+    job = InversionJob(open_images(path), "w", 16, 3, noise_layers=layers,
+                       models=InverterSpecs(spec, InversionSettings(space="w", steps=6), "cpu", 2))
+    shipped = pickle.loads(pickle.dumps(job))
+    for index in (1, 0):
+        run_chunk(shipped, str(tmp_path / "task.zarr"), index)
+    task = Store.open(tmp_path / "task.zarr")
+    assert task.complete and task.noise_layers() == whole.noise_layers()
+    for name in ["inversion/error", *(f"inversion/noise/{layer}" for layer, _ in layers)]:
+        np.testing.assert_array_equal(task.array(name)[:], whole.array(name)[:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_noise_map_inversion_replays_on_the_cpu_reference(noisy_stylegan2, tmp_path):
+    from engine.methods.inversion import noise_regularization, normalize_noise_
+
+    maps = [torch.randn(3, 1, r, r, generator=torch.Generator().manual_seed(r)) for r in (4, 16, 32)]
+    on_gpu = [m.cuda() for m in maps]
+    torch.testing.assert_close(noise_regularization(on_gpu).cpu(), noise_regularization(maps), rtol=1e-4, atol=1e-9)
+    normalize_noise_(maps)
+    normalize_noise_(on_gpu)
+    for a, b in zip(maps, on_gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-5)
+    spec, path, targets = noisy_stylegan2
+    gpu = invert(path, tmp_path / "gpu.zarr", spec, space="w", steps=30, device="cuda", progress=False)
+    G = load_generator(spec)                                         # the CPU reference renders what cuda stored
+    with torch.no_grad():
+        images = synthesize(G, G.truncate(torch.from_numpy(gpu.latent_array("w")[:])),
+                            noise_maps=[torch.from_numpy(m) for m in gpu.read_noise_maps(slice(0, 4))]).numpy()
+    np.testing.assert_allclose(((images - targets) ** 2).mean(axis=(1, 2, 3)), gpu.array("inversion/error")[:],
+                               rtol=1e-3, atol=1e-5)
