@@ -593,3 +593,20 @@ def test_cuda_noise_map_inversion_replays_on_the_cpu_reference(noisy_stylegan2, 
                             noise_maps=[torch.from_numpy(m) for m in gpu.read_noise_maps(slice(0, 4))]).numpy()
     np.testing.assert_allclose(((images - targets) ** 2).mean(axis=(1, 2, 3)), gpu.array("inversion/error")[:],
                                rtol=1e-3, atol=1e-5)
+
+
+def test_a_stylegan_v1_file_inverts_with_a_noise_map_per_layer_that_replays_its_error(noisy_stylegan2, tmp_path):
+    from engine.models.base import noise_inputs
+    from tests.stylegan_checkpoints import save_genforce_checkpoint
+
+    _, path, targets = noisy_stylegan2
+    save_genforce_checkpoint(tmp_path / "v1.pth", 16, seed=4)
+    spec = f"stylegan:{tmp_path / 'v1.pth'}"
+    G = load_generator(spec)
+    store = invert(path, tmp_path / "v1.zarr", spec, space="wp", steps=10, device="cpu", progress=False)
+    assert store.noise_layers() == [(f"layers.{i}", 4 << (i // 2)) for i in range(6)] == list(noise_inputs(G))
+    with torch.no_grad():
+        images = synthesize(G, torch.from_numpy(store.latent_array("wp")[:]),
+                            noise_maps=[torch.from_numpy(m) for m in store.read_noise_maps(slice(0, 4))]).numpy()
+    np.testing.assert_allclose(((images - targets) ** 2).mean(axis=(1, 2, 3)), store.array("inversion/error")[:],
+                               rtol=1e-5, atol=1e-7)
