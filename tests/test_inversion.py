@@ -351,6 +351,7 @@ def test_invert_json_reports_the_error_summary(generated, tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["n"] == 24 and payload["error"]["rows"] == 24 and math.isfinite(payload["error"]["mean"])
+    assert payload["noise_maps"] == []                      # the digits GAN has no noise inputs
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -502,6 +503,11 @@ def test_noise_maps_are_optimised_stored_normalised_and_replay_the_stored_error(
                                       "--fixed-noise", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert Store.open(tmp_path / "cli.zarr").noise_layers() == []
+    result = CliRunner().invoke(cli, ["invert", path, str(tmp_path / "cli2.zarr"), "-g", spec, "--steps", "2",
+                                      "--noise-weight", "10", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["noise_maps"] == [name for name, _ in noise_inputs(G)]
+    assert Store.open(tmp_path / "cli2.zarr").meta["inversion"]["settings"]["noise_weight"] == 10
     digits = invert(path, tmp_path / "digits.zarr", "digits", steps=2, device="cpu", progress=False)
     assert digits.noise_layers() == [] and "no noise inputs" in digits.meta["inversion"]["noise_inputs"]
 

@@ -748,13 +748,17 @@ def invert_command(images: str, store: str, generator: str, space: str, steps: i
                     seed=seed, device=device, resume=resume, overwrite=overwrite, progress=not quiet and not as_json,
                     workers=workers, scheduler=scheduler, gpus=gpus, cluster=cluster)
     summary = {"path": result.path, "n": result.n, "space": space, "images_per_s": result.meta.get("images_per_s"),
-               "device": result.meta.get("device"), "error": error_summary(result)}
+               "device": result.meta.get("device"), "error": error_summary(result),
+               "noise_maps": [name for name, _ in result.noise_layers()]}
     if as_json:
         echo_json(summary)
         return
     e = summary["error"]
     click.echo(f"wrote {result.path}: {result.n} codes in {space} ({summary['images_per_s']} images/s on "
                f"{summary['device']})")
+    if summary["noise_maps"]:
+        click.echo(f"each code has its own noise maps ({len(summary['noise_maps'])} layers, inversion/noise/*): "
+                   "edit, report and explore replay them")
     echo_table([[e["rows"], e["mean"], e["median"], e["max"], e["psnr_db"]]],
                ["rows", "mean MSE", "median MSE", "max MSE", "PSNR of mean (dB)"])
 
