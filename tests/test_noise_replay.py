@@ -199,6 +199,8 @@ def test_noise_layers_that_do_not_fit_the_generator_are_one_line_errors_naming_b
     assert wrong[1][0] in result.output
     with pytest.raises(StoreError, match=wrong[0][0]):
         Explorer(store["path"], G, direction_from=directions).load()
+    page = report(store["path"], tmp_path / "report", progress=False).read_text()      # the rest of it is kept
+    assert "Reconstructions skipped" in page and wrong[0][0] in page and "<h2>Directions</h2>" in page
 
 
 def test_info_says_the_store_holds_noise_maps(generator, inverted):
