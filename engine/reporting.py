@@ -268,7 +268,7 @@ def _inversion_section(page: _Page, store: Store, *, samples: int, alphas: str, 
              f"inverted into {html.escape(str(settings.get('space')))} with {settings.get('steps')} Adam steps and "
              f"{settings.get('restarts')} restart(s) per image"
              f"{', feature loss ' + html.escape(str(settings['feature_loss'])) if settings.get('feature_loss') else ''}"
-             ". The error is the pixel MSE of the reconstruction (images in [-1, 1]).</p>")
+             f"{_noise_sentence(store)}. The error is the pixel MSE of the reconstruction (images in [-1, 1]).</p>")
     if summary.get("rows"):
         page.add(_table([[summary["rows"], summary["mean"], summary["median"], summary["max"], summary["psnr_db"]]],
                         ["rows", "mean MSE", "median MSE", "max MSE", "PSNR of the mean (dB)"]))
@@ -284,11 +284,24 @@ def _inversion_section(page: _Page, store: Store, *, samples: int, alphas: str, 
             page.add(f"<p class='note'>The edit along {html.escape(key)} is skipped: its directions' store "
                      f"{html.escape(other)} cannot be opened ({html.escape(unreadable)}).</p>")
             continue
-        result = edit(store, key, alphas=alphas, units=units, samples=min(samples, store.n), stored=True,
-                      direction_from=other, device=device)
+        try:
+            result = edit(store, key, alphas=alphas, units=units, samples=min(samples, store.n), stored=True,
+                          direction_from=other, device=device)
+        except StoreError as exc:                         # e.g. noise maps that do not fit the generator
+            page.add(f"<p class='note'>The edit along {html.escape(key)} is skipped: {html.escape(str(exc))}.</p>")
+            continue
         page.add(f"<h3>{html.escape(key)} (from {html.escape(str(other))})</h3>" + page.figure(
             edit_grid(result), "inversion_" + _slug(key) + "_edit",
             f"the first {min(samples, store.n)} inverted rows; σ = {result['sigma']:.3g} in {result['space']}"))
+
+
+def _noise_sentence(store: Store) -> str:
+    """The inversion paragraph's words on the per-image noise maps, for a store that holds them (else '')."""
+    layers = store.noise_layers()
+    if not layers:
+        return ""
+    return (f", optimising a noise map per image on {len(layers)} noise layers too (every image below is rendered "
+            "with its row's maps)")
 
 
 def _unopenable(path: str) -> str | None:
@@ -312,24 +325,39 @@ def _shown_rows(store: Store, samples: int) -> np.ndarray:
     return np.array(list(dict.fromkeys(int(p) for p in picks))[:samples])
 
 
-def _reconstruction_figure(page: _Page, store: Store, rows: np.ndarray, device: str) -> str:
+def reconstructions(store: Store, rows: np.ndarray, G: Any, device: str = "cpu") -> Any:
+    """The images (len(rows), C, H, W) an inverted store's ``rows`` re-generate: their codes through ``G``, with
+    the rows' stored noise maps where the store holds them (``engine.noise_maps``), so that their pixel MSE to the
+    targets is the stored ``inversion/error``. StoreError when the maps do not fit ``G``'s noise inputs."""
     import torch
 
     from engine.models.base import synthesize
-    from engine.models.registry import load_generator
-    from engine.plots import image_grid
+    from engine.noise_maps import stored_noise_maps
     from engine.spaces import LatentSpace, synthesis_input
 
     space = store.spaces[0]
+    maps = stored_noise_maps(store, G, rows, device)
+    codes = np.asarray(store.latent_array(space).get_orthogonal_selection((rows,)), np.float32)
+    with torch.inference_mode():
+        x = torch.from_numpy(codes.reshape(len(rows), -1)).to(device)
+        return synthesize(G, synthesis_input(G, x, LatentSpace(space)), noise_maps=maps).float().cpu()
+
+
+def _reconstruction_figure(page: _Page, store: Store, rows: np.ndarray, device: str) -> str:
+    import torch
+
+    from engine.models.registry import load_generator
+    from engine.plots import image_grid
+
     try:
         G = load_generator(store.meta["generator"], device)
     except (ValueError, ImportError) as exc:
         return (f"<p class='note'>Reconstructions skipped: cannot build the generator "
                 f"{html.escape(str(store.meta.get('generator')))} ({html.escape(str(exc))}).</p>")
-    codes = np.asarray(store.latent_array(space).get_orthogonal_selection((rows,)), np.float32)
-    with torch.inference_mode():
-        x = torch.from_numpy(codes.reshape(len(rows), -1)).to(device)
-        images = synthesize(G, synthesis_input(G, x, LatentSpace(space))).float().cpu()
+    try:
+        images = reconstructions(store, rows, G, device)
+    except StoreError as exc:
+        return f"<p class='note'>Reconstructions skipped: {html.escape(str(exc))}.</p>"
     columns, labels = [images], ["inverted"]
     if "targets" in store.group["inversion"]:
         targets = torch.from_numpy(np.asarray(store.array("inversion/targets").get_orthogonal_selection((rows,))))

@@ -30,7 +30,39 @@ def summarize(store: Store) -> dict[str, Any]:
     if "inversion" in store.group:
         summary["images_per_s"] = meta.get("images_per_s")
         summary["inversion"] = inversion_error_stats(store, progress)
+        noise = noise_map_stats(store)
+        if noise:
+            summary["noise_maps"] = noise
+            # ``info`` lists ``arrays`` with their ``sources``: the maps show there as (rows, layers).
+            summary["arrays"]["inversion/noise"] = [store.n, noise["layers"]]
+            summary["sources"]["inversion/noise"] = {"kind": noise["description"]}
     return summary
+
+
+def noise_map_stats(store: Store) -> dict[str, Any] | None:
+    """The per-image noise maps an inverted store holds (``inversion/noise``): number of noise layers, their
+    names and resolutions, their size in bytes (uncompressed float32, every row) and a one-line description;
+    None when it holds none."""
+    layers = store.noise_layers()
+    if not layers:
+        return None
+    size = sum(int(store.array(f"inversion/noise/{name}").nbytes) for name, _ in layers)
+    resolutions = [res for _, res in layers]
+    span = f"{min(resolutions)}²" if min(resolutions) == max(resolutions) else \
+        f"{min(resolutions)}² to {max(resolutions)}²"
+    return {"layers": len(layers), "names": [name for name, _ in layers], "resolutions": resolutions,
+            "bytes": size, "description": f"per-image noise maps of {len(layers)} layers ({span}), {_size(size)}; "
+                                          "rendered with their rows' codes"}
+
+
+def _size(count: int) -> str:
+    """Bytes as '512 B', '3.1 KiB', '2.4 MiB', '1.2 GiB'."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.3g} {unit}"
 
 
 def inversion_error_stats(store: Store, progress: np.ndarray | None = None) -> dict[str, Any]:

@@ -40,20 +40,26 @@ class LRU:
 
 
 def synthesize_scored(G: Any, predictors: Sequence[Any], ws: Any, labels: np.ndarray | None,
-                      device: str) -> tuple[Any, np.ndarray | None]:
+                      device: str, noise_maps: Sequence[Any] | None = None) -> tuple[Any, np.ndarray | None]:
     """Synthesis inputs ``ws`` (torch, on ``device``) -> images (S, C, H, W) on the CPU and the predictors'
     scores (S, m), or None without predictors; BATCH images per generator call. ``labels`` (S,): classes of a
-    class-conditional generator."""
+    class-conditional generator. ``noise_maps``: one (R, 1, r, r) map per noise input of ``G`` (an inverted
+    store's rows), image i taking row i mod R (R = S, or a panel's rows with several panels one after the
+    other); None: the generator's own noise."""
     import torch
 
     from engine.models.base import synthesize
+    from engine.noise_maps import select_maps
 
     images, scores = [], []
     with torch.inference_mode():
         for start in range(0, ws.shape[0], BATCH):
             lb = None if labels is None else torch.from_numpy(
                 np.asarray(labels[start:start + BATCH], np.int64)).to(device)
-            img = synthesize(G, ws[start:start + BATCH], lb)
+            part = ws[start:start + BATCH]
+            of_row = None if noise_maps is None else \
+                torch.arange(start, start + part.shape[0], device=noise_maps[0].device) % noise_maps[0].shape[0]
+            img = synthesize(G, part, lb, select_maps(noise_maps, of_row))
             if predictors:
                 scores.append(torch.cat([P(img).float() for P in predictors], dim=1).cpu().numpy())
             images.append(img.float().cpu())

@@ -11,7 +11,9 @@ starting codes come from the store's own rows, and codes reach the synthesis thr
 (and mapped); every move in w or wp then adds its own change of the per-layer codes,
 ``synthesis_input(x + δ) − synthesis_input(x)``, on its own layers (the synthesis input is affine in a w or wp
 code, so each move changes exactly what it would change alone). A store without ``latents/z`` (inverted
-codes) starts from its ``latents/wp`` or ``latents/w`` rows; z directions are refused there.
+codes) starts from its ``latents/wp`` or ``latents/w`` rows; z directions are refused there. An inverted store's
+per-image noise maps (``engine.noise_maps``) go with its rows: the unedited images and every panel of those
+rows are rendered with them, so the unedited ones are the stored reconstructions.
 
 ``direction_from`` (another store of the same generator, as ``edit(..., direction_from=)``) supplies the
 directions, their σ (measured on its codes), their models and, when the explored store records none, the
@@ -31,6 +33,7 @@ import numpy as np
 from engine.direction_models import load_direction_model
 from engine.explore.query import Move, RenderRequest, RequestError, Samples
 from engine.explore.render import LRU, grid_png, synthesize_scored
+from engine.noise_maps import check_noise_layers, stored_noise_maps
 from engine.spaces import LatentSpace, LatentView
 from engine.store import Store
 
@@ -62,6 +65,7 @@ class Base:
     labels: np.ndarray | None
     w: np.ndarray | None                # (S, w_dim) pre-truncation w, when the generator maps
     ws: Any                             # torch (S, num_ws, w_dim): the synthesis input of the unedited codes
+    noise: list[Any] | None = None      # torch (S, 1, r, r) per noise input: an inverted store's maps, or None
     images: Any = None
     scores: np.ndarray | None = None
     png: bytes = b""
@@ -141,6 +145,7 @@ class Explorer:
         self._step(f"building the generator {self.generator_spec}")
         self.G = self._given_generator if self._given_generator is not None else \
             load_generator(self.generator_spec, self.device)
+        check_noise_layers(self.store, self.G)
         self._step("building the predictors")
         specs = self.store.meta.get("predictors") or self.source.meta.get("predictors") or []
         try:
@@ -332,7 +337,8 @@ class Explorer:
         base = self._bases.get(key)
         if base is None:
             base = self._codes_of(rows)
-            base.images, base.scores = self._synthesize(base.ws, base.labels)
+            base.noise = stored_noise_maps(self.store, self.G, rows, self.device)
+            base.images, base.scores = self._synthesize(base.ws, base.labels, base.noise)
             base.png = grid_png(base.images)
             self._bases.put(key, base)
         return base
@@ -407,7 +413,7 @@ class Explorer:
 
         inputs = [self.panel_input(base, moves) for moves in panels]
         labels = None if base.labels is None else np.tile(base.labels, len(panels))
-        images, scores = self._synthesize(torch.cat(inputs), labels)
+        images, scores = self._synthesize(torch.cat(inputs), labels, base.noise)    # each panel: the base's maps
         size = len(base.rows)
         out = []
         for i, codes in enumerate(inputs):
@@ -416,8 +422,9 @@ class Explorer:
                              codes.float().cpu().numpy()))
         return out
 
-    def _synthesize(self, ws: Any, labels: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
-        return synthesize_scored(self.G, self.predictors, ws, labels, self.device)
+    def _synthesize(self, ws: Any, labels: np.ndarray | None,
+                    noise: list[Any] | None = None) -> tuple[Any, np.ndarray | None]:
+        return synthesize_scored(self.G, self.predictors, ws, labels, self.device, noise)
 
     def targets_png(self, rows: np.ndarray) -> bytes | None:
         """The inverted images' targets at ``rows`` as a grid, when the store keeps them (``--keep-images``)."""

@@ -175,9 +175,11 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     codes given that class; it defaults to the class a per-class direction was fitted on (its ``class`` attr).
     ``direction_from`` (another store of the same generator, e.g. a sampled one when ``store`` is inverted)
     supplies the direction and its σ; ``stored`` rows of a store without z codes are taken from its codes of the
-    direction's space (``stored_codes``). A z-dependent direction (LatentCLR linear / nonlinear:
-    ``engine.direction_models``) moves each code x along its own d(x); σ is then measured along the direction's
-    stored summary row. The result holds ``alphas`` (in ``units``), ``alphas_raw``,
+    direction's space (``stored_codes``). ``stored`` rows of an inverted store that holds noise maps
+    (``inversion/noise``) are rendered with them, every edit of a row with that row's maps, so α = 0 re-generates
+    the stored reconstruction; drawn codes use the generator's own noise. A z-dependent direction (LatentCLR
+    linear / nonlinear: ``engine.direction_models``) moves each code x along its own d(x); σ is then measured
+    along the direction's stored summary row. The result holds ``alphas`` (in ``units``), ``alphas_raw``,
     ``sigma``, ``units``, ``codes`` (S, A, D) and ``images`` (S, A, C, H, W); a ``note`` when the images are
     not pictures (the planted generator).
     """
@@ -186,6 +188,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     from engine.direction_models import load_direction_model
     from engine.models.base import conditional, synthesize
     from engine.models.registry import load_generator, load_predictor
+    from engine.noise_maps import check_noise_layers, select_maps, stored_noise_maps
 
     samples = check_positive_int("samples", samples)
     batch = check_positive_int("batch", batch)
@@ -222,6 +225,8 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         raise ValueError(f"direction {key} has {n.size} dims; the generator's {space.label} codes have {expected}")
     if space.name == "wp":
         space.check_layers(G.num_ws)
+    if stored:
+        check_noise_layers(reader, G)
     layer_range = parse_layers(layers, G.num_ws) if layers is not None else None
     if layer_range is not None and not space.w_sized:
         raise ValueError(f"layers applies to w-sized directions (w or one wp layer); {key} lives in "
@@ -247,6 +252,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     if class_label is not None and not conditional(G):
         raise ValueError(f"the generator is not class-conditional: drop --class {class_label}")
     x = ws = None
+    rows: slice | np.ndarray = slice(0, samples)                # the stored rows edited, with ``stored``
     if stored and "z" not in reader.spaces:
         x, ws = stored_codes(reader, space, G, samples, device)
         labels = None
@@ -271,6 +277,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     along = n if model is None else model.at(x, row).astype(np.float64)
     moved = _moved(x, along, raw, distance).astype(np.float32)                       # (S, A, D)
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
+    # An inverted row re-generates its image only with the noise maps optimised beside its code: every edit of
+    # the row keeps them (flat image i is an edit of row i // A). Drawn codes use the generator's own noise.
+    maps = stored_noise_maps(reader, G, rows, device) if stored else None
 
     flat = codes.reshape(-1, codes.shape[-1])
     images, scores = [], []
@@ -281,7 +290,8 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
                 np.repeat(ws, codes.shape[1], axis=0)[start:start + batch]).to(device)
             lb = None if labels is None else torch.from_numpy(
                 np.repeat(labels, codes.shape[1])[start:start + batch].astype(np.int64)).to(device)
-            img = synthesize(G, synthesis_input(G, part, space, base, layer_range, lb), lb)
+            of_row = torch.arange(start, start + part.shape[0], device=device) // codes.shape[1]
+            img = synthesize(G, synthesis_input(G, part, space, base, layer_range, lb), lb, select_maps(maps, of_row))
             images.append(img.float().cpu())
             if rescore:
                 scores.append(torch.cat([P(img).float() for P in Ps], dim=1).cpu().numpy())
