@@ -33,9 +33,6 @@ def summarize(store: Store) -> dict[str, Any]:
         noise = noise_map_stats(store)
         if noise:
             summary["noise_maps"] = noise
-            # ``info`` lists ``arrays`` with their ``sources``: the maps show there as (rows, layers).
-            summary["arrays"]["inversion/noise"] = [store.n, noise["layers"]]
-            summary["sources"]["inversion/noise"] = {"kind": noise["description"]}
     return summary
 
 

@@ -383,6 +383,10 @@ def test_report_of_an_inverted_store_shows_targets_reconstructions_errors_and_ed
     with_other = report(store.path, tmp_path / "site2", samples=2, per_method=1, direction_from=digits_demo,
                         progress=False).read_text()
     assert with_other.count("(from ") >= 2          # the recorded edit and the demo's strongest direction
+    result = CliRunner().invoke(cli, ["report", store.path, "--out", str(tmp_path / "site3"), "--samples", "2",
+                                      "--per-method", "1", "--direction-from", digits_demo, "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "site3/index.html").read_text().count("(from ") == with_other.count("(from ")
 
 
 def test_info_of_an_inverted_store_shows_its_source_speed_and_errors(generated, tmp_path):

@@ -145,6 +145,8 @@ def _print_summary(s: dict) -> None:
         e = s["inversion"]
         click.echo(f"  inversion error (pixel MSE) over {e['rows']} rows: mean {e['mean']:.4g}, median "
                    f"{e['median']:.4g}, max {e['max']:.4g}; PSNR of the mean {e['psnr_db']:.3g} dB")
+    if s.get("noise_maps"):
+        click.echo(f"  inversion/noise  {s['noise_maps']['description']}")
     for name, shape in s["arrays"].items():
         if name == "labels":
             counts = s["labels"]["counts"]
