@@ -184,6 +184,31 @@ def test_explore_renders_the_base_rows_and_every_panel_with_their_maps(generator
         assert np.abs(_png(panel.png) - _png(grid_png(without))).max() > 10
 
 
+def test_explores_code_download_of_a_store_with_noise_maps_carries_the_maps(generator, directions, inverted):
+    from engine.explore.server import create_app
+
+    _, G, _ = generator
+    client = create_app(Explorer(inverted["path"], G, direction_from=directions).load()).test_client()
+    body = {"rows": [4, 0], "panels": [[{"direction": inverted["direction"], "alpha": 1.5}]]}
+    response = client.post("/api/codes?panel=0", json=body)
+    assert response.status_code == 200 and "codes_panel0.npz" in response.headers["Content-Disposition"]
+    saved = np.load(io.BytesIO(response.data))
+    assert list(saved.files) == ["codes", *(f"noise/{name}" for name, _ in noise_inputs(G))]
+    for name, stored in zip(saved.files[1:], inverted["maps"]):
+        np.testing.assert_array_equal(saved[name], stored[[4, 0]].numpy())
+    rendered = client.post("/api/render", json=body).json["panels"][0]["image"]
+    with torch.inference_mode():
+        images = synthesize(G, torch.from_numpy(saved["codes"]),
+                            noise_maps=[torch.from_numpy(saved[name]) for name in saved.files[1:]])
+    assert np.abs(_png(grid_png(images)) - _png_url(rendered)).max() <= 1       # what the download re-generates
+
+
+def _png_url(data_url: str) -> np.ndarray:
+    import base64
+
+    return _png(base64.b64decode(data_url.split(",", 1)[1]))
+
+
 def test_noise_layers_that_do_not_fit_the_generator_are_one_line_errors_naming_both(generator, directions,
                                                                                   tmp_path):
     spec, G, _ = generator

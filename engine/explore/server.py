@@ -6,7 +6,8 @@
     GET  /api/store           the store: path, rows, spaces, models, inverted codes, the request limits
     GET  /api/directions      directions grouped by method, with their metrics
     POST /api/render          a render request (``engine.explore.query``) -> PNG grids, scores, σ, rows
-    POST /api/codes?panel=I   the same request -> panel I's synthesis input codes as a .npy file
+    POST /api/codes?panel=I   the same request -> panel I's synthesis input codes as a .npy file (.npz of
+                              "codes" and "noise/<layer>" maps for a store holding per-image noise maps)
 
 Every response carries a ``Server-Timing: app;dur=MS`` header, the time the server spent on it. Every refusal
 is JSON ``{"error": message}`` with a 4xx status (a 503 while the generator loads); a bug is a 500 with a
@@ -93,10 +94,17 @@ def create_app(explorer: Explorer, allow_remote: bool = False) -> Flask:
         if _PANEL.fullmatch(panel) is None or int(panel) >= len(parsed.panels):
             raise RequestError(f"panel must be an index from 0 to {len(parsed.panels) - 1}; got {panel!r}")
         result = explorer.render(parsed)
+        codes, maps = result["panels"][int(panel)].codes, result["base"].noise
         buffer = io.BytesIO()
-        np.save(buffer, result["panels"][int(panel)].codes)
+        if maps is None:
+            np.save(buffer, codes)
+            name = f"codes_panel{panel}.npy"
+        else:                      # an inverted store's codes re-generate its images only with their noise maps
+            layers = [layer for layer, _ in explorer.store.noise_layers()]
+            np.savez(buffer, codes=codes, **{f"noise/{layer}": m.cpu().numpy() for layer, m in zip(layers, maps)})
+            name = f"codes_panel{panel}.npz"
         return Response(buffer.getvalue(), mimetype="application/octet-stream",
-                        headers={"Content-Disposition": f"attachment; filename=codes_panel{panel}.npy"})
+                        headers={"Content-Disposition": f"attachment; filename={name}"})
 
     @app.errorhandler(RequestError)
     def refused(exc: RequestError) -> tuple[Response, int]:

@@ -279,7 +279,8 @@ async function downloadCodes(body, panel) {
     return;
   }
   const url = URL.createObjectURL(await response.blob());
-  const link = el("a", { href: url, download: `explore_codes${panel}.npy` });
+  const npz = (response.headers.get("Content-Disposition") || "").endsWith(".npz");   // codes + noise maps
+  const link = el("a", { href: url, download: `explore_codes${panel}.${npz ? "npz" : "npy"}` });
   document.body.append(link);
   link.click();
   link.remove();
