@@ -106,6 +106,11 @@ def test_default_batch_and_chunk_keep_memory_flat_for_large_images():
     assert default_sizes((3, 1024, 1024), "cuda", None, None) == (16, 21)     # 21 targets of 12 MiB ≤ 256 MiB
     assert default_sizes((3, 1024, 1024), "cpu", None, None) == (4, 21)
     assert default_sizes((3, 1024, 1024), "cpu", 8, 5) == (8, 5)
+    stylegan2_1024 = [("blocks.0.conv", 4)] + [(f"blocks.{i}.{part}", 4 << i) for i in range(1, 9)
+                                               for part in ("up_conv", "conv")]
+    # targets (12 MiB) + noise maps (10.7 MiB) a row: 11 rows ≤ 256 MiB, and the default batch shrinks to fit
+    assert default_sizes((3, 1024, 1024), "cuda", None, None, stylegan2_1024) == (11, 11)
+    assert default_sizes((3, 1024, 1024), "cpu", None, None, stylegan2_1024) == (4, 11)
 
 
 def test_an_interrupted_inversion_resumes_to_the_same_store(generated, tmp_path, monkeypatch):
@@ -259,7 +264,17 @@ def test_a_stylegan2_file_inverts_in_w_plus_and_records_its_hash(tmp_path):
                    progress=False)
     assert store.array("inversion/error")[:].mean() < 0.3 * start.array("inversion/error")[:].mean()
     with pytest.raises(ValueError, match="random noise"):
-        invert(tmp_path / "targets.npy", tmp_path / "r.zarr", spec + ",noise=random", device="cpu", progress=False)
+        invert(tmp_path / "targets.npy", tmp_path / "r.zarr", spec + ",noise=random", device="cpu", progress=False,
+               optimize_noise=False)
+    # optimised maps replace every noise input, so a noise=random generator's inversion replays exactly
+    random = invert(tmp_path / "targets.npy", tmp_path / "r.zarr", spec + ",noise=random", space="wp", steps=5,
+                    device="cpu", progress=False)
+    G_random = load_generator(random.meta["generator"])
+    with torch.no_grad():
+        replayed = synthesize(G_random, torch.from_numpy(random.latent_array("wp")[:]),
+                              noise_maps=[torch.from_numpy(m) for m in random.read_noise_maps(slice(0, 6))]).numpy()
+    np.testing.assert_allclose(((replayed - images) ** 2).mean(axis=(1, 2, 3)), random.array("inversion/error")[:],
+                               rtol=1e-5, atol=1e-7)
     torch.save({"g_ema": rosinality_state(size=16, seed=3)}, tmp_path / "other.pt")
     other = engine.sample(str(tmp_path / "other.zarr"), f"stylegan2:{tmp_path / 'other.pt'}", [], n=8, chunk=8,
                           spaces=["w"], progress=False)
@@ -287,7 +302,9 @@ def test_bad_settings_name_the_flag(generated, tmp_path):
     path, _, _ = generated
     for args, message in ((["--steps", "0"], "--steps must be a positive integer"),
                           (["--lr", "-1"], "--lr must be a positive number"),
-                          (["--space", "z", "--restarts", "0"], "--restarts")):
+                          (["--space", "z", "--restarts", "0"], "--restarts"),
+                          (["--noise-weight", "-1"], "--noise-weight must be a non-negative number"),
+                          (["--noise-weight", "nan"], "--noise-weight must be a non-negative number")):
         result = CliRunner().invoke(cli, ["invert", path, str(tmp_path / "x.zarr"), "-g", "digits", *args])
         assert result.exit_code == 1 and message in result.output, result.output
     assert not (tmp_path / "x.zarr").exists()
@@ -482,7 +499,9 @@ def test_noise_maps_are_optimised_stored_normalised_and_replay_the_stored_error(
 
     spec, path, targets = noisy_stylegan2
     G = load_generator(spec)
-    store = invert(path, tmp_path / "inv.zarr", spec, space="w", steps=30, device="cpu", progress=False)
+    # 3 restarts in batches of 3 rows: each image keeps the maps of its best restart, not of restart 0
+    store = invert(path, tmp_path / "inv.zarr", spec, space="w", steps=30, restarts=3, batch=3, device="cpu",
+                   progress=False)
     assert [tuple(layer) for layer in store.noise_layers()] == list(noise_inputs(G)) and len(store.noise_layers()) == 5
     record = store.meta["inversion"]["noise_inputs"]
     assert record["optimised"] and record["weight"] == 1e5 and record["layers"][0] == ["blocks.0.conv", 4]
@@ -546,14 +565,37 @@ def test_an_interrupted_inversion_with_noise_maps_resumes_to_the_same_store(nois
     with pytest.raises(RuntimeError, match="injected"):
         invert(path, tmp_path / "cut.zarr", spec, **options)
     monkeypatch.setattr(Inverter, "__call__", real_call)
-    with pytest.raises(StoreError, match="optimize_noise"):
+    with pytest.raises(StoreError, match=r"optimize_noise=True \(False is --fixed-noise\), this run asks for False"):
         invert(path, tmp_path / "cut.zarr", spec, **options, optimize_noise=False, resume=True)
+    with pytest.raises(StoreError, match=r"noise_weight=100000.0 \(--noise-weight\)"):
+        invert(path, tmp_path / "cut.zarr", spec, **options, noise_weight=10.0, resume=True)
     resumed = invert(path, tmp_path / "cut.zarr", spec, **options, resume=True)
     assert resumed.complete
     for name, _ in whole.noise_layers():
         np.testing.assert_array_equal(resumed.array(f"inversion/noise/{name}")[:],
                                       whole.array(f"inversion/noise/{name}")[:])
     np.testing.assert_array_equal(resumed.array("inversion/error")[:], whole.array("inversion/error")[:])
+
+
+def test_settings_that_change_nothing_do_not_block_a_resume(noisy_stylegan2, generated, tmp_path, monkeypatch):
+    """The noise weight of a --fixed-noise run, and the noise settings of a generator without noise inputs."""
+    spec, path, _ = noisy_stylegan2
+    real_call = Inverter.__call__
+
+    def failing(self, targets, index, chunk):
+        if index == 1:
+            raise RuntimeError("injected failure in chunk 1")
+        return real_call(self, targets, index, chunk)
+
+    for generator, images, options in ((spec, path, dict(optimize_noise=False)), ("digits", generated[0], {})):
+        store = tmp_path / f"{generator.split(':')[0]}.zarr"
+        common = dict(space="w", steps=3, chunk=2, batch=2, device="cpu", progress=False, **options)
+        monkeypatch.setattr(Inverter, "__call__", failing)
+        with pytest.raises(RuntimeError, match="injected"):
+            invert(images, store, generator, **common)
+        monkeypatch.setattr(Inverter, "__call__", real_call)
+        changed = {"noise_weight": 3.0} if options else {"optimize_noise": False, "noise_weight": 3.0}
+        assert invert(images, store, generator, **{**common, **changed}, resume=True).complete
 
 
 def test_a_dask_task_of_a_stylegan2_file_writes_the_noise_maps_the_in_process_run_wrote(noisy_stylegan2, tmp_path,

@@ -107,8 +107,9 @@ class InversionSettings:
         for name in ("lr", "feature_weight", "noise_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value <= 0:
-                raise ValueError(f"{name} must be a positive number; got {value!r}")
+                    or value < 0 or value == 0 and name != "noise_weight":
+                kind = "a non-negative" if name == "noise_weight" else "a positive"
+                raise ValueError(f"{name} must be {kind} number; got {value!r}")
 
 
 def learning_rate(step: int, steps: int, lr: float) -> float:
@@ -376,6 +377,9 @@ class InversionJob:
     def compute(self, inputs: tuple[int, int, np.ndarray]) -> dict[str, np.ndarray]:
         index, chunk, targets = inputs
         out = (self.inverter or _built(self.models))(targets, index, chunk)
+        if len(out["noise"]) != len(self.noise_layers):
+            raise RuntimeError(f"chunk {index}: the inverter made {len(out['noise'])} noise maps per image, the store "
+                               f"expects {len(self.noise_layers)} ({', '.join(n for n, _ in self.noise_layers)})")
         return {f"latents/{self.space}": out["codes"], "inversion/error": out["error"], "targets": targets,
                 **{f"inversion/noise/{name}": values for (name, _), values in zip(self.noise_layers, out["noise"])}}
 
@@ -412,14 +416,15 @@ def image_shape(G: Any, device: Any) -> tuple[int, int, int]:
 def default_sizes(shape: tuple[int, int, int], device: Any, batch: int | None,
                   chunk: int | None, noise_layers: Sequence[tuple[str, int]] = ()) -> tuple[int, int]:
     """(batch, chunk) where not given: the device's default batch (``engine.devices``) scaled by (256 / H)² past
-    256 pixels, and chunks of at most ``MAX_CHUNK`` rows whose targets and noise maps fit ``CHUNK_BYTES``, never
-    below a batch."""
+    256 pixels and capped so that its targets and noise maps fit ``CHUNK_BYTES``, and chunks of at most
+    ``MAX_CHUNK`` rows that fit it too, never below a batch."""
     from engine.devices import default_batch
 
+    row = int(np.prod(shape)) + sum(r * r for _, r in noise_layers)
     if batch is None:
         batch = max(1, int(default_batch(device) * min(1.0, (256 / shape[1]) ** 2)))
+        batch = max(1, min(batch, CHUNK_BYTES // (4 * row)))     # a chunk holds at least a batch
     if chunk is None:
-        row = int(np.prod(shape)) + sum(r * r for _, r in noise_layers)
         chunk = max(batch, min(MAX_CHUNK, CHUNK_BYTES // (4 * row)))
     return int(batch), int(chunk)
 
@@ -430,6 +435,8 @@ def noise_record(G: Any, settings: InversionSettings) -> str | dict[str, Any]:
 
     layers = noise_inputs(G)
     if not layers:
+        if getattr(G, "noise", None) == "none":
+            return "none (the generator's noise is switched off: noise=none)"
         return "none (the generator has no noise inputs)"
     if not settings.optimize_noise:
         return "the generator's own (held fixed)"
@@ -460,7 +467,7 @@ def _record(G: Any, source: Any, settings: InversionSettings, shape: tuple[int, 
 LEGACY_SETTINGS = {"optimize_noise": False, "noise_weight": NOISE_WEIGHT}
 
 
-def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chunk: int) -> None:
+def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chunk: int, has_noise: bool) -> None:
     from engine.store import StoreError
 
     meta = store.meta
@@ -469,15 +476,39 @@ def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chun
     if (record.get("generator_file") or {}).get("sha256") != (meta.get("generator_file") or {}).get("sha256"):
         raise StoreError(f"cannot resume {path}: the generator file is not the one it was inverted with")
     then, now = meta["inversion"], record["inversion"]
+    stored_settings = _compared_settings(then.get("settings") or {}, has_noise)
+    asked_settings = _compared_settings(now["settings"], has_noise)
+    for key in dict.fromkeys([*asked_settings, *stored_settings]):         # the settings' own order
+        stored, asked = stored_settings.get(key), asked_settings.get(key)
+        if stored != asked:
+            flag = f" ({SETTING_FLAGS[key]})" if key in SETTING_FLAGS else ""
+            raise StoreError(f"cannot resume {path}: it was inverted with {key}={stored!r}{flag}, this run asks for "
+                             f"{asked!r}")
     checks = {"n": (meta.get("n"), n), "chunk": (meta.get("chunk"), chunk),
               "generator": (meta.get("generator"), record["generator"]),
-              "settings": ({**LEGACY_SETTINGS, **(then.get("settings") or {})}, now["settings"]),
               "images": (then.get("images"), now["images"]),
               "keep_images": (then.get("keep_images"), now["keep_images"])}
     for key, (stored, asked) in checks.items():
         if stored != asked:
             raise StoreError(f"cannot resume {path}: it was inverted with {key}={stored!r}, this run asks for "
                              f"{asked!r}")
+
+
+#: The command-line flag of each setting, for the resume's error.
+SETTING_FLAGS = {"space": "--space", "steps": "--steps", "lr": "--lr", "restarts": "--restarts", "seed": "--seed",
+                 "feature_loss": "--feature-loss", "feature_weight": "--feature-weight",
+                 "optimize_noise": "False is --fixed-noise", "noise_weight": "--noise-weight"}
+
+
+def _compared_settings(settings: dict[str, Any], has_noise: bool) -> dict[str, Any]:
+    """The settings that decide a run's results: those of the noise maps only where the generator has noise
+    inputs and they are optimised (stores made before a setting existed did what ``LEGACY_SETTINGS`` says)."""
+    out = {**LEGACY_SETTINGS, **settings}
+    if not (has_noise and out["optimize_noise"]):
+        out.pop("noise_weight")
+    if not has_noise:
+        out.pop("optimize_noise")
+    return out
 
 
 def start_stats(path: str, G: Any, settings: InversionSettings, device: Any,
@@ -532,13 +563,14 @@ def prepare_inverted_store(path: str, G: Any, source: Any, settings: InversionSe
                            shape: tuple[int, int, int], keep_images: bool, stats: tuple[np.ndarray, float] | None,
                            resume: bool, overwrite: bool, numerics: dict[str, Any]) -> Any:
     """Create the inverted store (schema 2), or reopen it for ``resume`` after checking it is the same run."""
+    from engine.models.base import noise_inputs
     from engine.sampler import check_overwritable
     from engine.store import Store, exists, warn_repairs
 
     record = _record(G, source, settings, shape, keep_images, stats)
     if resume and exists(path):
         store = Store.open(path, mode="r+")
-        _check_resumable(path, store, record, source.n, chunk)
+        _check_resumable(path, store, record, source.n, chunk, bool(noise_inputs(G)))
         warn_repairs(path, store.recover())
         return store
     if overwrite:
@@ -581,7 +613,7 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     from engine.distributed import cluster_client, validate_cluster_flags
     from engine.images import open_images
     from engine.lock import StoreLock
-    from engine.models.base import conditional
+    from engine.models.base import conditional, noise_inputs
     from engine.models.registry import load_generator, load_predictor
     from engine.progress import progress_bar
     from engine.runtime import run_in_process, run_on_dask
@@ -611,9 +643,10 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
     G = load_generator(generator, dev) if isinstance(generator, str) else generator
     if conditional(G):
         raise ValueError(f"generator {_spec_of(G)!r} is class-conditional; invert takes unconditional generators")
-    if getattr(G, "noise", None) == "random":
+    if getattr(G, "noise", None) == "random" and not (optimize_noise and noise_inputs(G)):
         raise ValueError(f"generator {_spec_of(G)!r} draws random noise: its images are not a function of the code, "
-                         "so no code reproduces a target; invert with noise=const")
+                         "so no code reproduces a target; invert with noise=const, or optimise noise maps "
+                         "(drop --fixed-noise), which replace all of its noise")
     if space != "z" and not G.has_mapping:
         raise ValueError(f"generator {_spec_of(G)!r} has no mapping network: invert it with space='z' (--space z)")
     P = load_predictor(feature_loss, G, dev) if feature_loss else None
@@ -718,7 +751,8 @@ IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W)
               help="Keep the generator's own noise instead of optimising per-image noise maps (StyleGAN, StyleGAN2):"
                    " the code alone then re-generates the reconstruction.")
 @click.option("--noise-weight", type=float, default=NOISE_WEIGHT, show_default=True,
-              help="Weight of the noise maps' regulariser (their autocorrelation), as in StyleGAN2's projector.")
+              help="Weight of the noise maps' regulariser (their autocorrelation), as in StyleGAN2's projector; lower "
+                   "lets the maps paint the image, 0 switches it off.")
 @click.option("--keep-images", is_flag=True, help="Store each target, resized, in inversion/targets.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the restarts, step noise and average w.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:<index>.")

@@ -104,8 +104,8 @@ class _ModulatedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, ws: torch.Tensor, resample_filter: torch.Tensor, noise: str | torch.Tensor,
                 generator: torch.Generator | None) -> torch.Tensor:
-        """``noise``: a mode of ``NOISE_MODES``, or this layer's noise map (B or 1, 1, r, r) used in place of
-        the stored one (scaled by the learned strength, as the stored one is)."""
+        """``noise``: a mode of ``NOISE_MODES``, or this layer's per-image noise maps (B, 1, r, r) used in place
+        of the stored one (scaled by the learned strength, as the stored one is)."""
         batch = x.shape[0]
         styles = self.affine(ws[:, self.ws_index])
         if self.demodulate:
@@ -146,7 +146,7 @@ class _ModulatedConv(nn.Module):
 
     def _noise(self, x: torch.Tensor, mode: str | torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if isinstance(mode, torch.Tensor):
-            return mode.to(x.dtype) * self.noise_strength
+            return mode.to(x) * self.noise_strength
         if mode == "const":
             return self.noise_const * self.noise_strength
         shape = (x.shape[0], 1, self.resolution, self.resolution)
