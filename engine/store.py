@@ -402,15 +402,18 @@ class Store:
                              noise_layers: Sequence[tuple[str, int]] = ()) -> None:
         """Lay out an inverted store's ``inversion/`` arrays (see the module docstring), empty: ``error`` and
         ``files``, ``targets`` when ``image_shape`` (C, H, W) is given, and one ``noise/<layer>`` array per
-        (layer name, resolution) of ``noise_layers``; written with each chunk."""
+        (layer name, resolution) of ``noise_layers``; written with each chunk. The image-sized arrays hold one
+        shard per store chunk (written whole, in one object, as any chunk) of one-row inner chunks, so that
+        ``explore`` and the report read the rows they show without the rest of their chunks (up to 24 MiB a
+        row at 1024²)."""
         n, chunk = self.n, self.chunk
         group = self.group.require_group("inversion")
         if noise_layers:
             noise = group.require_group("noise")
             noise.attrs["layers"] = [str(name) for name, _ in noise_layers]
             for name, res in noise_layers:
-                noise.create_array(str(name), shape=(n, 1, int(res), int(res)), chunks=(chunk, 1, int(res), int(res)),
-                                   dtype="float32", fill_value=_float_fill(),
+                noise.create_array(str(name), shape=(n, 1, int(res), int(res)), chunks=(1, 1, int(res), int(res)),
+                                   shards=(chunk, 1, int(res), int(res)), dtype="float32", fill_value=_float_fill(),
                                    dimension_names=("sample", "channel", "height", "width"),
                                    attributes={"layer": str(name), "resolution": int(res)})
         group.create_array("error", shape=(n,), chunks=(chunk,), dtype="float32", fill_value=_float_fill(),
@@ -419,7 +422,8 @@ class Store:
                            dimension_names=("sample",))
         if image_shape is not None:
             shape = (n, *(int(v) for v in image_shape))
-            group.create_array("targets", shape=shape, chunks=(chunk, *shape[1:]), dtype="float32",
+            group.create_array("targets", shape=shape, chunks=(1, *shape[1:]), shards=(chunk, *shape[1:]),
+                               dtype="float32",
                                fill_value=_float_fill(), dimension_names=("sample", "channel", "height", "width"),
                                attributes={"range": [-1.0, 1.0]})
 

@@ -506,8 +506,11 @@ def test_noise_maps_are_optimised_stored_normalised_and_replay_the_stored_error(
     record = store.meta["inversion"]["noise_inputs"]
     assert record["optimised"] and record["weight"] == 1e5 and record["layers"][0] == ["blocks.0.conv", 4]
     maps = store.read_noise_maps(slice(0, 4))
-    for values, (_, r) in zip(maps, noise_inputs(G)):
+    for values, (name, r) in zip(maps, noise_inputs(G)):
         assert values.shape == (4, 1, r, r)
+        # one shard per store chunk, one row per inner chunk: explore reads the rows it shows, not their chunks
+        array = store.array(f"inversion/noise/{name}")
+        assert array.shards == (store.chunk, 1, r, r) and array.chunks == (1, 1, r, r)
         np.testing.assert_allclose(values.mean(axis=(1, 2, 3)), 0, atol=1e-5)
         np.testing.assert_allclose(values.std(axis=(1, 2, 3)), 1, rtol=1e-4)
     ws = G.truncate(torch.from_numpy(store.latent_array("w")[:]))
