@@ -59,7 +59,7 @@ def synthesize_scored(G: Any, predictors: Sequence[Any], ws: Any, labels: np.nda
             part = ws[start:start + BATCH]
             of_row = None if noise_maps is None else \
                 torch.arange(start, start + part.shape[0], device=noise_maps[0].device) % noise_maps[0].shape[0]
-            img = synthesize(G, part, lb, select_maps(noise_maps, of_row))
+            img = synthesize(G, part, lb, select_maps(noise_maps, of_row, device))
             if predictors:
                 scores.append(torch.cat([P(img).float() for P in predictors], dim=1).cpu().numpy())
             images.append(img.float().cpu())

@@ -65,7 +65,7 @@ class Base:
     labels: np.ndarray | None
     w: np.ndarray | None                # (S, w_dim) pre-truncation w, when the generator maps
     ws: Any                             # torch (S, num_ws, w_dim): the synthesis input of the unedited codes
-    noise: list[Any] | None = None      # torch (S, 1, r, r) per noise input: an inverted store's maps, or None
+    noise: list[Any] | None = None    # torch (S, 1, r, r) on the CPU per noise input: an inverted store's maps, or None
     images: Any = None
     scores: np.ndarray | None = None
     png: bytes = b""
@@ -337,7 +337,7 @@ class Explorer:
         base = self._bases.get(key)
         if base is None:
             base = self._codes_of(rows)
-            base.noise = stored_noise_maps(self.store, self.G, rows, self.device)
+            base.noise = stored_noise_maps(self.store, self.G, rows)        # on the CPU: the cache holds many
             base.images, base.scores = self._synthesize(base.ws, base.labels, base.noise)
             base.png = grid_png(base.images)
             self._bases.put(key, base)

@@ -279,7 +279,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     codes = np.concatenate([x[:, None, :].astype(np.float32), moved], axis=1)        # column 0: unedited
     # An inverted row re-generates its image only with the noise maps optimised beside its code: every edit of
     # the row keeps them (flat image i is an edit of row i // A). Drawn codes use the generator's own noise.
-    maps = stored_noise_maps(reader, G, rows, device) if stored else None
+    maps = stored_noise_maps(reader, G, rows) if stored else None                 # on the CPU; a batch's go over
 
     flat = codes.reshape(-1, codes.shape[-1])
     images, scores = [], []
@@ -290,8 +290,9 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
                 np.repeat(ws, codes.shape[1], axis=0)[start:start + batch]).to(device)
             lb = None if labels is None else torch.from_numpy(
                 np.repeat(labels, codes.shape[1])[start:start + batch].astype(np.int64)).to(device)
-            of_row = torch.arange(start, start + part.shape[0], device=device) // codes.shape[1]
-            img = synthesize(G, synthesis_input(G, part, space, base, layer_range, lb), lb, select_maps(maps, of_row))
+            of_row = torch.arange(start, start + part.shape[0]) // codes.shape[1]
+            img = synthesize(G, synthesis_input(G, part, space, base, layer_range, lb), lb,
+                             select_maps(maps, of_row, device))
             images.append(img.float().cpu())
             if rescore:
                 scores.append(torch.cat([P(img).float() for P in Ps], dim=1).cpu().numpy())
