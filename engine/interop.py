@@ -2,7 +2,9 @@
 
 * ``export_interfacegan(store, outdir)``: ``<attr>_<space>_boundary.npy`` (1, d) float32 per InterFaceGAN
   direction (what InterFaceGAN's ``edit.py`` loads), ``<space>.npy`` codes per stored space and
-  ``<attr>_scores.npy`` (N, 1) per attribute (what its ``train_boundary.py`` loads). Arrays are written
+  ``<attr>_scores.npy`` (N, 1) per attribute (what its ``train_boundary.py`` loads), and for an inverted store
+  with noise maps ``noise_<layer>.npy`` (N, 1, r, r) per noise layer, without which its codes do not
+  re-generate its reconstructions (``synthesize(..., noise_maps=)``). Arrays are written
   through ``np.lib.format.open_memmap`` chunk by chunk, so no full copy is held in RAM.
 * ``export_ganspace(store, outdir)``: ``<space>_ganspace.npz`` per GANSpace direction set, with every key
   GANSpace's ``visualize.py`` and ``interactive.py`` read, float32, as its ``decomposition.py`` writes them
@@ -104,12 +106,13 @@ def export_interfacegan(reader: Store, outdir: str | os.PathLike) -> list[str]:
         with _replacing(path) as temporary, open(temporary, "wb") as handle:
             np.save(handle, values.astype(np.float32))
         written.append(str(path))
-    for space in reader.spaces:
-        array = reader.latent_array(space)
-        path = out / f"{space}.npy"
+    # An inverted store's codes re-generate its images only with their noise maps: those go beside them.
+    arrays = [(f"latents/{space}", out / f"{space}.npy") for space in reader.spaces]
+    arrays += [(f"inversion/noise/{name}", out / f"noise_{name}.npy") for name, _ in reader.noise_layers()]
+    for name, path in arrays:
         with _replacing(path) as temporary:
-            target = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=array.shape)
-            for rows, block in reader.iter_rows(f"latents/{space}"):
+            target = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=reader.array(name).shape)
+            for rows, block in reader.iter_rows(name):
                 target[rows] = block
             target.flush()
             del target

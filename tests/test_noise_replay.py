@@ -8,6 +8,7 @@ the maps (without them, the images differ).
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,16 @@ def test_info_says_the_store_holds_noise_maps(generator, inverted):
     payload = engine.summary.summarize(Store.open(inverted["path"]))["noise_maps"]
     assert payload["layers"] == layers
     assert payload["bytes"] == 4 * ROWS * sum(r * r for _, r in noise_inputs(G))
+
+
+def test_export_writes_the_noise_maps_beside_the_codes_and_together_they_re_generate_the_images(generator, inverted,
+                                                                                            tmp_path):
+    _, G, _ = generator
+    written = engine.export(inverted["path"], tmp_path / "out", format="interfacegan")
+    space = inverted["space"]
+    assert sorted(Path(p).name for p in written) == sorted([f"{space}.npy", *(f"noise_{name}.npy" for name, _ in
+                                                                              noise_inputs(G))])
+    codes = np.load(tmp_path / "out" / f"{space}.npy")
+    maps = [torch.from_numpy(np.load(tmp_path / "out" / f"noise_{name}.npy")) for name, _ in noise_inputs(G)]
+    np.testing.assert_allclose(_mse(_render(G, space, codes, maps), inverted["targets"]), inverted["errors"],
+                               rtol=1e-5, atol=1e-7)
