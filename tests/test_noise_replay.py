@@ -158,6 +158,21 @@ def test_report_renders_reconstructions_with_the_maps_and_shows_the_stored_error
         if f"img{row}.png: MSE" in page:
             assert f"img{row}.png: MSE {inverted['errors'][row]:.3g}" in page
     assert page.count(": MSE ") >= 3 and "noise map per image on" in page
+    # the figure shows targets | the rows rendered with their maps | differences, not the codes alone
+    from engine.plots import image_grid
+    from engine.reporting import _shown_rows
+
+    shown = _shown_rows(Store.open(inverted["path"]), 3)
+    targets = inverted["targets"][shown]
+
+    def figure(images):
+        grid = image_grid(torch.stack([targets, images, (images - targets).abs() * 2 - 1], dim=1),
+                          scale=max(1, 64 // images.shape[-1]), col_labels=["target", "inverted", "|diff|"])
+        return np.asarray(grid.convert("RGB"), np.int16)
+
+    saved = _png((tmp_path / "report/images/inversion_reconstructions.png").read_bytes())
+    assert np.abs(saved - figure(inverted["images"][shown])).max() <= 1
+    assert np.abs(saved - figure(_render(G, inverted["space"], inverted["codes"][shown], None))).max() > 10
 
 
 def _png(data: bytes) -> np.ndarray:
