@@ -15,11 +15,12 @@ classifier still reads the right digit in the reconstruction, and per K the frac
 top class becomes K at some α, beside the same fraction for sampled codes (the boundaries' own reach).
 
 Noise maps (``--part noise``): a random-weight StyleGAN2 file (``--noise-size`` pixels, noise inputs at every
-resolution, built by tests/stylegan2_checkpoints.py) inverts ``--images`` images it generated from seeded codes
-and seeded noise maps, in W, three ways in one run: batched with per-image noise maps (the default), one image at
-a time with noise maps (the projector's way), and batched with the generator's own noise held fixed
-(``--fixed-noise``). Reported: images/s of each, the two ratios (what batching gains; what the maps cost), and
-each one's mean error.
+resolution, built by tests/stylegan2_checkpoints.py), W, ``--steps`` steps, one start, ``--images`` targets of
+three kinds: images it made from seeded codes with its own noise, the same codes with seeded N(0, 1) noise
+maps, and real scikit-learn digits (which it cannot draw). Speed, on the second kind: batched with per-image
+noise maps (``--optimize-noise``), one image at a time with noise maps (the projector's way), and batched with
+its own noise (the default); images/s of each and the two ratios. Quality: each kind's mean error with its own
+noise and with optimised maps.
 
     python benchmarks/bench_inversion.py --json inversion.json
     python benchmarks/bench_inversion.py --part speed --device cuda
@@ -91,6 +92,7 @@ def noise(args: argparse.Namespace) -> dict:
     from engine.methods.inversion import InversionSettings, Inverter
     from engine.models.base import noise_inputs, synthesize
     from engine.models.registry import load_generator
+    from engine.models.train_digits import load_digit_images
     from tests.stylegan2_checkpoints import rosinality_state
 
     device = resolve_device(args.device)
@@ -102,11 +104,14 @@ def noise(args: argparse.Namespace) -> dict:
     z = torch.randn(args.images, G.z_dim, generator=draw)
     maps = [torch.randn(args.images, 1, r, r, generator=draw) for _, r in noise_inputs(G)]
     with torch.no_grad():
-        images = synthesize(G, G.mapping(z.to(device)), noise_maps=[m.to(device) for m in maps]).cpu().numpy()
-    results = {}
-    runs = (("batched_noise_maps", args.batch, True), ("one_at_a_time_noise_maps", 1, True),
-            ("batched_fixed_noise", args.batch, False))
-    for name, batch, optimize in runs:
+        ws = G.mapping(z.to(device))
+        other = synthesize(G, ws, noise_maps=[m.to(device) for m in maps])
+        targets = {"its own images": synthesize(G, ws).cpu().numpy(), "its images with other noise": other.cpu().numpy()}
+    digits = load_digit_images()[0][:args.images]                        # real digits, which it cannot draw
+    targets["real digits"] = torch.nn.functional.interpolate(digits, size=(args.noise_size,) * 2).repeat(
+        1, G.img_channels, 1, 1).numpy()
+
+    def run(images: np.ndarray, batch: int, optimize: bool) -> tuple[float, float]:
         inverter = Inverter(G, InversionSettings(space="w", steps=args.steps, optimize_noise=optimize), device, batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -114,16 +119,27 @@ def noise(args: argparse.Namespace) -> dict:
         out = inverter(images, 0, len(images))
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        results[name] = {"batch": batch, "seconds": round(seconds, 2), "images_per_s": round(len(images) / seconds, 3),
-                         "mean_mse_over_variance": float(out["error"].mean() / images.var())}
-        print(f"{name:>25}: batch {batch:>3}  {seconds:8.2f} s  {len(images) / seconds:8.2f} images/s  "
-              f"MSE/var {results[name]['mean_mse_over_variance']:.4f}", flush=True)
-    ips = {name: results[name]["images_per_s"] for name, _, _ in runs}
-    results["batching_speedup"] = round(ips["batched_noise_maps"] / ips["one_at_a_time_noise_maps"], 2)
-    results["noise_maps_cost"] = round(ips["batched_fixed_noise"] / ips["batched_noise_maps"], 2)
-    print(f"batched / one at a time (noise maps): {results['batching_speedup']}x; fixed noise / noise maps: "
+        return time.perf_counter() - start, float(out["error"].mean() / images.var())
+
+    results: dict = {"speed": {}, "quality": {}}
+    other = targets["its images with other noise"]
+    for name, batch, optimize in (("batched, noise maps", args.batch, True), ("one at a time, noise maps", 1, True),
+                                  ("batched, own noise", args.batch, False)):
+        seconds, error = run(other, batch, optimize)
+        results["speed"][name] = {"batch": batch, "seconds": round(seconds, 2),
+                                  "images_per_s": round(len(other) / seconds, 3), "mse_over_variance": error}
+        print(f"{name:>26}: batch {batch:>3}  {seconds:8.2f} s  {len(other) / seconds:8.2f} images/s  "
+              f"MSE/var {error:.4f}", flush=True)
+    ips = {name: r["images_per_s"] for name, r in results["speed"].items()}
+    results["batching_speedup"] = round(ips["batched, noise maps"] / ips["one at a time, noise maps"], 2)
+    results["noise_maps_cost"] = round(ips["batched, own noise"] / ips["batched, noise maps"], 2)
+    print(f"batched / one at a time (noise maps): {results['batching_speedup']}x; own noise / noise maps: "
           f"{results['noise_maps_cost']}x", flush=True)
+    for kind, images in targets.items():
+        own, with_maps = run(images, args.batch, False)[1], run(images, args.batch, True)[1]
+        results["quality"][kind] = {"own_noise": own, "noise_maps": with_maps}
+        print(f"{kind:>28}: MSE/var with its own noise {own:.4f}, with optimised noise maps {with_maps:.4f}",
+              flush=True)
     return {"device": str(device), "resolution": args.noise_size, "noise_inputs": len(maps), "images": args.images,
             "steps": args.steps, **results}
 

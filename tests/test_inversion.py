@@ -268,7 +268,7 @@ def test_a_stylegan2_file_inverts_in_w_plus_and_records_its_hash(tmp_path):
                optimize_noise=False)
     # optimised maps replace every noise input, so a noise=random generator's inversion replays exactly
     random = invert(tmp_path / "targets.npy", tmp_path / "r.zarr", spec + ",noise=random", space="wp", steps=5,
-                    device="cpu", progress=False)
+                    device="cpu", progress=False, optimize_noise=True)
     G_random = load_generator(random.meta["generator"])
     with torch.no_grad():
         replayed = synthesize(G_random, torch.from_numpy(random.latent_array("wp")[:]),
@@ -501,7 +501,7 @@ def test_noise_maps_are_optimised_stored_normalised_and_replay_the_stored_error(
     G = load_generator(spec)
     # 3 restarts in batches of 3 rows: each image keeps the maps of its best restart, not of restart 0
     store = invert(path, tmp_path / "inv.zarr", spec, space="w", steps=30, restarts=3, batch=3, device="cpu",
-                   progress=False)
+                   progress=False, optimize_noise=True)
     assert [tuple(layer) for layer in store.noise_layers()] == list(noise_inputs(G)) and len(store.noise_layers()) == 5
     record = store.meta["inversion"]["noise_inputs"]
     assert record["optimised"] and record["weight"] == 1e5 and record["layers"][0] == ["blocks.0.conv", 4]
@@ -521,20 +521,22 @@ def test_noise_maps_are_optimised_stored_normalised_and_replay_the_stored_error(
     np.testing.assert_allclose(((with_maps - targets) ** 2).mean(axis=(1, 2, 3)), error, rtol=1e-5, atol=1e-7)
     assert np.abs(((own_noise - targets) ** 2).mean(axis=(1, 2, 3)) - error).min() > 1e-3   # the maps matter
 
-    fixed = invert(path, tmp_path / "fixed.zarr", spec, space="w", steps=30, device="cpu", progress=False,
-                   optimize_noise=False)
+    fixed = invert(path, tmp_path / "fixed.zarr", spec, space="w", steps=30, device="cpu", progress=False)
     assert fixed.noise_layers() == [] and "inversion/noise" not in [k for k, _ in fixed.group.members(max_depth=None)]
     assert fixed.meta["inversion"]["noise_inputs"] == "the generator's own (held fixed)"
-    result = CliRunner().invoke(cli, ["invert", path, str(tmp_path / "cli.zarr"), "-g", spec, "--steps", "2",
-                                      "--fixed-noise", "--device", "cpu", "-q"])
+    with pytest.warns(UserWarning, match="without optimize_noise .--optimize-noise. it changes nothing"):
+        result = CliRunner().invoke(cli, ["invert", path, str(tmp_path / "cli.zarr"), "-g", spec, "--steps", "2",
+                                          "--noise-weight", "10", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert Store.open(tmp_path / "cli.zarr").noise_layers() == []
     result = CliRunner().invoke(cli, ["invert", path, str(tmp_path / "cli2.zarr"), "-g", spec, "--steps", "2",
-                                      "--noise-weight", "10", "--device", "cpu", "--json"])
+                                      "--optimize-noise", "--noise-weight", "10", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["noise_maps"] == [name for name, _ in noise_inputs(G)]
     assert Store.open(tmp_path / "cli2.zarr").meta["inversion"]["settings"]["noise_weight"] == 10
-    digits = invert(path, tmp_path / "digits.zarr", "digits", steps=2, device="cpu", progress=False)
+    with pytest.warns(UserWarning, match="no noise inputs"):
+        digits = invert(path, tmp_path / "digits.zarr", "digits", steps=2, device="cpu", progress=False,
+                        optimize_noise=True)
     assert digits.noise_layers() == [] and "no noise inputs" in digits.meta["inversion"]["noise_inputs"]
 
 
@@ -545,7 +547,7 @@ def test_the_regulariser_keeps_the_noise_maps_from_painting_the_target(noisy_sty
 
     def correlation(weight: float) -> float:
         store = invert(path, tmp_path / f"{weight}.zarr", spec, space="w", steps=60, device="cpu", progress=False,
-                       noise_weight=weight)
+                       optimize_noise=True, noise_weight=weight)
         finest = store.read_noise_maps(slice(0, 4))[-2:]            # the two 16² maps
         return max(abs(np.corrcoef(m[:, 0].ravel(), grey)[0, 1]) for m in finest)
 
@@ -555,7 +557,7 @@ def test_the_regulariser_keeps_the_noise_maps_from_painting_the_target(noisy_sty
 
 def test_an_interrupted_inversion_with_noise_maps_resumes_to_the_same_store(noisy_stylegan2, tmp_path, monkeypatch):
     spec, path, _ = noisy_stylegan2
-    options = dict(space="wp", steps=8, chunk=2, batch=2, device="cpu", progress=False)
+    options = dict(space="wp", steps=8, chunk=2, batch=2, device="cpu", progress=False, optimize_noise=True)
     whole = invert(path, tmp_path / "whole.zarr", spec, **options)
     real_call = Inverter.__call__
 
@@ -568,8 +570,8 @@ def test_an_interrupted_inversion_with_noise_maps_resumes_to_the_same_store(nois
     with pytest.raises(RuntimeError, match="injected"):
         invert(path, tmp_path / "cut.zarr", spec, **options)
     monkeypatch.setattr(Inverter, "__call__", real_call)
-    with pytest.raises(StoreError, match=r"optimize_noise=True \(False is --fixed-noise\), this run asks for False"):
-        invert(path, tmp_path / "cut.zarr", spec, **options, optimize_noise=False, resume=True)
+    with pytest.raises(StoreError, match=r"optimize_noise=True \(--optimize-noise\), this run asks for False"):
+        invert(path, tmp_path / "cut.zarr", spec, **{**options, "optimize_noise": False}, resume=True)
     with pytest.raises(StoreError, match=r"noise_weight=100000.0 \(--noise-weight\)"):
         invert(path, tmp_path / "cut.zarr", spec, **options, noise_weight=10.0, resume=True)
     resumed = invert(path, tmp_path / "cut.zarr", spec, **options, resume=True)
@@ -580,8 +582,9 @@ def test_an_interrupted_inversion_with_noise_maps_resumes_to_the_same_store(nois
     np.testing.assert_array_equal(resumed.array("inversion/error")[:], whole.array("inversion/error")[:])
 
 
+@pytest.mark.filterwarnings("ignore:.*changes nothing")          # the point of this test
 def test_settings_that_change_nothing_do_not_block_a_resume(noisy_stylegan2, generated, tmp_path, monkeypatch):
-    """The noise weight of a --fixed-noise run, and the noise settings of a generator without noise inputs."""
+    """The noise weight of a run without noise maps, and the noise settings of a generator without noise inputs."""
     spec, path, _ = noisy_stylegan2
     real_call = Inverter.__call__
 
@@ -590,14 +593,15 @@ def test_settings_that_change_nothing_do_not_block_a_resume(noisy_stylegan2, gen
             raise RuntimeError("injected failure in chunk 1")
         return real_call(self, targets, index, chunk)
 
-    for generator, images, options in ((spec, path, dict(optimize_noise=False)), ("digits", generated[0], {})):
+    for generator, images, options in ((spec, path, dict(optimize_noise=False)), ("digits", generated[0],
+                                                                                   dict(optimize_noise=True))):
         store = tmp_path / f"{generator.split(':')[0]}.zarr"
         common = dict(space="w", steps=3, chunk=2, batch=2, device="cpu", progress=False, **options)
         monkeypatch.setattr(Inverter, "__call__", failing)
         with pytest.raises(RuntimeError, match="injected"):
             invert(images, store, generator, **common)
         monkeypatch.setattr(Inverter, "__call__", real_call)
-        changed = {"noise_weight": 3.0} if options else {"optimize_noise": False, "noise_weight": 3.0}
+        changed = {"noise_weight": 3.0} if generator == spec else {"optimize_noise": False, "noise_weight": 3.0}
         assert invert(images, store, generator, **{**common, **changed}, resume=True).complete
 
 
@@ -611,7 +615,7 @@ def test_a_dask_task_of_a_stylegan2_file_writes_the_noise_maps_the_in_process_ru
     from engine.runtime import run_chunk
 
     spec, path, _ = noisy_stylegan2
-    options = dict(space="w", steps=6, chunk=2, batch=2, device="cpu", progress=False)
+    options = dict(space="w", steps=6, chunk=2, batch=2, device="cpu", progress=False, optimize_noise=True)
     whole = invert(path, tmp_path / "whole.zarr", spec, **options)
     monkeypatch.setattr(Inverter, "__call__", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError):
@@ -619,7 +623,7 @@ def test_a_dask_task_of_a_stylegan2_file_writes_the_noise_maps_the_in_process_ru
     monkeypatch.undo()
     layers = noise_inputs(load_generator(spec))
     job = InversionJob(open_images(path), "w", 16, 3, noise_layers=layers,
-                       models=InverterSpecs(spec, InversionSettings(space="w", steps=6), "cpu", 2))
+                       models=InverterSpecs(spec, InversionSettings(space="w", steps=6, optimize_noise=True), "cpu", 2))
     shipped = pickle.loads(pickle.dumps(job))
     for index in (1, 0):
         run_chunk(shipped, str(tmp_path / "task.zarr"), index)
@@ -641,7 +645,8 @@ def test_cuda_noise_map_inversion_replays_on_the_cpu_reference(noisy_stylegan2, 
     for a, b in zip(maps, on_gpu):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-5)
     spec, path, targets = noisy_stylegan2
-    gpu = invert(path, tmp_path / "gpu.zarr", spec, space="w", steps=30, device="cuda", progress=False)
+    gpu = invert(path, tmp_path / "gpu.zarr", spec, space="w", steps=30, device="cuda", progress=False,
+                 optimize_noise=True)
     G = load_generator(spec)                                         # the CPU reference renders what cuda stored
     with torch.no_grad():
         images = synthesize(G, G.truncate(torch.from_numpy(gpu.latent_array("w")[:])),
@@ -658,10 +663,36 @@ def test_a_stylegan_v1_file_inverts_with_a_noise_map_per_layer_that_replays_its_
     save_genforce_checkpoint(tmp_path / "v1.pth", 16, seed=4)
     spec = f"stylegan:{tmp_path / 'v1.pth'}"
     G = load_generator(spec)
-    store = invert(path, tmp_path / "v1.zarr", spec, space="wp", steps=10, device="cpu", progress=False)
+    store = invert(path, tmp_path / "v1.zarr", spec, space="wp", steps=10, device="cpu", progress=False,
+                   optimize_noise=True)
     assert store.noise_layers() == [(f"layers.{i}", 4 << (i // 2)) for i in range(6)] == list(noise_inputs(G))
     with torch.no_grad():
         images = synthesize(G, torch.from_numpy(store.latent_array("wp")[:]),
                             noise_maps=[torch.from_numpy(m) for m in store.read_noise_maps(slice(0, 4))]).numpy()
     np.testing.assert_allclose(((images - targets) ** 2).mean(axis=(1, 2, 3)), store.array("inversion/error")[:],
                                rtol=1e-5, atol=1e-7)
+
+
+def test_the_generators_own_images_invert_back_and_noise_maps_start_at_its_own_noise(noisy_stylegan2, tmp_path):
+    """The projector starts at fresh N(0, 1) maps; starting at the file's noise is what keeps an image the
+    generator made (with that noise) within reach of --optimize-noise."""
+    spec, _, _ = noisy_stylegan2
+    G = load_generator(spec)
+    inverter = Inverter(G, InversionSettings(space="w", optimize_noise=True), "cpu", 4,
+                        stats=(np.zeros(G.w_dim, np.float32), 1.0))
+    z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ws = G.mapping(z)
+        own = synthesize(G, ws)
+        np.testing.assert_array_equal(synthesize(G, ws, noise_maps=[m.expand(4, -1, -1, -1) for m in
+                                                                    inverter.start_noise()]).numpy(), own.numpy())
+    np.save(tmp_path / "own.npy", own.numpy())
+    errors = {maps: invert(tmp_path / "own.npy", tmp_path / f"{maps}.zarr", spec, space="w", steps=200,
+                           device="cpu", progress=False, optimize_noise=maps).array("inversion/error")[:].mean()
+              for maps in (False, True)}
+    variance = own.numpy().var()
+    # The default (the generator's own noise) is the known ground truth: its images invert back.
+    assert errors[False] < 0.01 * variance, errors
+    # Maps held white by the regulariser cannot keep the file's noise exactly, but stay close to it
+    # (fresh N(0, 1) maps, as the projector starts, left 33 % of the variance).
+    assert errors[True] < 0.15 * variance, errors

@@ -114,6 +114,12 @@ class StyleGenerator(torch.nn.Module):
         images = self.network.synthesis(ws, noise=self.noise, generator=self._noise_stream(), **extra)
         return images.clamp(-1.0, 1.0)
 
+    def stored_noise(self) -> list[torch.Tensor]:
+        """The file's own noise of each ``noise_inputs`` entry as a (1, 1, r, r) map (what noise=const adds, before
+        the layer's strength): where an inversion's per-image maps start."""
+        return [self.network.get_submodule(name).noise_const.detach().reshape(1, 1, r, r).float()
+                for name, r in self.noise_inputs]
+
     @property
     def noise_inputs(self) -> tuple[tuple[str, int], ...]:
         """(layer name, resolution r) of each per-layer noise input, in synthesis order; each takes a
