@@ -131,8 +131,13 @@ def test_an_interrupted_inversion_resumes_to_the_same_store(generated, tmp_path,
     monkeypatch.setattr(Inverter, "__call__", real_call)
     with pytest.raises(StoreError, match="already exists"):
         invert(path, tmp_path / "cut.zarr", "digits", **options)
-    with pytest.raises(StoreError, match="steps"):
+    with pytest.raises(StoreError, match=r"steps=20 \(--steps\), this run asks for 21"):
         invert(path, tmp_path / "cut.zarr", "digits", **{**options, "steps": 21}, resume=True)
+    np.save(tmp_path / "other.npy", np.load(path))
+    with pytest.raises(StoreError, match=r"inverted from .*generated.npy \(24 images\), this run gives .*other.npy"):
+        invert(tmp_path / "other.npy", tmp_path / "cut.zarr", "digits", **options, resume=True)
+    with pytest.raises(StoreError, match=r"keep_images=False \(--keep-images\), this run asks for True"):
+        invert(path, tmp_path / "cut.zarr", "digits", **options, keep_images=True, resume=True)
     resumed = invert(path, tmp_path / "cut.zarr", "digits", **options, resume=True)
     assert resumed.complete
     for name in ("latents/w", "inversion/error", "inversion/files"):
@@ -301,10 +306,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, make, message):
 def test_bad_settings_name_the_flag(generated, tmp_path):
     path, _, _ = generated
     for args, message in ((["--steps", "0"], "--steps must be a positive integer"),
-                          (["--lr", "-1"], "--lr must be a positive number"),
+                          (["--lr", "-1"], "--lr must be a finite positive number"),
                           (["--space", "z", "--restarts", "0"], "--restarts"),
-                          (["--noise-weight", "-1"], "--noise-weight must be a non-negative number"),
-                          (["--noise-weight", "nan"], "--noise-weight must be a non-negative number")):
+                          (["--noise-weight", "-1"], "--noise-weight must be a finite non-negative number"),
+                          (["--noise-weight", "inf"], "--noise-weight must be a finite non-negative number"),
+                          (["--noise-weight", "nan"], "--noise-weight must be a finite non-negative number")):
         result = CliRunner().invoke(cli, ["invert", path, str(tmp_path / "x.zarr"), "-g", "digits", *args])
         assert result.exit_code == 1 and message in result.output, result.output
     assert not (tmp_path / "x.zarr").exists()
@@ -696,3 +702,35 @@ def test_the_generators_own_images_invert_back_and_noise_maps_start_at_its_own_n
     # Maps held white by the regulariser cannot keep the file's noise exactly, but stay close to it
     # (fresh N(0, 1) maps, as the projector starts, left 33 % of the variance).
     assert errors[True] < 0.15 * variance, errors
+
+
+def test_ctrl_c_keeps_the_committed_chunks_and_says_how_to_resume(generated, tmp_path, monkeypatch):
+    path, _, _ = generated
+    real_call = Inverter.__call__
+
+    def interrupted(self, targets, index, chunk):
+        if index == 1:
+            raise KeyboardInterrupt
+        return real_call(self, targets, index, chunk)
+
+    monkeypatch.setattr(Inverter, "__call__", interrupted)
+    args = ["invert", path, str(tmp_path / "cut.zarr"), "-g", "digits", "--steps", "3", "--chunk", "8", "--device",
+            "cpu", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130 and "chunks committed so far are kept" in result.output, result.output
+    assert "--resume" in result.output and result.output.count("\n") == 1
+    assert Store.open(tmp_path / "cut.zarr").pending_chunks() == [1, 2]
+    monkeypatch.setattr(Inverter, "__call__", real_call)
+    assert CliRunner().invoke(cli, [*args, "--resume"]).exit_code == 0
+    assert Store.open(tmp_path / "cut.zarr").complete
+
+
+def test_the_progress_bar_follows_the_steps_of_each_batch(generated):
+    path, images, _ = generated
+    G = load_generator("digits")
+    inverter = Inverter(G, InversionSettings(space="w", steps=40), "cpu", 4)
+    seen = []
+    inverter.on_step = seen.append
+    inverter(images[:8], 0, 8)
+    assert seen[0] == "chunk 0, batch 1/2, step 0/40" and seen[-1] == "chunk 0, batch 2/2, step 38/40"
+    assert len(seen) == 2 * 20                    # a postfix twenty times a batch, whatever the steps

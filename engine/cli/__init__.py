@@ -29,6 +29,12 @@ USER_ERRORS = (ValueError, OSError, LockError)
 BUG_EXIT_STATUS = 70
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C in a command that can resume: what is kept and how to go on, exit status 130 (as for SIGINT)."""
+
+    exit_code = 130
+
+
 class BugReport(click.ClickException):
     """An unplanned exception: reported as a bug in one line, its traceback saved to a file."""
 
@@ -82,6 +88,12 @@ class EngineGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:
+            command = self._subcommand(ctx)
+            if command is None or not any(p.name == "resume" for p in command.params):
+                raise
+            raise Interrupted(f"interrupted: the chunks committed so far are kept; run the same command with --resume "
+                              f"to finish the rest (`latent-engine info STORE` shows how far it got)") from None
         except (*USER_ERRORS, MemoryError) as exc:
             if os.environ.get("LATENT_ENGINE_DEBUG"):
                 raise

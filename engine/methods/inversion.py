@@ -115,7 +115,7 @@ class InversionSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0 or value == 0 and name != "noise_weight":
-                kind = "a non-negative" if name == "noise_weight" else "a positive"
+                kind = "a finite non-negative" if name == "noise_weight" else "a finite positive"
                 raise ValueError(f"{name} must be {kind} number; got {value!r}")
 
 
@@ -212,6 +212,8 @@ class Inverter:
         self.features = None if predictor is None else feature_function(predictor)
         #: (layer, r) of the noise maps optimised per image: the generator's noise inputs, if asked for.
         self.noise_layers = noise_inputs(G) if settings.optimize_noise else ()
+        #: Called with "batch i/n, step s/S" as the optimisation goes (a progress bar's postfix), or None.
+        self.on_step: Callable[[str], None] | None = None
         if settings.space == "z":
             self.w_avg, self.spread = None, float(math.sqrt(G.z_dim))
         else:
@@ -280,9 +282,11 @@ class Inverter:
         codes = np.empty(starts.shape[1:], np.float32)
         error = np.empty(rows, np.float32)
         noise = [np.empty((rows, 1, r, r), np.float32) for _, r in self.noise_layers]
+        batches = -(-rows // self.batch)
         for start in range(0, rows, self.batch):
             stop = min(start + self.batch, rows)
             seed = _stream_seed(self.settings.seed, 5, index, start)
+            self._batch_label = f"chunk {index}, batch {start // self.batch + 1}/{batches}"
             codes[start:stop], error[start:stop], maps = self.invert_batch(targets[start:stop],
                                                                            starts[:, start:stop], seed)
             for out, values in zip(noise, maps):
@@ -309,7 +313,10 @@ class Inverter:
             if self.features is not None:
                 with torch.no_grad():
                     target_features = self.features(target)
+            report_every = max(1, s.steps // 20)
             for step in range(s.steps):
+                if self.on_step is not None and step % report_every == 0:
+                    self.on_step(f"{getattr(self, '_batch_label', 'batch')}, step {step}/{s.steps}")
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, s.steps, s.lr)
                 scale = noise_scale(step, s.steps, self.spread)
@@ -495,14 +502,25 @@ def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chun
             flag = f" ({SETTING_FLAGS[key]})" if key in SETTING_FLAGS else ""
             raise StoreError(f"cannot resume {path}: it was inverted with {key}={stored!r}{flag}, this run asks for "
                              f"{asked!r}")
-    checks = {"n": (meta.get("n"), n), "chunk": (meta.get("chunk"), chunk),
-              "generator": (meta.get("generator"), record["generator"]),
-              "images": (then.get("images"), now["images"]),
-              "keep_images": (then.get("keep_images"), now["keep_images"])}
-    for key, (stored, asked) in checks.items():
+    if then.get("images") != now["images"]:
+        raise StoreError(f"cannot resume {path}: it was inverted from {_images_text(then.get('images'))}, this run "
+                         f"gives {_images_text(now['images'])}")
+    checks = {"n": (meta.get("n"), n, "images"), "chunk": (meta.get("chunk"), chunk, "--chunk"),
+              "generator": (meta.get("generator"), record["generator"], "--generator"),
+              "keep_images": (then.get("keep_images"), now["keep_images"], "--keep-images")}
+    for key, (stored, asked, flag) in checks.items():
         if stored != asked:
-            raise StoreError(f"cannot resume {path}: it was inverted with {key}={stored!r}, this run asks for "
-                             f"{asked!r}")
+            raise StoreError(f"cannot resume {path}: it was inverted with {key}={stored!r} ({flag}), this run asks "
+                             f"for {asked!r}")
+
+
+def _images_text(images: Any) -> str:
+    """A store's record of its images (``ImageSource.description``) in a few words."""
+    if not isinstance(images, dict):
+        return repr(images)
+    if images.get("kind") == "array":
+        return f"{images.get('path')} ({images.get('count')} images)"
+    return f"{images.get('count')} image files ({images.get('first')} … {images.get('last')})"
 
 
 #: The command-line flag of each setting, for the resume's error.
@@ -697,7 +715,9 @@ def invert(images: str | os.PathLike, store: str | os.PathLike, generator: Any, 
                 run = run_on_dask(InversionJob(**common, models=specs), target.path, pending, handle,
                                   on_chunk=lambda i, rows: bar.update(rows))
             else:
-                job = InversionJob(**common, inverter=Inverter(G, settings, dev, batch, P, stats))
+                inverter = Inverter(G, settings, dev, batch, P, stats)
+                inverter.on_step = lambda text: bar.set_postfix_str(text, refresh=True)
+                job = InversionJob(**common, inverter=inverter)
                 run = run_in_process(job, target, pending, on_chunk=lambda i, rows: bar.update(rows))
         if run.rows:
             target.update_meta(device=run_device, batch=int(batch), images_per_s=round(run.samples_per_s, 3))
