@@ -196,3 +196,16 @@ def test_directions_of_another_generator_are_refused_naming_both_generators(gene
     assert edit(generator_stores["digits"], "custom/d", direction_from=generator_stores["digits"], samples=1,
                 alphas="0,1,2")["images"].shape[:2] == (1, 2)
 
+
+def test_an_inverted_store_without_direction_from_says_where_its_directions_come_from(generator_stores):
+    inverted = generator_stores["inverted"]
+    result = run_cli("edit", inverted, "--stored", "--direction", "custom/d", "--samples", "1", "--device", "cpu")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "unknown direction 'custom/d'" in result.stderr and "--direction-from OTHER.zarr" in result.stderr
+    assert "sampled store of the same generator" in result.stderr
+    result = edit(inverted, "custom/d", direction_from=generator_stores["digits"], stored=True, samples=1,
+                  alphas="0,0,1")
+    assert result["images"].shape[:2] == (1, 1)
+    with pytest.raises(engine.StoreError) as sampled:                                  # no hint for a sampled store
+        edit(generator_stores["digits"], "custom/nope", samples=1)
+    assert "direction-from" not in str(sampled.value)

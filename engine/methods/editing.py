@@ -29,7 +29,7 @@ from engine.cli.options import echo_json, echo_table, json_option
 from engine.methods import Method
 from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
 from engine.spaces import LatentSpace, LatentView, codes_from_z, parse_layers, synthesis_input
-from engine.store import Store
+from engine.store import Store, StoreError
 
 UNITS = ("sigma", "raw")
 SPREAD_ROWS = 4096      # codes whose spread along a direction defines σ: the store's first committed rows
@@ -200,7 +200,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         raise ValueError(f"direction must be METHOD/NAME (e.g. interfacegan/smile); got {direction!r}")
     source = reader if direction_from is None else open_for_reading(direction_from)
     check_same_generator(reader, source)
-    values, attrs = source.read_direction(key)
+    values, attrs = _read_direction(source, key, hint=direction_from is None and "inversion" in reader.group)
     if row >= values.shape[0]:
         raise ValueError(f"direction {direction!r}: {key} has {values.shape[0]} rows (0-{values.shape[0] - 1})")
     n = values[row].astype(np.float64)
@@ -327,6 +327,18 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
             rescore_plot(change, table_attrs, attributes).save(plot)
             result["plot"] = str(plot)
     return result
+
+
+def _read_direction(store: Store, key: str, hint: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """``store.read_direction(key)``; with ``hint`` (an inverted store, no ``direction_from``) an unknown
+    direction's refusal says where an inverted store's directions come from."""
+    try:
+        return store.read_direction(key)
+    except StoreError as exc:
+        if not hint:
+            raise
+        raise StoreError(f"{exc}; an inverted store takes its directions from a sampled store of the same "
+                         "generator: direction_from='OTHER.zarr' (--direction-from OTHER.zarr)") from None
 
 
 def _where(path: str) -> str:
