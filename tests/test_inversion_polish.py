@@ -1,12 +1,17 @@
 """What a new user meets after `invert`: the report of an inverted store and `info`'s inversion settings."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 import engine
 from engine.reporting import report
 from engine.store import Store
+from tests.conftest import run_cli
+from tests.stylegan2_checkpoints import rosinality_state
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +48,33 @@ def test_one_direction_that_cannot_edit_is_a_note_and_the_edits_have_a_progress_
     assert "The edits in the Inversion section above take theirs" in page.split("<h2>Directions</h2>")[1]
     bar = capsys.readouterr().err
     assert "report inversion edits: 100%" in bar and "2.00/2.00" in bar
+
+
+def test_info_prints_and_returns_the_inversion_settings(stores, tmp_path):
+    targets = tmp_path / "targets.npy"
+    np.save(targets, np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    featured = engine.invert(targets, tmp_path / "featured.zarr", "digits", space="wp", steps=3, restarts=2, lr=0.05,
+                             feature_loss="digits", feature_weight=0.5, keep_images=True, device="cpu",
+                             progress=False)
+    torch.save({"g_ema": rosinality_state(size=8, seed=5)}, tmp_path / "g.pt")
+    noisy = engine.invert(targets, tmp_path / "noisy.zarr", f"stylegan2:{tmp_path / 'g.pt'}", steps=1,
+                          optimize_noise=True, noise_weight=1000.0, device="cpu", progress=False)
+    expected = {
+        stores["inverted"]: ("space w, 2 steps, 1 restart(s), lr 0.1, no feature loss, noise maps not optimised, "
+                             "targets not kept",
+                             {"space": "w", "steps": 2, "restarts": 1, "lr": 0.1, "seed": 0, "feature_loss": None,
+                              "feature_weight": None, "optimize_noise": False, "noise_weight": None,
+                              "keep_images": False}),
+        featured.path: ("space wp, 3 steps, 2 restart(s), lr 0.05, feature loss digits (weight 0.5), noise maps not "
+                        "optimised, targets kept",
+                        {"space": "wp", "steps": 3, "restarts": 2, "lr": 0.05, "feature_loss": "digits",
+                         "feature_weight": 0.5, "optimize_noise": False, "keep_images": True}),
+        noisy.path: ("space w, 1 steps, 1 restart(s), lr 0.1, no feature loss, noise maps optimised (weight 1000), "
+                     "targets not kept", {"optimize_noise": True, "noise_weight": 1000.0}),
+    }
+    for path, (line, settings) in expected.items():
+        text = run_cli("info", path, check=True).stdout
+        assert f"  inversion settings: {line}\n" in text
+        recorded = json.loads(run_cli("info", path, "--json", check=True).stdout)["inversion_settings"]
+        assert {key: recorded[key] for key in settings} == settings
+    assert "inversion settings" not in run_cli("info", stores["sampled"], check=True).stdout
