@@ -172,7 +172,7 @@ def _load_array(path: str) -> np.ndarray:
     except OSError as exc:
         raise ValueError(f"images: cannot read {path} ({exc.strerror or exc})") from None
     if head != NPY_MAGIC:
-        what = "an empty file" if not head else "a .npz archive" if head.startswith(b"PK") else "something else"
+        what = "an empty file" if not head else "a .npz archive" if head.startswith(b"PK") else "no NumPy header"
         raise ValueError(f"images: {path} is not a .npy array ({what}; save images with numpy.save)")
     try:
         return np.load(path, mmap_mode="r")

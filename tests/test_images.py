@@ -149,7 +149,7 @@ def test_a_uint16_array_beyond_255_maps_0_to_65535_like_a_16_bit_png(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: (d / "garbage.npy").write_text("x,y\n1,2\n"), "garbage.npy is not a .npy array"),
+    (lambda d: (d / "garbage.npy").write_text("x,y\n1,2\n"), "garbage.npy is not a .npy array (no NumPy header"),
     (lambda d: (d / "garbage.npy").write_bytes(b""), "garbage.npy is not a .npy array (an empty file"),
     (lambda d: np.savez(d / "garbage.npz", a=np.zeros((1, 8, 8))) or (d / "garbage.npz").rename(d / "garbage.npy"),
      "garbage.npy is not a .npy array (a .npz archive"),
