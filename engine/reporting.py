@@ -125,14 +125,17 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
     'raw', as ``edit`` takes them), each beside its re-scoring table when ``edit --rescore`` wrote one.
     An inverted store (``latent-engine invert``) also shows its targets (when kept), reconstructions and errors
     side by side, and edits of its rows along the directions it was edited with (``edit --rescore
-    --direction-from``) or, with ``direction_from``, along that store's strongest directions.
+    --direction-from``) or, with ``direction_from``, along that store's strongest directions (a store of
+    another generator is refused, as ``edit`` refuses it).
     """
-    from engine.methods.editing import check_units, parse_alphas
+    from engine.methods.editing import check_same_generator, check_units, parse_alphas
 
     started = time.perf_counter()
     check_units(units)
     parse_alphas(alphas)
     reader = store if isinstance(store, Store) else Store.open(store)
+    if direction_from is not None:                # refused before anything is written, not once per direction
+        check_same_generator(reader, Store.open(str(direction_from)))
     out_dir = Path(out) if out is not None else default_out(reader.path)
     page = _Page(out_dir)
     summary = summarize(reader)

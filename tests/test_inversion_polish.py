@@ -10,7 +10,7 @@ import torch
 import engine
 from engine.reporting import report
 from engine.store import Store
-from tests.conftest import run_cli
+from tests.conftest import PLANTED_SMALL, run_cli
 from tests.stylegan2_checkpoints import rosinality_state
 
 
@@ -78,3 +78,12 @@ def test_info_prints_and_returns_the_inversion_settings(stores, tmp_path):
         recorded = json.loads(run_cli("info", path, "--json", check=True).stdout)["inversion_settings"]
         assert {key: recorded[key] for key in settings} == settings
     assert "inversion settings" not in run_cli("info", stores["sampled"], check=True).stdout
+
+
+def test_a_report_with_directions_of_another_generator_is_refused_before_writing(stores, tmp_path):
+    planted = engine.sample(str(tmp_path / "planted.zarr"), PLANTED_SMALL, [], n=8, chunk=8, progress=False)
+    with pytest.raises(ValueError, match=r"was made with generator 'planted.*, .*inv.zarr with 'digits'"):
+        report(stores["inverted"], tmp_path / "site", direction_from=planted.path, progress=False)
+    assert not (tmp_path / "site").exists()
+    result = run_cli("report", stores["inverted"], "--out", str(tmp_path / "site"), "--direction-from", planted.path)
+    assert result.returncode == 1 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
