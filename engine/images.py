@@ -7,9 +7,10 @@ It holds paths, not pixels, so a chunked job can be pickled to a Dask worker and
 
 Conversions, the same for files and arrays:
 
-* values: 8-bit files and uint8 arrays map 0..255 to [-1, 1]; 16-bit grey PNGs (PIL modes ``I;16*``, or ``I``
-  from a PNG, which PNG only makes of 16-bit grey) map 0..65535 to [-1, 1] (16-bit colour PNGs PIL already
-  reads as 8-bit); float arrays must already lie in [-1, 1]. Files PIL reads as 32-bit integers from another
+* values: 8-bit files and uint8 arrays map 0..255 to [-1, 1], and so do arrays of any other integer type whose
+  values all lie in 0..255; 16-bit grey PNGs (PIL modes ``I;16*``, or ``I`` from a PNG, which PNG only makes of
+  16-bit grey) and uint16 arrays with values above 255 map 0..65535 to [-1, 1] (16-bit colour PNGs PIL already
+  reads as 8-bit); other integer ranges are refused; float arrays must already lie in [-1, 1]. Files PIL reads as 32-bit integers from another
   format (``I``) or as floats (``F``) have no declared range: they are refused, in one line naming the mode
   (save them as 8- or 16-bit PNG, or as a .npy array);
 * channels: grey to colour repeats the channel; colour to grey takes ITU-R 601 luma (PIL's ``L``); an alpha
@@ -31,18 +32,20 @@ from typing import Any
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-#: Rows of a ``.npy`` array checked per read when its range is validated (memory stays O(block)).
-CHECK_BLOCK = 1024
+#: Bytes of a ``.npy`` array read at a time when its range is validated (at least one row).
+CHECK_BYTES = 64 << 20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 #: PIL modes of 16-bit grey files, read as 0..65535.
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
 class ImageSource:
     """Validated images: ``names`` (one per row) and where to read them (``files``, or one ``array`` path).
 
-    ``layout`` of an array: 'nchw', 'nhwc' or 'nhw'; ``scale`` 'uint8' (0..255) or 'unit' ([-1, 1]).
+    ``layout`` of an array: 'nchw', 'nhwc' or 'nhw'; ``scale`` 'uint8' (0..255), 'uint16' (0..65535) or 'unit'
+    ([-1, 1]).
     """
 
     names: tuple[str, ...]
@@ -78,7 +81,8 @@ def open_images(spec: str | os.PathLike) -> ImageSource:
     """Check ``spec`` (a folder, a glob, an image file or a ``.npy`` array) and return its ``ImageSource``.
 
     A ValueError names the problem: nothing matched, a folder without images, a file that is not a readable
-    image, an array that is not (n, C, H, W), (n, H, W) or (n, H, W, C) of 1, 3 or 4 channels, or float values
+    image, a file that is not a .npy array, an array with no images or not (n, C, H, W), (n, H, W) or
+    (n, H, W, C) of 1, 3 or 4 channels, integer values outside 0..255 (0..65535 for uint16), or float values
     outside [-1, 1].
     """
     text = str(spec)
@@ -146,28 +150,76 @@ def _read_file(path: str) -> np.ndarray:
 
 
 def _open_array(path: str) -> ImageSource:
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"images: cannot read {path} as a .npy array ({exc})") from None
+    array = _load_array(path)
     shape = array.shape
     layout = _layout(shape)
-    if layout is None or array.dtype.kind not in "uif" or shape[0] == 0:
+    if layout is None or array.dtype.kind not in "uif":
         raise ValueError(f"images: {path} must hold n images as (n, C, H, W), (n, H, W) or (n, H, W, C) with C "
-                         f"of 1, 3 or 4, in uint8 or float; got shape {shape}, dtype {array.dtype}")
-    scale = "uint8" if array.dtype == np.uint8 else "unit"
-    if scale == "unit":
-        for start in range(0, shape[0], CHECK_BLOCK):
-            block = np.asarray(array[start:start + CHECK_BLOCK], np.float64)
-            if not np.all(np.isfinite(block)) or block.min() < -1.0 or block.max() > 1.0:
-                raise ValueError(f"images: {path} holds float values outside [-1, 1] (or NaN); give uint8 0..255 "
-                                 "or floats in the generator's range [-1, 1]")
+                         f"of 1, 3 or 4, in integers 0..255 or floats in [-1, 1]; got shape {shape}, "
+                         f"dtype {array.dtype}")
+    if shape[0] == 0:
+        raise ValueError(f"images: {path} holds no images (shape {shape})")
+    scale = _scale(path, array)
     names = tuple(f"{Path(path).name}[{i}]" for i in range(shape[0]))
     return ImageSource(names=names, array=os.path.abspath(path), layout=layout, scale=scale)
 
 
+def _load_array(path: str) -> np.ndarray:
+    """The array of a ``.npy`` file, memory-mapped; a file that is not one is refused by name."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise ValueError(f"images: cannot read {path} ({exc.strerror or exc})") from None
+    if head != NPY_MAGIC:
+        what = "an empty file" if not head else "a .npz archive" if head.startswith(b"PK") else "no NumPy header"
+        raise ValueError(f"images: {path} is not a .npy array ({what}; save images with numpy.save)")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"images: cannot read {path} as a .npy array ({exc})") from None
+
+
+def _scale(path: str, array: np.ndarray) -> str:
+    """How an array's values map to [-1, 1]: 'uint8' (0..255), 'uint16' (0..65535) or 'unit' (as they are).
+
+    uint8 is 0..255 by its type. Other integers are 0..255 when every value lies there; a uint16 array with
+    values above 255 is 16-bit (0..65535, as a 16-bit PNG); any other integer range is refused. Floats must lie
+    in [-1, 1]. The whole array is checked.
+    """
+    if array.dtype == np.uint8:
+        return "uint8"
+    low, high = _range(array)
+    if array.dtype.kind == "f":
+        if not (low >= -1.0 and high <= 1.0):
+            found = "NaN or infinite values" if not np.isfinite([low, high]).all() else f"values {low:g}..{high:g}"
+            raise ValueError(f"images: {path} holds {array.dtype} {found}, outside [-1, 1]; give integers 0..255 "
+                             "or floats in the generator's range [-1, 1]")
+        return "unit"
+    if low >= 0 and high <= 255:
+        return "uint8"
+    if array.dtype == np.uint16:
+        return "uint16"
+    raise ValueError(f"images: {path} holds {array.dtype} values {low}..{high}; integer images must lie in 0..255 "
+                     "(or be uint16 0..65535)")
+
+
+def _range(array: np.ndarray) -> tuple[Any, Any]:
+    """(min, max) of a non-empty array (NaN if it holds any), read CHECK_BYTES at a time."""
+    row_bytes = max(1, array[0].nbytes)
+    rows = max(1, CHECK_BYTES // row_bytes)
+    lows, highs = [], []
+    for start in range(0, array.shape[0], rows):
+        block = np.asarray(array[start:start + rows])
+        lows.append(block.min())
+        highs.append(block.max())
+    return np.min(lows), np.max(highs)
+
+
 def _layout(shape: tuple[int, ...]) -> str | None:
-    if len(shape) == 3 and min(shape[1:]) > 0:
+    if 0 in shape[1:]:
+        return None
+    if len(shape) == 3:
         return "nhw"
     if len(shape) == 4 and shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
         return "nchw"
@@ -185,7 +237,9 @@ def _from_array(image: np.ndarray, layout: str, scale: str) -> np.ndarray:
         values = values.transpose(2, 0, 1)
     if values.shape[0] == 4:
         values = values[:3]
-    return values / 127.5 - 1.0 if scale == "uint8" else values
+    if scale == "uint8":
+        return values / 127.5 - 1.0
+    return values / 32767.5 - 1.0 if scale == "uint16" else values
 
 
 def conform(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:

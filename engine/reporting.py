@@ -125,14 +125,17 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
     'raw', as ``edit`` takes them), each beside its re-scoring table when ``edit --rescore`` wrote one.
     An inverted store (``latent-engine invert``) also shows its targets (when kept), reconstructions and errors
     side by side, and edits of its rows along the directions it was edited with (``edit --rescore
-    --direction-from``) or, with ``direction_from``, along that store's strongest directions.
+    --direction-from``) or, with ``direction_from``, along that store's strongest directions (a store of
+    another generator is refused, as ``edit`` refuses it).
     """
-    from engine.methods.editing import check_units, parse_alphas
+    from engine.methods.editing import check_same_generator, check_units, parse_alphas
 
     started = time.perf_counter()
     check_units(units)
     parse_alphas(alphas)
     reader = store if isinstance(store, Store) else Store.open(store)
+    if direction_from is not None:                # refused before anything is written, not once per direction
+        check_same_generator(reader, Store.open(str(direction_from)))
     out_dir = Path(out) if out is not None else default_out(reader.path)
     page = _Page(out_dir)
     summary = summarize(reader)
@@ -155,10 +158,11 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
             [[a, s["mean"], s["std"], s["nan"]] for a, s in summary["attributes"].items()],
             ["attribute", "mean", "std", "NaN scores"]))
 
-    if "inversion" in reader.group:
-        _inversion_section(page, reader, samples=samples, alphas=alphas, units=units, device=device,
-                           direction_from=direction_from, per_method=per_method)
-    _directions_section(page, reader)
+    inverted = "inversion" in reader.group
+    borrowed = _inversion_section(page, reader, samples=samples, alphas=alphas, units=units, device=device,
+                                  direction_from=direction_from, per_method=per_method,
+                                  progress=progress) if inverted else 0
+    _directions_section(page, reader, inverted=inverted, borrowed=borrowed)
     shown = _edits_section(page, reader, per_method=per_method, samples=samples, alphas=alphas,
                            units=units, device=device, progress=progress)
     _tables_section(page, reader, shown)
@@ -173,15 +177,17 @@ def _timings(recorded: dict[str, Any], this_report: float) -> str:
     return "<h3>Timings</h3>" + _table(rows, ["stage", "seconds"], total=["total", sum(r[1] for r in rows)])
 
 
-def _directions_section(page: _Page, store: Store) -> None:
-    """The directions table (each row's metrics as its method's report section says) and their curves."""
+def _directions_section(page: _Page, store: Store, inverted: bool = False, borrowed: int = 0) -> None:
+    """The directions table (each row's metrics as its method's report section says) and their curves.
+
+    A store without directions gets a note on how to find some: an ``inverted`` one takes them from a sampled
+    store of the same generator (``borrowed``: the edit grids its Inversion section showed from one)."""
     from engine.methods import report_section
 
     keys = store.directions()
     page.add("<h2>Directions</h2>")
     if not keys:
-        page.add("<p class='note'>No directions yet: run <code>boundaries</code>, <code>sefa</code> or "
-                 "<code>pca</code> on this store.</p>")
+        page.add(f"<p class='note'>{_no_directions(store, inverted, borrowed)}</p>")
         return
     rows = []
     figures = []
@@ -197,6 +203,32 @@ def _directions_section(page: _Page, store: Store) -> None:
     page.add(_table(rows, ["direction", "shape", "space", "metrics"]) + "".join(figures))
 
 
+def _no_directions(store: Store, inverted: bool, borrowed: int) -> str:
+    """The note of a store without directions: what to run to get some (HTML)."""
+    if not inverted:
+        return ("No directions yet: run <code>boundaries</code>, <code>sefa</code> or <code>pca</code> on this "
+                "store.")
+    text = ("An inverted store has no directions of its own: it takes them from a sampled store of the same "
+            "generator. ")
+    if borrowed:
+        return text + "The edits in the Inversion section above take theirs from such a store."
+    path = html.escape(store.path)
+    return text + (f"To see edits of its rows here, run <code>report {path} --direction-from OTHER.zarr</code> "
+                   f"(or <code>edit {path} --rescore --direction-from OTHER.zarr</code>, which the report then "
+                   "shows).")
+
+
+def _generator(store: Store, device: str) -> tuple[Any, str | None]:
+    """(the generator ``store`` was made with, None), or (None, why it cannot be built, as HTML)."""
+    from engine.models.registry import load_generator
+
+    try:
+        return load_generator(store.meta["generator"], device), None
+    except (ValueError, ImportError) as exc:
+        return None, (f"cannot build the generator {html.escape(str(store.meta.get('generator')))} "
+                      f"({html.escape(str(exc))})")
+
+
 def _spectrum(page: _Page, key: str, curve: Any) -> str:
     """A per-direction curve (``engine.methods.Spectrum``: eigenvalues, explained variance) as a figure."""
     from engine.plots import line_plot
@@ -210,7 +242,6 @@ def _edits_section(page: _Page, store: Store, *, per_method: int, samples: int,
                    alphas: str, units: str, device: str, progress: bool) -> set[str]:
     """Edit grids of the strongest directions, each with its re-scoring; returns the tables shown here."""
     from engine.methods.editing import edit, edit_grid, parse_alphas, rescore_table_name, split_direction_key
-    from engine.models.registry import load_generator
     from engine.progress import progress_bar
 
     targets = strongest_directions(store, per_method)
@@ -224,12 +255,9 @@ def _edits_section(page: _Page, store: Store, *, per_method: int, samples: int,
              f"direction by α = {steps} in {unit_text}. Beside each grid, when <code>edit --rescore</code> "
              f"was run on it, the mean change of the attributes that change most, in units of each "
              f"attribute's std in the store.</p>")
-    try:
-        generator = load_generator(store.meta["generator"], device)
-    except (ValueError, ImportError) as exc:
-        page.add(f"<p class='note'>Edit grids skipped: cannot build the generator "
-                 f"{html.escape(str(store.meta.get('generator')))} ({html.escape(str(exc))}).</p>")
-        generator = None
+    generator, failure = _generator(store, device)
+    if failure:
+        page.add(f"<p class='note'>Edit grids skipped: {failure}.</p>")
     tables = set(store.tables())
     shown: set[str] = set()
     note = None
@@ -256,9 +284,10 @@ def _edits_section(page: _Page, store: Store, *, per_method: int, samples: int,
 
 
 def _inversion_section(page: _Page, store: Store, *, samples: int, alphas: str, units: str, device: str,
-                       direction_from: str | os.PathLike | None, per_method: int) -> None:
+                       direction_from: str | os.PathLike | None, per_method: int, progress: bool) -> int:
     """An inverted store's rows: error statistics, then targets | reconstructions (best, median and worst rows
-    first), then edits of the first rows along the directions they were, or are to be, edited with."""
+    first), then edits of the first rows along the directions they were, or are to be, edited with. Returns the
+    number of edit grids shown."""
     from engine.methods.inversion import error_summary
 
     record = store.meta.get("inversion") or {}
@@ -272,27 +301,56 @@ def _inversion_section(page: _Page, store: Store, *, samples: int, alphas: str, 
     if summary.get("rows"):
         page.add(_table([[summary["rows"], summary["mean"], summary["median"], summary["max"], summary["psnr_db"]]],
                         ["rows", "mean MSE", "median MSE", "max MSE", "PSNR of the mean (dB)"]))
+    G, failure = _generator(store, device)
+    if failure:
+        page.add(f"<p class='note'>Reconstructions and edits skipped: {failure}.</p>")
+        return 0
     rows = _shown_rows(store, samples)
     if rows.size:
-        page.add(_reconstruction_figure(page, store, rows, device))
+        page.add(_reconstruction_figure(page, store, rows, G, device))
     keys = _inversion_edits(store, direction_from, per_method)
-    for key, other in keys:
-        from engine.methods.editing import edit, edit_grid
+    return _inversion_edit_grids(page, store, G, keys, samples=samples, alphas=alphas, units=units, device=device,
+                                 progress=progress)
 
-        unreadable = _unopenable(other)
-        if unreadable:
-            page.add(f"<p class='note'>The edit along {html.escape(key)} is skipped: its directions' store "
-                     f"{html.escape(other)} cannot be opened ({html.escape(unreadable)}).</p>")
-            continue
-        try:
-            result = edit(store, key, alphas=alphas, units=units, samples=min(samples, store.n), stored=True,
-                          direction_from=other, device=device)
-        except StoreError as exc:                         # e.g. noise maps that do not fit the generator
-            page.add(f"<p class='note'>The edit along {html.escape(key)} is skipped: {html.escape(str(exc))}.</p>")
-            continue
-        page.add(f"<h3>{html.escape(key)} (from {html.escape(str(other))})</h3>" + page.figure(
-            edit_grid(result), "inversion_" + _slug(key) + "_edit",
-            f"the first {min(samples, store.n)} inverted rows; σ = {result['sigma']:.3g} in {result['space']}"))
+
+def _inversion_edit_grids(page: _Page, store: Store, G: Any, keys: list[tuple[str, str]], *, samples: int,
+                          alphas: str, units: str, device: str, progress: bool) -> int:
+    """One grid per (direction, store it comes from) in ``keys``, editing the first stored rows, under a
+    progress bar as the report's other edits. Returns the number of grids shown."""
+    from engine.progress import progress_bar
+
+    shown = 0
+    with progress_bar(total=len(keys), desc="report inversion edits", unit="grids",
+                      enabled=progress and bool(keys)) as bar:
+        for key, other in keys:
+            shown += _inversion_edit_grid(page, store, G, key, other, samples=min(samples, store.n), alphas=alphas,
+                                          units=units, device=device)
+            bar.update(1)
+    return shown
+
+
+def _inversion_edit_grid(page: _Page, store: Store, G: Any, key: str, other: str, *, samples: int, alphas: str,
+                         units: str, device: str) -> bool:
+    """The grid of the first ``samples`` stored rows edited along ``key`` from store ``other``; a direction that
+    cannot be edited (its store gone, a bad direction, maps that do not fit) is a note instead, not the end of
+    the report. Returns whether the grid was shown."""
+    from engine.methods.editing import edit, edit_grid
+
+    unreadable = _unopenable(other)
+    if unreadable:
+        page.add(f"<p class='note'>The edit along {html.escape(key)} is skipped: its directions' store "
+                 f"{html.escape(other)} cannot be opened ({html.escape(unreadable)}).</p>")
+        return False
+    try:
+        result = edit(store, key, alphas=alphas, units=units, samples=samples, stored=True, direction_from=other,
+                      generator=G, device=device)
+    except ValueError as exc:                     # StoreError too: e.g. noise maps that do not fit the generator
+        page.add(f"<p class='note'>The edit along {html.escape(key)} is skipped: {html.escape(str(exc))}.</p>")
+        return False
+    page.add(f"<h3>{html.escape(key)} (from {html.escape(str(other))})</h3>" + page.figure(
+        edit_grid(result), "inversion_" + _slug(key) + "_edit",
+        f"the first {samples} inverted rows; σ = {result['sigma']:.3g} in {result['space']}"))
+    return True
 
 
 def _noise_sentence(store: Store) -> str:
@@ -343,17 +401,13 @@ def reconstructions(store: Store, rows: np.ndarray, G: Any, device: str = "cpu")
         return synthesize(G, synthesis_input(G, x, LatentSpace(space)), noise_maps=maps).float().cpu()
 
 
-def _reconstruction_figure(page: _Page, store: Store, rows: np.ndarray, device: str) -> str:
+def _reconstruction_figure(page: _Page, store: Store, rows: np.ndarray, G: Any, device: str) -> str:
+    """Targets | reconstructions | differences of ``rows`` (reconstructions alone, with a note, when the targets
+    were not kept), as HTML."""
     import torch
 
-    from engine.models.registry import load_generator
     from engine.plots import image_grid
 
-    try:
-        G = load_generator(store.meta["generator"], device)
-    except (ValueError, ImportError) as exc:
-        return (f"<p class='note'>Reconstructions skipped: cannot build the generator "
-                f"{html.escape(str(store.meta.get('generator')))} ({html.escape(str(exc))}).</p>")
     try:
         images = reconstructions(store, rows, G, device)
     except StoreError as exc:
@@ -366,7 +420,11 @@ def _reconstruction_figure(page: _Page, store: Store, rows: np.ndarray, device: 
     names = store.array("inversion/files").get_orthogonal_selection((rows,))
     errors = store.array("inversion/error").get_orthogonal_selection((rows,))
     caption = "; ".join(f"{name}: MSE {error:.3g}" for name, error in zip(names, errors))
-    return page.figure(grid, "inversion_reconstructions", f"rows (best, median, worst, first): {caption}")
+    figure = page.figure(grid, "inversion_reconstructions", f"rows (best, median, worst, first): {caption}")
+    if len(columns) == 1:
+        figure += ("<p class='muted'>Targets not kept: invert with <code>--keep-images</code> to see them beside "
+                   "the reconstructions.</p>")
+    return figure
 
 
 def _inversion_edits(store: Store, direction_from: str | os.PathLike | None,

@@ -30,10 +30,30 @@ def summarize(store: Store) -> dict[str, Any]:
     if "inversion" in store.group:
         summary["images_per_s"] = meta.get("images_per_s")
         summary["inversion"] = inversion_error_stats(store, progress)
+        summary["inversion_settings"] = inversion_settings(store)
         noise = noise_map_stats(store)
         if noise:
             summary["noise_maps"] = noise
     return summary
+
+
+def inversion_settings(store: Store) -> dict[str, Any]:
+    """How an inverted store's codes were found (``meta["inversion"]``): space, steps, restarts, lr, seed, the
+    feature loss (None without one) and its weight, whether noise maps were optimised and their weight (None when
+    not), and whether the target images were kept. A store inverted before noise maps could be optimised
+    records no such setting: it optimised none."""
+    record = store.meta.get("inversion") or {}
+    settings = record.get("settings") or {}
+    feature_loss = settings.get("feature_loss")
+    optimize_noise = bool(settings.get("optimize_noise", False))
+    keep_images = record.get("keep_images")
+    if keep_images is None:
+        keep_images = "inversion" in store.group and "targets" in store.group["inversion"]
+    return {"space": settings.get("space"), "steps": settings.get("steps"), "restarts": settings.get("restarts"),
+            "lr": settings.get("lr"), "seed": settings.get("seed"), "feature_loss": feature_loss,
+            "feature_weight": settings.get("feature_weight") if feature_loss else None,
+            "optimize_noise": optimize_noise, "noise_weight": settings.get("noise_weight") if optimize_noise else None,
+            "keep_images": bool(keep_images)}
 
 
 def noise_map_stats(store: Store) -> dict[str, Any] | None:

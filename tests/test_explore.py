@@ -337,7 +337,9 @@ def test_an_inverted_store_renders_what_engine_edit_renders_with_directions_from
     client = create_app(explorer).test_client()
     store = client.get("/api/store").json
     assert store["inverted"] and store["targets"] and store["spaces"] == ["w"] and store["n"] == 6
-    assert store["direction_from"] == digits_store and store["predictors"] == []
+    assert store["direction_from"] == digits_store and store["noise_maps"] is False
+    # the inverted store records no predictors: the sampled store's re-score its edits, and the page is told so
+    assert store["predictors"] == ["digits", "imagestats"] and store["attributes"] == Store.open(digits_store).attributes
     listed = {d["key"]: d for g in client.get("/api/directions").json for d in g["directions"]}
     assert set(listed) == set(Store.open(digits_store).directions()) and listed["interfacegan/slant@w"]["editable"]
     rows, alpha = [0, 1, 2], 2.0
@@ -355,7 +357,56 @@ def test_an_inverted_store_renders_what_engine_edit_renders_with_directions_from
     assert body["inversion_error"] == pytest.approx(errors[rows].tolist())
     assert body["targets"] == data_url(grid_png(torch.from_numpy(targets[rows])))
     scores = {s["attribute"] for s in body["panels"][0]["scores"]}     # the sampled store's predictors re-score
-    assert {"slant", "digit_0"} <= scores
+    assert {"slant", "digit_0"} <= scores and scores == set(store["attributes"])
+
+
+@pytest.fixture(scope="module")
+def noise_store(tmp_path_factory):
+    """Images inverted with their own noise maps (``optimize_noise``) by a random-weight 8×8 StyleGAN2 file, and
+    a store sampled from the same file with one w direction: (inverted path, sampled path)."""
+    from tests.stylegan2_checkpoints import rosinality_state
+
+    folder = tmp_path_factory.mktemp("explore_noise")
+    torch.save({"g_ema": rosinality_state(size=8, seed=4)}, folder / "g.pt")
+    spec = f"stylegan2:{folder / 'g.pt'}"
+    sampled = engine.sample(str(folder / "sampled.zarr"), spec, [], n=16, chunk=16, spaces=["w"], progress=False)
+    w_dim = engine.load_generator(spec).w_dim
+    Store.open(sampled.path, mode="r+").write_direction("custom", "d", np.eye(1, w_dim, dtype=np.float32),
+                                                        {"space": "w"})
+    np.save(folder / "images.npy", np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    inverted = engine.invert(folder / "images.npy", folder / "inverted.zarr", spec, steps=1, optimize_noise=True,
+                             device="cpu", progress=False)
+    assert inverted.noise_layers()
+    return inverted.path, sampled.path
+
+
+def test_the_page_is_told_when_codes_download_as_npz_with_noise_maps(noise_store, client):
+    inverted, sampled = noise_store
+    assert client.get("/api/store").json["noise_maps"] is False
+    with_maps = create_app(Explorer(inverted, device="cpu", direction_from=sampled).load()).test_client()
+    assert with_maps.get("/api/store").json["noise_maps"] is True
+    download = with_maps.post("/api/codes?panel=0", json={"rows": [0], "panels": [[{"direction": "custom/d",
+                                                                                     "alpha": 1}]]})
+    assert download.headers["Content-Disposition"].endswith(".npz")       # what the flag promises
+
+
+def test_the_download_link_names_the_file_it_gives(noise_store, digits_store):
+    """In Chromium (skipped without it): the link says .npz for a store with noise maps, .npy otherwise."""
+    from tests.test_explore_browser import _page, _served
+
+    inverted, sampled = noise_store
+    with _page() as (page, errors):
+        for path, options, direction, text in ((inverted, {"direction_from": sampled}, "custom/d:0",
+                                                "download codes + noise maps .npz"),
+                                               (digits_store, {}, "interfacegan/slant@w:0", "download codes .npy")):
+            with _served(path, **options) as url:
+                page.goto(url)
+                page.wait_for_selector("#loading", state="hidden", timeout=60_000)
+                page.wait_for_selector("#directions details", timeout=60_000)
+                page.check(f'input[data-direction="{direction}"]')
+                page.wait_for_selector("#panel-0[src^='data:image/png']")
+                assert text in page.inner_text(".panel-tools")
+        assert not errors, errors
 
 
 def test_directions_from_a_store_of_another_generator_are_refused(inverted_store, planted_wp):

@@ -123,3 +123,46 @@ def test_file_paths_are_read_from_absolute_paths_and_named_as_given(tmp_path, mo
     assert source.files == (str(tmp_path / "in" / "a.png"),)
     monkeypatch.chdir("/")                            # a Dask worker started elsewhere reads the same file
     np.testing.assert_array_equal(source.read(slice(0, 1), 8, 1), 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint16])
+def test_integer_arrays_of_0_to_255_read_like_uint8(tmp_path, dtype):
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 1, 8, 8), dtype=np.uint8)
+    pixels[0, 0, 0, 0], pixels[1, 0, 0, 0] = 0, 255
+    np.save(tmp_path / "u8.npy", pixels)
+    np.save(tmp_path / "wide.npy", pixels.astype(dtype))
+    expected = open_images(tmp_path / "u8.npy").read(slice(0, 2), 8, 1)
+    source = open_images(tmp_path / "wide.npy")
+    assert source.description["values"] == "uint8"
+    np.testing.assert_array_equal(source.read(slice(0, 2), 8, 1), expected)
+    np.save(tmp_path / "black.npy", np.zeros((1, 8, 8), dtype))
+    np.testing.assert_array_equal(open_images(tmp_path / "black.npy").read(slice(0, 1), 8, 1), -1.0)
+
+
+def test_a_uint16_array_beyond_255_maps_0_to_65535_like_a_16_bit_png(tmp_path):
+    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    np.save(tmp_path / "ramp16.npy", ramp[None])
+    source = open_images(tmp_path / "ramp16.npy")
+    assert source.description["values"] == "uint16"
+    png = open_images(_png(tmp_path / "ramp16.png", ramp)).read(slice(0, 1), 16, 1)
+    np.testing.assert_array_equal(source.read(slice(0, 1), 16, 1), png)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "garbage.npy").write_text("x,y\n1,2\n"), "garbage.npy is not a .npy array (no NumPy header"),
+    (lambda d: (d / "garbage.npy").write_bytes(b""), "garbage.npy is not a .npy array (an empty file"),
+    (lambda d: np.savez(d / "garbage.npz", a=np.zeros((1, 8, 8))) or (d / "garbage.npz").rename(d / "garbage.npy"),
+     "garbage.npy is not a .npy array (a .npz archive"),
+    (lambda d: np.save(d / "garbage.npy", np.zeros((0, 16, 16), np.uint8)), "garbage.npy holds no images"),
+    (lambda d: np.save(d / "garbage.npy", np.zeros((2, 1, 0, 16), np.uint8)), "got shape (2, 1, 0, 16)"),
+    (lambda d: np.save(d / "garbage.npy", np.arange(-1, 255, dtype=np.int32).reshape(1, 16, 16)),
+     "garbage.npy holds int32 values -1..254; integer images must lie in 0..255"),
+    (lambda d: np.save(d / "garbage.npy", np.full((1, 4, 4), 256, np.int64)), "holds int64 values 256..256"),
+    (lambda d: np.save(d / "garbage.npy", np.full((1, 4, 4), np.nan, np.float32)), "NaN or infinite values"),
+    (lambda d: np.save(d / "garbage.npy", np.full((1, 4, 4), -2.5, np.float64)), "float64 values -2.5..-2.5, outside"),
+])
+def test_arrays_that_are_not_images_are_refused_in_one_line_naming_why(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(ValueError) as info:
+        open_images(tmp_path / "garbage.npy")
+    assert message in str(info.value) and "\n" not in str(info.value)

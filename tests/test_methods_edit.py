@@ -153,3 +153,59 @@ def test_grid_columns_carry_their_alpha():
         assert (band[:, left:left + 64] < 128).any()
     with pytest.raises(ValueError, match="2 column labels for 3 columns"):
         image_grid(images, col_labels=["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def generator_stores(tmp_path_factory):
+    """Tiny w stores of three generators (the built-in digits GAN and two StyleGAN2 files with different
+    weights), each with one w direction, and an inverted digits store: {name: path}."""
+    import torch
+
+    from tests.stylegan2_checkpoints import rosinality_state
+
+    folder = tmp_path_factory.mktemp("generators")
+    specs = {"digits": "digits"}
+    for seed in (1, 2):
+        torch.save({"g_ema": rosinality_state(size=8, seed=seed)}, folder / f"g{seed}.pt")
+        specs[f"file{seed}"] = f"stylegan2:{folder / f'g{seed}.pt'}"
+    paths = {}
+    for name, spec in specs.items():
+        store = engine.sample(str(folder / f"{name}.zarr"), spec, [], n=8, chunk=8, spaces=["w"], progress=False)
+        w_dim = engine.load_generator(spec).w_dim
+        Store.open(store.path, mode="r+").write_direction("custom", "d", np.eye(1, w_dim, dtype=np.float32),
+                                                          {"space": "w"})
+        paths[name] = store.path
+    np.save(folder / "targets.npy", np.zeros((2, 16, 16), np.uint8))
+    paths["inverted"] = engine.invert(folder / "targets.npy", folder / "inv.zarr", "digits", steps=1, device="cpu",
+                                      progress=False).path
+    return paths
+
+
+def test_directions_of_another_generator_are_refused_naming_both_generators(generator_stores):
+    inverted, file1, file2 = generator_stores["inverted"], generator_stores["file1"], generator_stores["file2"]
+    with pytest.raises(ValueError) as builtin_vs_file:
+        edit(inverted, "custom/d", direction_from=file1, stored=True, samples=1)
+    message = str(builtin_vs_file.value)
+    assert f"made with generator 'stylegan2:{file1[:-len('file1.zarr')]}g1.pt', {inverted} with 'digits'" in message
+    assert "None" not in message and "SHA-256" not in message                  # a built-in has no file to hash
+    with pytest.raises(ValueError) as two_files:
+        edit(file2, "custom/d", direction_from=file1, samples=1)
+    hashes = [Store.open(p).meta["generator_file"]["sha256"][:12] for p in (file1, file2)]
+    assert (f"g1.pt' (SHA-256 {hashes[0]}…) vs 'stylegan2:" in str(two_files.value)
+            and f"g2.pt' (SHA-256 {hashes[1]}…)" in str(two_files.value))
+    assert edit(generator_stores["digits"], "custom/d", direction_from=generator_stores["digits"], samples=1,
+                alphas="0,1,2")["images"].shape[:2] == (1, 2)
+
+
+def test_an_inverted_store_without_direction_from_says_where_its_directions_come_from(generator_stores):
+    inverted = generator_stores["inverted"]
+    result = run_cli("edit", inverted, "--stored", "--direction", "custom/d", "--samples", "1", "--device", "cpu")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "unknown direction 'custom/d'" in result.stderr and "--direction-from OTHER.zarr" in result.stderr
+    assert "sampled store of the same generator" in result.stderr
+    result = edit(inverted, "custom/d", direction_from=generator_stores["digits"], stored=True, samples=1,
+                  alphas="0,0,1")
+    assert result["images"].shape[:2] == (1, 1)
+    with pytest.raises(engine.StoreError) as sampled:                                  # no hint for a sampled store
+        edit(generator_stores["digits"], "custom/nope", samples=1)
+    assert "direction-from" not in str(sampled.value)

@@ -132,6 +132,20 @@ def _describe_source(source: dict) -> str:
     return kind
 
 
+def _describe_inversion(settings: dict) -> str:
+    """An inverted store's settings on one line: 'space w, 300 steps, 4 restart(s), lr 0.1, no feature loss, ...'."""
+    def number(value) -> str:
+        return "?" if value is None else f"{value:g}"
+
+    feature = (f"feature loss {settings['feature_loss']} (weight {number(settings['feature_weight'])})"
+               if settings.get("feature_loss") else "no feature loss")
+    noise = (f"noise maps optimised (weight {number(settings['noise_weight'])})" if settings.get("optimize_noise")
+             else "noise maps not optimised")
+    targets = "targets kept" if settings.get("keep_images") else "targets not kept"
+    return (f"space {settings.get('space')}, {settings.get('steps')} steps, {settings.get('restarts')} restart(s), "
+            f"lr {number(settings.get('lr'))}, {feature}, {noise}, {targets}")
+
+
 def _print_summary(s: dict) -> None:
     state = "complete" if s["complete"] else f"INCOMPLETE ({s['chunks_done']}/{s['n_chunks']} chunks; use --resume)"
     click.echo(f"{s['path']}  schema {s['schema']}  latent-engine {s['engine_version']}")
@@ -141,6 +155,8 @@ def _print_summary(s: dict) -> None:
         click.echo(f"  sampled on {s['device']} at {s['samples_per_s']} samples/s")
     if s.get("images_per_s"):
         click.echo(f"  inverted on {s['device']} at {s['images_per_s']} images/s")
+    if s.get("inversion_settings"):
+        click.echo(f"  inversion settings: {_describe_inversion(s['inversion_settings'])}")
     if s.get("inversion", {}).get("rows"):
         e = s["inversion"]
         click.echo(f"  inversion error (pixel MSE) over {e['rows']} rows: mean {e['mean']:.4g}, median "

@@ -4,7 +4,7 @@ The page lists the store's directions grouped by method with their metrics; a pe
 ``MAX_MOVES`` of them, and one slider per direction (in σ units, with a layer range for w-sized directions)
 moves a grid of the store's own samples; the generator runs here, batched, behind a small cache, and the
 store's predictors re-score every edit. Two panels show two edits side by side; the grid downloads as PNG and
-the codes as ``.npy``.
+the codes as ``.npy`` (an ``.npz`` of codes and noise maps for a store holding per-image noise maps).
 
 The store is opened read-only. The server binds 127.0.0.1 unless told otherwise, and refuses any other address
 without ``allow_remote``: the page renders whatever the store holds, for anyone who can reach it.

@@ -104,7 +104,11 @@ class Explorer:
         self.G: Any = None
         self.predictors: list[Any] = []
         self.predictor_error: str | None = None
-        self.attributes: list[str] = []
+        # The predictors that re-score edits: the explored store's, else those of ``direction_from``. Their
+        # attributes are what that store recorded until ``load`` builds them (none if they cannot be built).
+        scored = self.store if self.store.meta.get("predictors") else self.source
+        self.predictor_specs: list[str] = list(scored.meta.get("predictors") or [])
+        self.attributes: list[str] = list(scored.attributes) if self.predictor_specs else []
         self.spread: np.ndarray = np.empty(0)
         self._directions = {key: self.source.array(f"directions/{key}") for key in self.source.directions()}
         self._rows: dict[str, np.ndarray] = {}
@@ -147,9 +151,8 @@ class Explorer:
             load_generator(self.generator_spec, self.device)
         check_noise_layers(self.store, self.G)
         self._step("building the predictors")
-        specs = self.store.meta.get("predictors") or self.source.meta.get("predictors") or []
         try:
-            self.predictors = [load_predictor(spec, self.G, self.device) for spec in specs]
+            self.predictors = [load_predictor(spec, self.G, self.device) for spec in self.predictor_specs]
         except (ValueError, ImportError, OSError) as exc:     # explore without re-scoring; the page says why
             self.predictor_error = str(exc)
         self.attributes = [a for P in self.predictors for a in P.attributes]
@@ -183,13 +186,17 @@ class Explorer:
         return {key: int(array.shape[0]) for key, array in self._directions.items()}
 
     def describe(self) -> dict[str, Any]:
-        """The store as the page shows it: path, size, spaces, models, and whether it holds inverted codes."""
+        """The store as the page shows it: path, size, spaces, models, and whether it holds inverted codes.
+
+        ``predictors`` and ``attributes`` are those that re-score the edits (``direction_from``'s when the store
+        records none); ``noise_maps`` says whether the store holds per-image noise maps, so that a panel's codes
+        download as an ``.npz`` of codes and maps rather than an ``.npy``."""
         store = self.store
         inverted = "inversion/error" in _members(store)
         return {"path": store.path, "n": store.n, "committed_rows": self.committed_rows, "spaces": store.spaces,
-                "generator": self.generator_spec, "predictors": list(store.meta.get("predictors") or []),
-                "predictor_error": self.predictor_error, "attributes": store.attributes, "inverted": inverted,
-                "targets": "inversion/targets" in _members(store),
+                "generator": self.generator_spec, "predictors": list(self.predictor_specs),
+                "predictor_error": self.predictor_error, "attributes": list(self.attributes), "inverted": inverted,
+                "noise_maps": bool(store.noise_layers()), "targets": "inversion/targets" in _members(store),
                 "direction_from": None if self.source is store else self.source.path,
                 "num_ws": None if self.G is None else int(getattr(self.G, "num_ws", 1) or 1),
                 "note": self._note(), "limits": _limits()}

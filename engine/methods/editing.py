@@ -29,7 +29,7 @@ from engine.cli.options import echo_json, echo_table, json_option
 from engine.methods import Method
 from engine.methods._common import check_positive_int, open_for_reading, require_new, writing
 from engine.spaces import LatentSpace, LatentView, codes_from_z, parse_layers, synthesis_input
-from engine.store import Store
+from engine.store import Store, StoreError
 
 UNITS = ("sigma", "raw")
 SPREAD_ROWS = 4096      # codes whose spread along a direction defines σ: the store's first committed rows
@@ -200,7 +200,7 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
         raise ValueError(f"direction must be METHOD/NAME (e.g. interfacegan/smile); got {direction!r}")
     source = reader if direction_from is None else open_for_reading(direction_from)
     check_same_generator(reader, source)
-    values, attrs = source.read_direction(key)
+    values, attrs = _read_direction(source, key, hint=direction_from is None and "inversion" in reader.group)
     if row >= values.shape[0]:
         raise ValueError(f"direction {direction!r}: {key} has {values.shape[0]} rows (0-{values.shape[0] - 1})")
     n = values[row].astype(np.float64)
@@ -329,6 +329,18 @@ def edit(store: str | os.PathLike | Store, direction: str, *, alphas: Any = "-3,
     return result
 
 
+def _read_direction(store: Store, key: str, hint: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """``store.read_direction(key)``; with ``hint`` (an inverted store, no ``direction_from``) an unknown
+    direction's refusal says where an inverted store's directions come from."""
+    try:
+        return store.read_direction(key)
+    except StoreError as exc:
+        if not hint:
+            raise
+        raise StoreError(f"{exc}; an inverted store takes its directions from a sampled store of the same "
+                         "generator: direction_from='OTHER.zarr' (--direction-from OTHER.zarr)") from None
+
+
 def _where(path: str) -> str:
     """A store's path as a table records it: absolute for a local store (a report reads it from any folder),
     a URL (remote, or file://) as it is."""
@@ -337,17 +349,34 @@ def _where(path: str) -> str:
 
 def check_same_generator(store: Store, other: Store) -> None:
     """Refuse directions from ``other`` unless it was made with ``store``'s generator: the same file (SHA-256)
-    where either records one, else the same SPEC."""
+    where either records one, else the same SPEC. The refusal names both generators by SPEC, and by hash where
+    the SPECs alone do not tell them apart (both files, or the same SPEC)."""
     if other is store:
         return
-    mine, theirs = (s.meta.get("generator_file") or {} for s in (store, other))
-    if mine.get("sha256") or theirs.get("sha256"):
-        if mine.get("sha256") != theirs.get("sha256"):
-            raise ValueError(f"direction_from {other.path} was made with another generator file than {store.path} "
-                             f"(SHA-256 {str(theirs.get('sha256'))[:12]}… vs {str(mine.get('sha256'))[:12]}…)")
-    elif store.meta.get("generator") != other.meta.get("generator"):
-        raise ValueError(f"direction_from {other.path} was made with generator {other.meta.get('generator')!r}, "
-                         f"{store.path} with {store.meta.get('generator')!r}: directions do not carry over")
+    mine, theirs = (_file_hash(s) for s in (store, other))
+    specs_alike = store.meta.get("generator") == other.meta.get("generator")
+    if (mine == theirs) if (mine or theirs) else specs_alike:
+        return
+    with_hash = bool(mine and theirs) or specs_alike
+    if mine and theirs:
+        raise ValueError(f"direction_from {other.path} was made with another generator file than {store.path}: "
+                         f"{_generator_name(other, True)} vs {_generator_name(store, True)}")
+    raise ValueError(f"direction_from {other.path} was made with generator {_generator_name(other, with_hash)}, "
+                     f"{store.path} with {_generator_name(store, with_hash)}: directions do not carry over")
+
+
+def _file_hash(store: Store) -> str | None:
+    """The SHA-256 of the generator file ``store`` was made with; None for a built-in generator."""
+    return (store.meta.get("generator_file") or {}).get("sha256") or None
+
+
+def _generator_name(store: Store, with_hash: bool) -> str:
+    """A store's generator as a refusal names it: its SPEC, and with ``with_hash`` its file's SHA-256."""
+    name = repr(store.meta.get("generator"))
+    if not with_hash:
+        return name
+    sha = _file_hash(store)
+    return f"{name} (SHA-256 {sha[:12]}…)" if sha else f"{name} (no file hash recorded)"
 
 
 def stored_codes(store: Store, space: LatentSpace, G: Any, samples: int, device: str) -> tuple[np.ndarray, Any]:

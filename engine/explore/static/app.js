@@ -247,7 +247,8 @@ function showResult(body, result, ms) {
     figure.querySelector("figcaption").textContent = panelCaption(body.panels[i]);
     const tools = figure.querySelector(".panel-tools");
     const png = el("a", { href: panel.image, download: `explore_grid${i}.png` }, "download grid PNG");
-    const codes = el("a", { href: "#" }, "download codes .npy");
+    const codes = el("a", { href: "#" },   // a store with noise maps: the codes and the maps that re-generate them
+      state.store.noise_maps ? "download codes + noise maps .npz" : "download codes .npy");
     codes.addEventListener("click", (event) => { event.preventDefault(); downloadCodes(body, i); });
     tools.replaceChildren(png, codes);
     figure.querySelector(".scores").replaceChildren(scoresTable(panel.scores));
