@@ -767,7 +767,8 @@ Examples:
   latent-engine edit inv.zarr --direction-from demo.zarr --direction interfacegan/digit_3@w --stored --out 3.png
 \b
 IMAGES: a folder of PNG/JPEG files, a glob of them, or a .npy array (n, C, H, W), (n, H, W) or (n, H, W, C)
-(uint8 0..255, or floats in [-1, 1]); centre-cropped, resized to the generator's resolution and channels.
+(integers 0..255, uint16 0..65535, or floats in [-1, 1]); centre-cropped, resized to the generator's resolution
+and channels.
 """)
 @click.argument("images")
 @click.argument("store")
