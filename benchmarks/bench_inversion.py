@@ -55,9 +55,20 @@ def generated_images(count: int, seed: int) -> np.ndarray:
         return synthesize(G, map_codes(G, z)).numpy()
 
 
-def speed(args: argparse.Namespace) -> dict:
+def timed_inversion(inverter, images: np.ndarray, device) -> tuple[float, float]:  # noqa: ANN001
+    """(seconds, mean MSE / the images' variance) of one inverter on ``images``, as one chunk."""
     import torch
 
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = inverter(images, 0, len(images))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, float(out["error"].mean() / images.var())
+
+
+def speed(args: argparse.Namespace) -> dict:
     from engine.devices import resolve_device
     from engine.methods.inversion import InversionSettings, Inverter
     from engine.models.registry import load_generator
@@ -68,16 +79,9 @@ def speed(args: argparse.Namespace) -> dict:
     settings = InversionSettings(space="w", steps=args.steps)
     results = {}
     for name, batch in (("batched", args.batch), ("one_at_a_time", 1)):
-        inverter = Inverter(G, settings, device, batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = inverter(images, 0, len(images))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        seconds, error = timed_inversion(Inverter(G, settings, device, batch), images, device)
         results[name] = {"batch": batch, "seconds": round(seconds, 2), "images_per_s": round(len(images) / seconds, 3),
-                         "mean_mse_over_variance": float(out["error"].mean() / images.var())}
+                         "mean_mse_over_variance": error}
         print(f"{name:>14}: batch {batch:>3}  {seconds:8.2f} s  {len(images) / seconds:8.2f} images/s  "
               f"MSE/var {results[name]['mean_mse_over_variance']:.4f}", flush=True)
     results["speedup"] = round(results["batched"]["images_per_s"] / results["one_at_a_time"]["images_per_s"], 1)
@@ -112,14 +116,8 @@ def noise(args: argparse.Namespace) -> dict:
         1, G.img_channels, 1, 1).numpy()
 
     def run(images: np.ndarray, batch: int, optimize: bool) -> tuple[float, float]:
-        inverter = Inverter(G, InversionSettings(space="w", steps=args.steps, optimize_noise=optimize), device, batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = inverter(images, 0, len(images))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, float(out["error"].mean() / images.var())
+        settings = InversionSettings(space="w", steps=args.steps, optimize_noise=optimize)
+        return timed_inversion(Inverter(G, settings, device, batch), images, device)
 
     results: dict = {"speed": {}, "quality": {}}
     other = targets["its images with other noise"]

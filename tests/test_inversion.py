@@ -45,6 +45,15 @@ def _rendered(store: Store, space: str) -> np.ndarray:
         return synthesize(G, synthesis_input(G, codes.reshape(codes.shape[0], -1), LatentSpace(space))).numpy()
 
 
+def _failing_on_chunk_1(real_call):
+    """Inverter.__call__ that raises on chunk 1 (an injected crash) and inverts every other chunk."""
+    def failing(self, targets, index, chunk):
+        if index == 1:
+            raise RuntimeError("injected failure in chunk 1")
+        return real_call(self, targets, index, chunk)
+    return failing
+
+
 @pytest.mark.parametrize("space", ["w", "wp"])
 def test_generated_images_invert_to_codes_that_regenerate_them(generated, tmp_path, space):
     path, images, _ = generated
@@ -118,12 +127,7 @@ def test_an_interrupted_inversion_resumes_to_the_same_store(generated, tmp_path,
     options = dict(space="w", steps=20, chunk=8, batch=8, device="cpu", progress=False, restarts=2)
     whole = invert(path, tmp_path / "whole.zarr", "digits", **options)
     real_call = Inverter.__call__
-
-    def failing(self, targets, index, chunk):
-        if index == 1:
-            raise RuntimeError("injected failure in chunk 1")
-        return real_call(self, targets, index, chunk)
-
+    failing = _failing_on_chunk_1(real_call)
     monkeypatch.setattr(Inverter, "__call__", failing)
     with pytest.raises(RuntimeError, match="injected"):
         invert(path, tmp_path / "cut.zarr", "digits", **options)
@@ -566,12 +570,7 @@ def test_an_interrupted_inversion_with_noise_maps_resumes_to_the_same_store(nois
     options = dict(space="wp", steps=8, chunk=2, batch=2, device="cpu", progress=False, optimize_noise=True)
     whole = invert(path, tmp_path / "whole.zarr", spec, **options)
     real_call = Inverter.__call__
-
-    def failing(self, targets, index, chunk):
-        if index == 1:
-            raise RuntimeError("injected failure in chunk 1")
-        return real_call(self, targets, index, chunk)
-
+    failing = _failing_on_chunk_1(real_call)
     monkeypatch.setattr(Inverter, "__call__", failing)
     with pytest.raises(RuntimeError, match="injected"):
         invert(path, tmp_path / "cut.zarr", spec, **options)
@@ -593,12 +592,7 @@ def test_settings_that_change_nothing_do_not_block_a_resume(noisy_stylegan2, gen
     """The noise weight of a run without noise maps, and the noise settings of a generator without noise inputs."""
     spec, path, _ = noisy_stylegan2
     real_call = Inverter.__call__
-
-    def failing(self, targets, index, chunk):
-        if index == 1:
-            raise RuntimeError("injected failure in chunk 1")
-        return real_call(self, targets, index, chunk)
-
+    failing = _failing_on_chunk_1(real_call)
     for generator, images, options in ((spec, path, dict(optimize_noise=False)), ("digits", generated[0],
                                                                                    dict(optimize_noise=True))):
         store = tmp_path / f"{generator.split(':')[0]}.zarr"

@@ -92,8 +92,8 @@ class EngineGroup(click.Group):
             command = self._subcommand(ctx)
             if command is None or not any(p.name == "resume" for p in command.params):
                 raise
-            raise Interrupted(f"interrupted: the chunks committed so far are kept; run the same command with --resume "
-                              f"to finish the rest (`latent-engine info STORE` shows how far it got)") from None
+            raise Interrupted("interrupted: the chunks committed so far are kept; run the same command with --resume "
+                              "to finish the rest (`latent-engine info STORE` shows how far it got)") from None
         except (*USER_ERRORS, MemoryError) as exc:
             if os.environ.get("LATENT_ENGINE_DEBUG"):
                 raise
