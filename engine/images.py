@@ -183,12 +183,14 @@ def _load_array(path: str) -> np.ndarray:
 def _scale(path: str, array: np.ndarray) -> str:
     """How an array's values map to [-1, 1]: 'uint8' (0..255), 'uint16' (0..65535) or 'unit' (as they are).
 
-    uint8 is 0..255 by its type. Other integers are 0..255 when every value lies there; a uint16 array with
-    values above 255 is 16-bit (0..65535, as a 16-bit PNG); any other integer range is refused. Floats must lie
-    in [-1, 1]. The whole array is checked.
+    uint8 is 0..255 and uint16 (either byte order) 0..65535 by their types, as 8- and 16-bit PNGs are, whatever
+    values they hold. Other integers are 0..255 when every value lies there; any other integer range is refused.
+    Floats must lie in [-1, 1]. The whole array is checked.
     """
     if array.dtype == np.uint8:
         return "uint8"
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:
+        return "uint16"
     low, high = _range(array)
     if array.dtype.kind == "f":
         if not (low >= -1.0 and high <= 1.0):
@@ -198,10 +200,8 @@ def _scale(path: str, array: np.ndarray) -> str:
         return "unit"
     if low >= 0 and high <= 255:
         return "uint8"
-    if array.dtype == np.uint16:
-        return "uint16"
     raise ValueError(f"images: {path} holds {array.dtype} values {low}..{high}; integer images must lie in 0..255 "
-                     "(or be uint16 0..65535)")
+                     "(or be uint16, 0..65535)")
 
 
 def _range(array: np.ndarray) -> tuple[Any, Any]:

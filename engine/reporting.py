@@ -134,7 +134,7 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
     check_units(units)
     parse_alphas(alphas)
     reader = store if isinstance(store, Store) else Store.open(store)
-    if direction_from is not None:                # refused before anything is written, not once per direction
+    if direction_from is not None and "inversion" in reader.group:    # refused before anything is written
         check_same_generator(reader, Store.open(str(direction_from)))
     out_dir = Path(out) if out is not None else default_out(reader.path)
     page = _Page(out_dir)
@@ -162,7 +162,7 @@ def report(store: str | os.PathLike | Store, out: str | os.PathLike | None = Non
     borrowed = _inversion_section(page, reader, samples=samples, alphas=alphas, units=units, device=device,
                                   direction_from=direction_from, per_method=per_method,
                                   progress=progress) if inverted else 0
-    _directions_section(page, reader, inverted=inverted, borrowed=borrowed)
+    _directions_section(page, reader, inverted=inverted, borrowed=borrowed, direction_from=direction_from)
     shown = _edits_section(page, reader, per_method=per_method, samples=samples, alphas=alphas,
                            units=units, device=device, progress=progress)
     _tables_section(page, reader, shown)
@@ -177,7 +177,8 @@ def _timings(recorded: dict[str, Any], this_report: float) -> str:
     return "<h3>Timings</h3>" + _table(rows, ["stage", "seconds"], total=["total", sum(r[1] for r in rows)])
 
 
-def _directions_section(page: _Page, store: Store, inverted: bool = False, borrowed: int = 0) -> None:
+def _directions_section(page: _Page, store: Store, inverted: bool = False, borrowed: int = 0,
+                        direction_from: str | os.PathLike | None = None) -> None:
     """The directions table (each row's metrics as its method's report section says) and their curves.
 
     A store without directions gets a note on how to find some: an ``inverted`` one takes them from a sampled
@@ -187,7 +188,7 @@ def _directions_section(page: _Page, store: Store, inverted: bool = False, borro
     keys = store.directions()
     page.add("<h2>Directions</h2>")
     if not keys:
-        page.add(f"<p class='note'>{_no_directions(store, inverted, borrowed)}</p>")
+        page.add(f"<p class='note'>{_no_directions(store, inverted, borrowed, direction_from)}</p>")
         return
     rows = []
     figures = []
@@ -203,7 +204,8 @@ def _directions_section(page: _Page, store: Store, inverted: bool = False, borro
     page.add(_table(rows, ["direction", "shape", "space", "metrics"]) + "".join(figures))
 
 
-def _no_directions(store: Store, inverted: bool, borrowed: int) -> str:
+def _no_directions(store: Store, inverted: bool, borrowed: int,
+                   direction_from: str | os.PathLike | None = None) -> str:
     """The note of a store without directions: what to run to get some (HTML)."""
     if not inverted:
         return ("No directions yet: run <code>boundaries</code>, <code>sefa</code> or <code>pca</code> on this "
@@ -212,6 +214,10 @@ def _no_directions(store: Store, inverted: bool, borrowed: int) -> str:
             "generator. ")
     if borrowed:
         return text + "The edits in the Inversion section above take theirs from such a store."
+    if direction_from is not None:
+        return text + (f"None of {html.escape(str(direction_from))}'s directions could be shown here: none lives "
+                       f"in a space this store's codes ({', '.join(store.spaces)}) can move along, or its edits "
+                       "were skipped (see the notes in the Inversion section above).")
     path = html.escape(store.path)
     return text + (f"To see edits of its rows here, run <code>report {path} --direction-from OTHER.zarr</code> "
                    f"(or <code>edit {path} --rescore --direction-from OTHER.zarr</code>, which the report then "

@@ -125,7 +125,7 @@ def test_file_paths_are_read_from_absolute_paths_and_named_as_given(tmp_path, mo
     np.testing.assert_array_equal(source.read(slice(0, 1), 8, 1), 1.0)
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint16])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint32])
 def test_integer_arrays_of_0_to_255_read_like_uint8(tmp_path, dtype):
     pixels = np.random.default_rng(2).integers(0, 256, (2, 1, 8, 8), dtype=np.uint8)
     pixels[0, 0, 0, 0], pixels[1, 0, 0, 0] = 0, 255
@@ -139,9 +139,11 @@ def test_integer_arrays_of_0_to_255_read_like_uint8(tmp_path, dtype):
     np.testing.assert_array_equal(open_images(tmp_path / "black.npy").read(slice(0, 1), 8, 1), -1.0)
 
 
-def test_a_uint16_array_beyond_255_maps_0_to_65535_like_a_16_bit_png(tmp_path):
-    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
-    np.save(tmp_path / "ramp16.npy", ramp[None])
+@pytest.mark.parametrize("top", [65535, 200])          # a dark 16-bit image is still 16-bit, as its PNG is
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_uint16_array_maps_0_to_65535_like_a_16_bit_png(tmp_path, top, order):
+    ramp = np.linspace(0, top, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    np.save(tmp_path / "ramp16.npy", ramp[None].astype(f"{order}u2"))
     source = open_images(tmp_path / "ramp16.npy")
     assert source.description["values"] == "uint16"
     png = open_images(_png(tmp_path / "ramp16.png", ramp)).read(slice(0, 1), 16, 1)

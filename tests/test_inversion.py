@@ -140,6 +140,9 @@ def test_an_interrupted_inversion_resumes_to_the_same_store(generated, tmp_path,
     np.save(tmp_path / "other.npy", np.load(path))
     with pytest.raises(StoreError, match=r"inverted from .*generated.npy \(24 images\), this run gives .*other.npy"):
         invert(tmp_path / "other.npy", tmp_path / "cut.zarr", "digits", **options, resume=True)
+    np.save(tmp_path / "same_path.npy", ((np.load(path) + 1) * 127.5).round().astype(np.uint8))   # same images
+    with pytest.raises(StoreError, match=r"\(path .*generated.npy' -> .*same_path.npy'; values 'unit' -> 'uint8'\)"):
+        invert(tmp_path / "same_path.npy", tmp_path / "cut.zarr", "digits", **options, resume=True)
     with pytest.raises(StoreError, match=r"keep_images=False \(--keep-images\), this run asks for True"):
         invert(path, tmp_path / "cut.zarr", "digits", **options, keep_images=True, resume=True)
     resumed = invert(path, tmp_path / "cut.zarr", "digits", **options, resume=True)

@@ -87,3 +87,17 @@ def test_a_report_with_directions_of_another_generator_is_refused_before_writing
     assert not (tmp_path / "site").exists()
     result = run_cli("report", stores["inverted"], "--out", str(tmp_path / "site"), "--direction-from", planted.path)
     assert result.returncode == 1 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    # --direction-from only feeds an inverted store's edits: a sampled store's report does not check it
+    assert report(planted.path, tmp_path / "sampled_site", direction_from=stores["sampled"], samples=2,
+                  progress=False).is_file()
+
+
+def test_a_report_whose_direction_store_has_nothing_to_show_says_so_instead_of_asking_for_it(stores, tmp_path):
+    only_z = engine.sample(str(tmp_path / "z.zarr"), "digits", [], n=8, chunk=8, spaces=["z"], progress=False)
+    writer = Store.open(only_z.path, mode="r+")
+    writer.write_direction("custom", "zdir", np.eye(1, engine.load_generator("digits").z_dim, dtype=np.float32),
+                           {"space": "z"})                     # the inverted store holds w codes only
+    page = report(stores["inverted"], tmp_path / "site", direction_from=only_z.path, progress=False).read_text()
+    directions = page.split("<h2>Directions</h2>")[1]
+    assert f"None of {only_z.path}'s directions could be shown here" in directions
+    assert "--direction-from OTHER.zarr" not in directions

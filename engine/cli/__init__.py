@@ -29,6 +29,11 @@ USER_ERRORS = (ValueError, OSError, LockError)
 BUG_EXIT_STATUS = 70
 
 
+#: Commands that commit their store chunk by chunk and continue with --resume (latentclr saves its training
+#: state every --save-every steps instead: a plain abort there).
+CHUNKED_COMMANDS = frozenset({"sample", "invert"})
+
+
 class Interrupted(click.ClickException):
     """Ctrl-C in a command that can resume: what is kept and how to go on, exit status 130 (as for SIGINT)."""
 
@@ -90,7 +95,7 @@ class EngineGroup(click.Group):
             raise
         except KeyboardInterrupt:
             command = self._subcommand(ctx)
-            if command is None or not any(p.name == "resume" for p in command.params):
+            if command is None or command.name not in CHUNKED_COMMANDS:
                 raise
             raise Interrupted("interrupted: the chunks committed so far are kept; run the same command with --resume "
                               "to finish the rest (`latent-engine info STORE` shows how far it got)") from None

@@ -155,7 +155,7 @@ def _print_summary(s: dict) -> None:
         click.echo(f"  sampled on {s['device']} at {s['samples_per_s']} samples/s")
     if s.get("images_per_s"):
         click.echo(f"  inverted on {s['device']} at {s['images_per_s']} images/s")
-    if s.get("inversion_settings"):
+    if (s.get("inversion_settings") or {}).get("steps") is not None:      # a store that recorded its settings
         click.echo(f"  inversion settings: {_describe_inversion(s['inversion_settings'])}")
     if s.get("inversion", {}).get("rows"):
         e = s["inversion"]

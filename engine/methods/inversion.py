@@ -504,7 +504,7 @@ def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chun
                              f"{asked!r}")
     if then.get("images") != now["images"]:
         raise StoreError(f"cannot resume {path}: it was inverted from {_images_text(then.get('images'))}, this run "
-                         f"gives {_images_text(now['images'])}")
+                         f"gives {_images_text(now['images'])} ({_differences(then.get('images'), now['images'])})")
     checks = {"n": (meta.get("n"), n, "images"), "chunk": (meta.get("chunk"), chunk, "--chunk"),
               "generator": (meta.get("generator"), record["generator"], "--generator"),
               "keep_images": (then.get("keep_images"), now["keep_images"], "--keep-images")}
@@ -512,6 +512,14 @@ def _check_resumable(path: str, store: Any, record: dict[str, Any], n: int, chun
         if stored != asked:
             raise StoreError(f"cannot resume {path}: it was inverted with {key}={stored!r} ({flag}), this run asks "
                              f"for {asked!r}")
+
+
+def _differences(then: Any, now: Any) -> str:
+    """'layout nchw -> nhwc; values uint8 -> unit': the fields of two image records that differ."""
+    if not (isinstance(then, dict) and isinstance(now, dict)):
+        return "another record"
+    return "; ".join(f"{key} {then.get(key)!r} -> {now.get(key)!r}" for key in dict.fromkeys([*then, *now])
+                     if then.get(key) != now.get(key))
 
 
 def _images_text(images: Any) -> str:
